@@ -1,0 +1,1 @@
+//! Shared helpers of the benchmarks (the benchmarks themselves are under `benches/`).

@@ -1,0 +1,8 @@
+//! The `vfiotool` command line as a library: argument parsing and every command, run
+//! against injectable backends so the whole tool is testable on a simulated host.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+
+pub use cli::{main_with_env, run, Context};

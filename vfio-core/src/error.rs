@@ -1,0 +1,155 @@
+//! The toolkit's error type.
+//!
+//! Every error says what was attempted, on what, and what the kernel or the filesystem
+//! answered (the errno), with a hint on how to fix it where one is known. `Display`
+//! gives one line fit for a command-line user.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::kernel::{Errno, KernelOp};
+
+/// A `Result` with the toolkit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong. Variants are sorted by name; each has a one-line `Display`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An access outside a region, mapping or buffer, refused before reaching the kernel.
+    #[error("{what}: offset {offset:#x} + {len:#x} is outside the {size:#x} bytes available")]
+    OutOfBounds {
+        /// What was accessed ("BAR0 mapping", "config space", ...).
+        what: String,
+        /// Offset of the access.
+        offset: u64,
+        /// Length of the access.
+        len: u64,
+        /// Size of what was accessed.
+        size: u64,
+    },
+
+    /// A filesystem operation on the host view (sysfs, procfs, /dev) failed.
+    #[error("{op} {}: {source}{}", path.display(), hint_suffix(hint))]
+    Host {
+        /// What was attempted ("read", "write", "readlink", ...).
+        op: &'static str,
+        /// The path, as the host sees it (`/sys/bus/pci/...`).
+        path: PathBuf,
+        /// The underlying error, with its errno.
+        #[source]
+        source: io::Error,
+        /// How to fix it, when known.
+        hint: Option<String>,
+    },
+
+    /// A VFIO group cannot be used because some of its devices are bound to host drivers.
+    #[error("IOMMU group {group} is not viable: {}; bind them to vfio-pci (vfiotool bind --group {first}) or unbind them", blockers_text(blockers))]
+    GroupNotViable {
+        /// The group number.
+        group: u32,
+        /// The first blocking member, for the suggested command.
+        first: String,
+        /// Members holding the group back, with the driver each is bound to.
+        blockers: Vec<(String, String)>,
+    },
+
+    /// Input that does not parse (an address, a filter, a file).
+    #[error("invalid {what} {input:?}: {reason}")]
+    Invalid {
+        /// What kind of input ("PCI address", "device filter", ...).
+        what: &'static str,
+        /// The input as given.
+        input: String,
+        /// Why it was refused.
+        reason: String,
+    },
+
+    /// A kernel operation failed.
+    #[error("{op} on {target} failed: {} ({errno}){}", errno.desc(), hint_suffix(hint))]
+    Kernel {
+        /// The operation.
+        op: KernelOp,
+        /// What it was issued on ("device 0000:01:00.0", "group 5", "container", ...).
+        target: String,
+        /// The errno the kernel returned.
+        errno: Errno,
+        /// How to fix it, when known.
+        hint: Option<String>,
+    },
+
+    /// Something that does not exist: a device, a group, a region, a capability.
+    #[error("{what} not found{}", hint_suffix(hint))]
+    NotFound {
+        /// What was looked for.
+        what: String,
+        /// How to fix it, when known.
+        hint: Option<String>,
+    },
+
+    /// An operation the device, kernel or IOMMU mode does not offer.
+    #[error("{what} is not supported{}", hint_suffix(hint))]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+        /// Why, or what to use instead.
+        hint: Option<String>,
+    },
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("; {h}"),
+        None => String::new(),
+    }
+}
+
+fn blockers_text(blockers: &[(String, String)]) -> String {
+    blockers
+        .iter()
+        .map(|(dev, drv)| format!("{dev} is bound to {drv}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// A kernel error for `op` on `target`, without a hint.
+    pub fn kernel(op: KernelOp, target: impl fmt::Display, errno: Errno) -> Self {
+        Error::Kernel { op, target: target.to_string(), errno, hint: None }
+    }
+
+    /// A host filesystem error.
+    pub fn host(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Host { op, path: path.into(), source, hint: None }
+    }
+
+    /// Adds (or replaces) the hint of a `Kernel`, `Host`, `NotFound` or `Unsupported` error.
+    pub fn with_hint(mut self, new: impl Into<String>) -> Self {
+        match &mut self {
+            Error::Kernel { hint, .. }
+            | Error::Host { hint, .. }
+            | Error::NotFound { hint, .. }
+            | Error::Unsupported { hint, .. } => *hint = Some(new.into()),
+            _ => {}
+        }
+        self
+    }
+
+    /// The errno behind this error, when there is one.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Error::Kernel { errno, .. } => Some(*errno),
+            Error::Host { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            _ => None,
+        }
+    }
+
+    /// The kernel operation behind this error, when there is one.
+    pub fn kernel_op(&self) -> Option<KernelOp> {
+        match self {
+            Error::Kernel { op, .. } => Some(*op),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! A simulated host: a mock VFIO/iommufd kernel and a simulated sysfs over one shared
+//! state, so that everything the toolkit does can be tested without root or hardware.
+//!
+//! Build a [`MockHost`] from [`DeviceSpec`]s, then hand [`MockHost::kernel`] and
+//! [`MockHost::fs`] to the toolkit in place of the real backends. The two views agree
+//! the way a real host's do: binding a device to vfio-pci through the simulated sysfs
+//! makes its group node appear to the mock kernel, and config-space writes through VFIO
+//! show in sysfs `config`.
+//!
+//! The mock models kernel semantics (errnos included); it does not return canned
+//! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
+
+pub mod spec;
+
+pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, SriovSpec};
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::pci::PciAddress;
+
+/// A simulated host shared by the mock kernel and the simulated sysfs.
+///
+/// Cloning gives another handle on the same host.
+#[derive(Debug, Clone)]
+pub struct MockHost {
+    state: Arc<Mutex<HostState>>,
+}
+
+/// The live state of one simulated PCI function.
+#[derive(Debug, Clone)]
+pub struct SimDevice {
+    /// How the device was described.
+    pub spec: DeviceSpec,
+    /// The driver the device is bound to now.
+    pub driver: Option<String>,
+    /// The `driver_override` attribute (`None` reads back as `(null)`).
+    pub driver_override: Option<String>,
+    /// The live 4 KiB config space (VFIO writes and sysfs `config` see the same bytes).
+    pub config: Vec<u8>,
+    /// `N` of `/dev/vfio/devices/vfioN` while bound to vfio-pci.
+    pub vfio_index: Option<u32>,
+}
+
+/// The state behind a [`MockHost`].
+#[derive(Debug, Default)]
+pub struct HostState {
+    /// The PCI functions, by address.
+    pub devices: BTreeMap<PciAddress, SimDevice>,
+}
+
+impl MockHost {
+    /// A host with the given devices, each bound to the driver its spec names.
+    pub fn new(devices: impl IntoIterator<Item = DeviceSpec>) -> Self {
+        let mut state = HostState::default();
+        for spec in devices {
+            let dev = SimDevice {
+                driver: spec.driver.clone(),
+                driver_override: None,
+                config: spec.config_image(),
+                vfio_index: None,
+                spec,
+            };
+            state.devices.insert(dev.spec.address, dev);
+        }
+        MockHost { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Locks the shared state (for the backends and for tests that inspect it).
+    pub fn state(&self) -> MutexGuard<'_, HostState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,5 @@
+//! PCI: addresses, and pure decoders of config space and capabilities.
+
+mod address;
+
+pub use address::PciAddress;
