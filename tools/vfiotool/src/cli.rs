@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use vfio_core::hostfs::{HostFs, RealFs};
 use vfio_core::kernel::{RealKernel, VfioKernel};
 
+use crate::cmd;
+
 /// Check a host for PCI passthrough, inspect devices and drive them through VFIO.
 #[derive(Debug, Parser)]
 #[command(name = "vfiotool", version, about, long_about = None)]
@@ -66,7 +68,7 @@ pub fn main_with_env() -> i32 {
 /// Runs a parsed command; errors are printed as one line on `ctx.err`.
 pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
     let result = match &cli.command {
-        Command::List(args) => list(args, ctx),
+        Command::List(args) => cmd::list::run(args, ctx),
     };
     match result {
         Ok(code) => code,
@@ -75,18 +77,4 @@ pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
             1
         }
     }
-}
-
-fn list(args: &ListArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
-    let path = std::path::Path::new("/sys/bus/pci/devices");
-    let names =
-        ctx.fs.read_dir(path).map_err(|e| vfio_core::Error::host("read directory", path, e))?;
-    if args.json {
-        let _ = writeln!(ctx.out, "{}", serde_json::to_string_pretty(&names).unwrap_or_default());
-    } else {
-        for n in names {
-            let _ = writeln!(ctx.out, "{n}");
-        }
-    }
-    Ok(0)
 }

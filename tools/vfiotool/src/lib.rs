@@ -4,5 +4,6 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cmd;
 
 pub use cli::{main_with_env, run, Context};

@@ -49,6 +49,24 @@ pub struct HostState {
     pub devices: BTreeMap<PciAddress, SimDevice>,
 }
 
+impl HostState {
+    /// See [`MockHost::set_driver`].
+    pub fn set_driver(&mut self, address: PciAddress, driver: Option<&str>) -> bool {
+        let next_index =
+            (0..).find(|i| !self.devices.values().any(|d| d.vfio_index == Some(*i))).unwrap_or(0);
+        let Some(dev) = self.devices.get_mut(&address) else { return false };
+        dev.driver = driver.map(str::to_string);
+        if driver == Some("vfio-pci") {
+            if dev.vfio_index.is_none() {
+                dev.vfio_index = Some(next_index);
+            }
+        } else {
+            dev.vfio_index = None;
+        }
+        true
+    }
+}
+
 impl MockHost {
     /// A host with the given devices, each bound to the driver its spec names.
     pub fn new(devices: impl IntoIterator<Item = DeviceSpec>) -> Self {
@@ -61,9 +79,18 @@ impl MockHost {
                 vfio_index: None,
                 spec,
             };
-            state.devices.insert(dev.spec.address, dev);
+            let (address, driver) = (dev.spec.address, dev.driver.clone());
+            state.devices.insert(address, dev);
+            state.set_driver(address, driver.as_deref());
         }
         MockHost { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Binds a device to a driver (or unbinds it with `None`) directly, bypassing the
+    /// simulated sysfs; keeps `vfio_index` consistent (assigned while on vfio-pci).
+    /// Returns `false` when no device has that address.
+    pub fn set_driver(&self, address: PciAddress, driver: Option<&str>) -> bool {
+        self.state().set_driver(address, driver)
     }
 
     /// Locks the shared state (for the backends and for tests that inspect it).
