@@ -16,13 +16,29 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod container;
+pub mod device;
+pub mod dma;
 pub mod error;
+pub mod group;
 pub mod hostfs;
+pub mod info;
+pub mod iommufd;
+pub mod iova;
+pub mod irq;
 pub mod kernel;
 pub mod pci;
+pub mod region;
+pub mod reset;
+pub mod vfio;
 
 #[cfg(feature = "mock")]
 pub mod mock;
 
+pub use container::{Container, IommuType};
+pub use device::Device;
+pub use dma::{AddressSpace, DmaBuffer, DmaMapping, DmaPerm, DmaPool};
 pub use error::{Error, Result};
+pub use irq::{IrqIndex, IrqInfo};
 pub use pci::PciAddress;
+pub use vfio::{Interface, Vfio};

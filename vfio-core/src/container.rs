@@ -1,0 +1,274 @@
+//! The legacy VFIO container (`/dev/vfio/vfio`): an IOMMU context shared by groups.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use vfio_bindings::bindings::vfio::{
+    VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE,
+    VFIO_DMA_UNMAP_FLAG_ALL, VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
+};
+
+use crate::dma::{memlock_hint, DmaPerm};
+use crate::error::{Error, Result};
+use crate::group::{Group, GroupStatus};
+use crate::info::{parse_iommu_info, IommuInfo, IOMMU_INFO_SIZE};
+use crate::kernel::{
+    vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, Errno, GroupNode, KernelFd, KernelOp,
+    VfioKernel,
+};
+
+/// The IOMMU model a container uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum IommuType {
+    /// `VFIO_TYPE1v2_IOMMU`: unmap never splits a mapping and reports exact sizes.
+    Type1v2,
+    /// `VFIO_TYPE1_IOMMU`, the original type1.
+    Type1,
+    /// `VFIO_NOIOMMU_IOMMU`: no translation, no isolation, no DMA mapping calls.
+    NoIommu,
+}
+
+impl IommuType {
+    /// The value passed to `VFIO_SET_IOMMU` / `VFIO_CHECK_EXTENSION`.
+    pub fn raw(self) -> u32 {
+        match self {
+            IommuType::Type1v2 => VFIO_TYPE1v2_IOMMU,
+            IommuType::Type1 => VFIO_TYPE1_IOMMU,
+            IommuType::NoIommu => VFIO_NOIOMMU_IOMMU,
+        }
+    }
+}
+
+/// A VFIO container. Groups join it with [`crate::group::Group::attach`]; its IOMMU type is
+/// set when the first group joins; DMA mappings made through it apply to every device of
+/// every group in it.
+#[derive(Debug)]
+pub struct Container {
+    kernel: Arc<dyn VfioKernel>,
+    fd: Option<KernelFd>,
+    iommu: Mutex<Option<IommuType>>,
+    /// The IOMMU type to ask for when the first group joins (`None`: Type1v2, then Type1).
+    wanted: Option<IommuType>,
+    /// Groups in the container, so that a second device of a group reuses its fd.
+    groups: Mutex<Vec<Weak<Group>>>,
+}
+
+const TARGET: &str = "container";
+
+impl Container {
+    /// Opens `/dev/vfio/vfio` and checks the API version. `wanted` forces an IOMMU type;
+    /// `None` picks type1v2 and falls back to type1.
+    pub fn open(kernel: Arc<dyn VfioKernel>, wanted: Option<IommuType>) -> Result<Arc<Self>> {
+        let fd = kernel.open_container().map_err(|e| {
+            let err = Error::kernel(KernelOp::OpenContainer, TARGET, e);
+            match e {
+                Errno::ENOENT => err.with_hint("the vfio module is not loaded: modprobe vfio-pci"),
+                Errno::EACCES | Errno::EPERM => {
+                    err.with_hint("no permission on /dev/vfio/vfio: run as root")
+                }
+                _ => err,
+            }
+        })?;
+        let c = Container {
+            kernel,
+            fd: Some(fd),
+            iommu: Mutex::new(None),
+            wanted,
+            groups: Mutex::new(Vec::new()),
+        };
+        let version = c
+            .kernel
+            .get_api_version(c.fd())
+            .map_err(|e| Error::kernel(KernelOp::GetApiVersion, TARGET, e))?;
+        if version != VFIO_API_VERSION as i32 {
+            return Err(Error::Unsupported {
+                what: format!("VFIO API version {version}"),
+                hint: Some(format!("this toolkit speaks version {VFIO_API_VERSION}")),
+            });
+        }
+        Ok(Arc::new(c))
+    }
+
+    pub(crate) fn fd(&self) -> &KernelFd {
+        self.fd.as_ref().expect("container fd is present until drop")
+    }
+
+    pub(crate) fn kernel(&self) -> &Arc<dyn VfioKernel> {
+        &self.kernel
+    }
+
+    /// The group `node` in this container: the one already in it, or the node opened,
+    /// checked for viability and attached. `not_viable` builds the error for a group that
+    /// is not viable (the caller knows the host and can name the blocking devices).
+    pub fn group(
+        self: &Arc<Self>,
+        node: GroupNode,
+        not_viable: impl FnOnce() -> Error,
+    ) -> Result<Arc<Group>> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.retain(|g| g.strong_count() > 0);
+        if let Some(g) = groups.iter().filter_map(Weak::upgrade).find(|g| g.node() == node) {
+            return Ok(g);
+        }
+        let fd = Group::open_node(&self.kernel, node)?;
+        let status = match Group::status_of(&self.kernel, node, &fd) {
+            Ok(s) => s,
+            Err(e) => {
+                self.kernel.close(fd);
+                return Err(e);
+            }
+        };
+        if !status.viable {
+            self.kernel.close(fd);
+            return Err(not_viable());
+        }
+        let _: GroupStatus = status;
+        let g = Group::attach(node, fd, self)?;
+        groups.push(Arc::downgrade(&g));
+        Ok(g)
+    }
+
+    /// Whether the kernel offers an extension (`VFIO_CHECK_EXTENSION`).
+    pub fn check_extension(&self, ty: IommuType) -> Result<bool> {
+        self.kernel
+            .check_extension(self.fd(), ty.raw())
+            .map(|v| v != 0)
+            .map_err(|e| Error::kernel(KernelOp::CheckExtension, TARGET, e))
+    }
+
+    /// The IOMMU type in force (`None` until the first group has joined).
+    pub fn iommu_type(&self) -> Option<IommuType> {
+        *self.iommu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the IOMMU type once a group is in; later calls are no-ops.
+    pub(crate) fn ensure_iommu(&self, noiommu_group: bool) -> Result<IommuType> {
+        let mut cur = self.iommu.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = *cur {
+            return Ok(t);
+        }
+        let candidates: &[IommuType] = match (self.wanted, noiommu_group) {
+            (Some(t), _) => &[t][..],
+            (None, true) => &[IommuType::NoIommu],
+            (None, false) => &[IommuType::Type1v2, IommuType::Type1],
+        };
+        let mut last = None;
+        for &t in candidates {
+            if !self.check_extension(t)? {
+                continue;
+            }
+            match self.kernel.set_iommu(self.fd(), t.raw()) {
+                Ok(()) => {
+                    *cur = Some(t);
+                    return Ok(t);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last {
+            Some(e) => {
+                let err = Error::kernel(KernelOp::SetIommu, TARGET, e);
+                if e == Errno::EPERM {
+                    err.with_hint(
+                        "the IOMMU has no interrupt remapping; if you accept the risk: \
+                         options vfio_iommu_type1 allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                    )
+                } else {
+                    err
+                }
+            }
+            None => Error::Unsupported {
+                what: format!("IOMMU type {:?}", candidates),
+                hint: Some("load vfio_iommu_type1 (modprobe vfio_iommu_type1)".into()),
+            },
+        })
+    }
+
+    /// `VFIO_IOMMU_GET_INFO`: page sizes, IOVA ranges, mappings still available.
+    pub fn iommu_info(&self) -> Result<IommuInfo> {
+        let mut buf = vec![0u8; IOMMU_INFO_SIZE];
+        for _ in 0..4 {
+            let len = buf.len() as u32;
+            buf[..4].copy_from_slice(&len.to_ne_bytes());
+            self.kernel
+                .iommu_get_info(self.fd(), &mut buf)
+                .map_err(|e| Error::kernel(KernelOp::IommuGetInfo, TARGET, e))?;
+            let need = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if need <= buf.len() {
+                break;
+            }
+            buf = vec![0u8; need.min(1 << 20)];
+        }
+        parse_iommu_info(&buf).ok_or_else(|| Error::Unsupported {
+            what: "VFIO_IOMMU_GET_INFO reply".into(),
+            hint: Some("the kernel returned a short struct".into()),
+        })
+    }
+
+    /// Maps `size` bytes at `vaddr` to `iova` (`VFIO_IOMMU_MAP_DMA`).
+    ///
+    /// # Safety
+    /// The memory at `vaddr..vaddr+size` must stay mapped, and must not be handed to
+    /// anything else that relies on its contents not changing behind its back, until it
+    /// is unmapped: the device may read and (with `DmaPerm::ReadWrite`) write it at any
+    /// time. Unmapping is the caller's job (or use [`crate::dma::DmaPool`], which does it).
+    pub unsafe fn map_dma(&self, vaddr: u64, iova: u64, size: u64, perm: DmaPerm) -> Result<()> {
+        let flags = match perm {
+            DmaPerm::Read => VFIO_DMA_MAP_FLAG_READ,
+            DmaPerm::ReadWrite => VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+        };
+        let map = vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32,
+            flags,
+            vaddr,
+            iova,
+            size,
+        };
+        self.kernel.map_dma(self.fd(), &map).map_err(|e| self.map_error(e, size))
+    }
+
+    #[cold]
+    fn map_error(&self, e: Errno, size: u64) -> Error {
+        let err = Error::kernel(KernelOp::MapDma, TARGET, e);
+        match e {
+            Errno::ENOMEM => err.with_hint(memlock_hint(&*self.kernel, size)),
+            Errno::ENOSPC => err.with_hint(
+                "the container reached vfio_iommu_type1's dma_entry_limit (65535 by default): \
+                 map fewer, larger buffers (DmaPool::map_batch coalesces) or raise the module parameter",
+            ),
+            Errno::EEXIST => err.with_hint("the IOVA range overlaps an existing mapping"),
+            _ => err,
+        }
+    }
+
+    /// Unmaps `[iova, iova + size)` and returns the bytes unmapped.
+    pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        self.unmap(iova, size, 0)
+    }
+
+    /// Unmaps everything (`VFIO_DMA_UNMAP_FLAG_ALL`) and returns the bytes unmapped.
+    pub fn unmap_all(&self) -> Result<u64> {
+        self.unmap(0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
+    }
+
+    fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
+        let mut unmap = vfio_iommu_type1_dma_unmap {
+            argsz: std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32,
+            flags,
+            iova,
+            size,
+            data: Default::default(),
+        };
+        self.kernel
+            .unmap_dma(self.fd(), &mut unmap)
+            .map_err(|e| Error::kernel(KernelOp::UnmapDma, TARGET, e))?;
+        Ok(unmap.size)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            self.kernel.close(fd);
+        }
+    }
+}

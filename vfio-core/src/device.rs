@@ -1,0 +1,337 @@
+//! An open VFIO device: its info, regions (pread/pwrite), config space, and what holds
+//! it open (a group in a container, or an iommufd binding).
+//!
+//! Interrupts are in [`crate::irq`], memory-mapped BARs in [`crate::region`], resets in
+//! [`crate::reset`]; all are methods of [`Device`].
+
+use std::sync::Arc;
+
+use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
+
+use crate::dma::AddressSpace;
+use crate::error::{Error, Result};
+use crate::group::Group;
+use crate::info::{
+    parse_device_info, parse_region_info, DeviceInfo, RegionInfo, DEVICE_INFO_SIZE,
+    REGION_INFO_SIZE,
+};
+use crate::iommufd::Ioas;
+use crate::kernel::{
+    vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd, vfio_device_detach_iommufd_pt, Errno,
+    KernelFd, KernelOp, VfioKernel,
+};
+use crate::pci::PciAddress;
+
+/// Region indexes of a vfio-pci device.
+pub mod regions {
+    /// BAR 0 (BARs 1..5 follow).
+    pub const BAR0: u32 = 0;
+    /// The expansion ROM.
+    pub const ROM: u32 = 6;
+    /// PCI config space.
+    pub const CONFIG: u32 = 7;
+    /// Legacy VGA ranges.
+    pub const VGA: u32 = 8;
+}
+
+/// What keeps a device fd usable: the device must close before these go.
+#[derive(Debug)]
+pub(crate) enum Owner {
+    /// Opened through a group of a container.
+    Group(Arc<Group>),
+    /// Opened through its cdev and bound to an iommufd, attached to an IOAS.
+    Iommufd {
+        /// The IOAS it is attached to.
+        ioas: Arc<Ioas>,
+        /// Its iommufd device id.
+        devid: u32,
+    },
+}
+
+/// An open VFIO device.
+#[derive(Debug)]
+pub struct Device {
+    kernel: Arc<dyn VfioKernel>,
+    fd: Option<KernelFd>,
+    name: String,
+    address: Option<PciAddress>,
+    info: DeviceInfo,
+    regions: Vec<RegionInfo>,
+    owner: Owner,
+}
+
+impl Device {
+    /// Opens a device of a group (`VFIO_GROUP_GET_DEVICE_FD`) and reads its info.
+    pub fn open_in_group(group: &Arc<Group>, address: PciAddress) -> Result<Device> {
+        let name = address.to_string();
+        let fd = group.device_fd(&name)?;
+        Device::init(group.container().kernel().clone(), fd, name, Owner::Group(group.clone()))
+    }
+
+    /// Opens a device cdev (`/dev/vfio/devices/vfio<cdev>`), binds it to the IOAS's iommufd
+    /// and attaches it to the IOAS.
+    pub fn open_cdev(ioas: &Arc<Ioas>, address: PciAddress, cdev: u32) -> Result<Device> {
+        let kernel = ioas.iommufd().kernel().clone();
+        let name = address.to_string();
+        let target = format!("device {name}");
+        let fd = kernel.open_device_cdev(cdev).map_err(|e| {
+            let err = Error::kernel(KernelOp::OpenDeviceCdev, &target, e);
+            match e {
+                Errno::ENOENT => err.with_hint(format!(
+                    "/dev/vfio/devices/vfio{cdev} does not exist: is the device bound to vfio-pci?"
+                )),
+                Errno::EBUSY => err.with_hint("the device is already open"),
+                _ => err,
+            }
+        })?;
+        let mut bind = vfio_device_bind_iommufd {
+            argsz: 0,
+            flags: 0,
+            iommufd: ioas.iommufd().fd().raw(),
+            out_devid: 0,
+            token_uuid_ptr: 0,
+        };
+        if let Err(e) = kernel.device_bind_iommufd(&fd, &mut bind) {
+            kernel.close(fd);
+            let err = Error::kernel(KernelOp::DeviceBindIommufd, &target, e);
+            return Err(if e == Errno::EPERM {
+                err.with_hint(
+                    "the IOMMU has no interrupt remapping; if you accept the risk: \
+                     iommufd.allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                )
+            } else {
+                err
+            });
+        }
+        let mut attach =
+            vfio_device_attach_iommufd_pt { argsz: 0, flags: 0, pt_id: ioas.id(), pasid: 0 };
+        if let Err(e) = kernel.device_attach_iommufd_pt(&fd, &mut attach) {
+            kernel.close(fd);
+            return Err(Error::kernel(KernelOp::DeviceAttachIommufdPt, &target, e));
+        }
+        let owner = Owner::Iommufd { ioas: ioas.clone(), devid: bind.out_devid };
+        Device::init(kernel, fd, name, owner)
+    }
+
+    fn init(
+        kernel: Arc<dyn VfioKernel>,
+        fd: KernelFd,
+        name: String,
+        owner: Owner,
+    ) -> Result<Device> {
+        let address = PciAddress::parse(&name).ok();
+        let mut dev = Device {
+            kernel,
+            fd: Some(fd),
+            name,
+            address,
+            info: DeviceInfo { flags: 0, num_regions: 0, num_irqs: 0 },
+            regions: Vec::new(),
+            owner,
+        };
+        // On error `dev` is dropped, which closes the fd (and detaches).
+        dev.info = dev.read_info()?;
+        dev.regions = (0..dev.info.num_regions.min(64))
+            .map(|i| dev.read_region_info(i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(dev)
+    }
+
+    pub(crate) fn kernel(&self) -> &Arc<dyn VfioKernel> {
+        &self.kernel
+    }
+
+    pub(crate) fn fd(&self) -> &KernelFd {
+        self.fd.as_ref().expect("device fd is present until drop")
+    }
+
+    pub(crate) fn target(&self) -> String {
+        format!("device {}", self.name)
+    }
+
+    #[cold]
+    pub(crate) fn kerr(&self, op: KernelOp, e: Errno) -> Error {
+        Error::kernel(op, self.target(), e)
+    }
+
+    fn read_info(&self) -> Result<DeviceInfo> {
+        let mut buf = [0u8; DEVICE_INFO_SIZE];
+        buf[..4].copy_from_slice(&(DEVICE_INFO_SIZE as u32).to_ne_bytes());
+        self.kernel
+            .device_get_info(self.fd(), &mut buf)
+            .map_err(|e| self.kerr(KernelOp::DeviceGetInfo, e))?;
+        parse_device_info(&buf).ok_or_else(|| self.kerr(KernelOp::DeviceGetInfo, Errno::EINVAL))
+    }
+
+    fn read_region_info(&self, index: u32) -> Result<RegionInfo> {
+        let mut buf = vec![0u8; REGION_INFO_SIZE];
+        for _ in 0..4 {
+            let len = buf.len() as u32;
+            buf[..4].copy_from_slice(&len.to_ne_bytes());
+            buf[8..12].copy_from_slice(&index.to_ne_bytes());
+            self.kernel
+                .device_get_region_info(self.fd(), &mut buf)
+                .map_err(|e| self.kerr(KernelOp::DeviceGetRegionInfo, e))?;
+            let need = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+            if need <= buf.len() {
+                break;
+            }
+            buf = vec![0u8; need.min(1 << 20)];
+        }
+        parse_region_info(&buf)
+            .ok_or_else(|| self.kerr(KernelOp::DeviceGetRegionInfo, Errno::EINVAL))
+    }
+
+    /// The device name the kernel knows it by (`0000:01:00.0`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The PCI address, when the name is one.
+    pub fn address(&self) -> Option<PciAddress> {
+        self.address
+    }
+
+    /// `VFIO_DEVICE_GET_INFO`.
+    pub fn info(&self) -> DeviceInfo {
+        self.info
+    }
+
+    /// All regions, by index.
+    pub fn regions(&self) -> &[RegionInfo] {
+        &self.regions
+    }
+
+    /// One region's info.
+    pub fn region(&self, index: u32) -> Result<&RegionInfo> {
+        self.regions.get(index as usize).ok_or_else(|| Error::NotFound {
+            what: format!("region {index} of {}", self.target()),
+            hint: Some(format!("the device has {} regions", self.regions.len())),
+        })
+    }
+
+    /// The IOMMU group (legacy interface only).
+    pub fn group(&self) -> Option<&Arc<Group>> {
+        match &self.owner {
+            Owner::Group(g) => Some(g),
+            Owner::Iommufd { .. } => None,
+        }
+    }
+
+    /// The iommufd device id (iommufd interface only).
+    pub fn iommufd_devid(&self) -> Option<u32> {
+        match &self.owner {
+            Owner::Iommufd { devid, .. } => Some(*devid),
+            Owner::Group(_) => None,
+        }
+    }
+
+    /// The address space the device's DMA goes through.
+    pub fn address_space(&self) -> AddressSpace {
+        match &self.owner {
+            Owner::Group(g) => AddressSpace::Container(g.container().clone()),
+            Owner::Iommufd { ioas, .. } => AddressSpace::Ioas(ioas.clone()),
+        }
+    }
+
+    fn check_access(&self, index: u32, offset: u64, len: usize) -> Result<&RegionInfo> {
+        let r = self.region(index)?;
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= r.size => Ok(r),
+            _ => Err(Error::OutOfBounds {
+                what: format!("region {index} of {}", self.target()),
+                offset,
+                len: len as u64,
+                size: r.size,
+            }),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of a region (pread). No heap allocation.
+    pub fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let r = self.check_access(index, offset, buf.len())?;
+        let n = self
+            .kernel
+            .region_read(self.fd(), r.offset + offset, buf)
+            .map_err(|e| self.kerr(KernelOp::RegionRead, e))?;
+        if n != buf.len() {
+            return Err(self.kerr(KernelOp::RegionRead, Errno::EIO));
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` at `offset` of a region (pwrite). No heap allocation.
+    pub fn write_region(&self, index: u32, offset: u64, buf: &[u8]) -> Result<()> {
+        let r = self.check_access(index, offset, buf.len())?;
+        let n = self
+            .kernel
+            .region_write(self.fd(), r.offset + offset, buf)
+            .map_err(|e| self.kerr(KernelOp::RegionWrite, e))?;
+        if n != buf.len() {
+            return Err(self.kerr(KernelOp::RegionWrite, Errno::EIO));
+        }
+        Ok(())
+    }
+
+    /// Reads a config-space byte.
+    pub fn config_read_u8(&self, offset: u16) -> Result<u8> {
+        let mut b = [0u8; 1];
+        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        Ok(b[0])
+    }
+
+    /// Reads a little-endian config-space word.
+    pub fn config_read_u16(&self, offset: u16) -> Result<u16> {
+        let mut b = [0u8; 2];
+        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Reads a little-endian config-space dword.
+    pub fn config_read_u32(&self, offset: u16) -> Result<u32> {
+        let mut b = [0u8; 4];
+        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    /// Writes a config-space byte.
+    pub fn config_write_u8(&self, offset: u16, v: u8) -> Result<()> {
+        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &[v])
+    }
+
+    /// Writes a little-endian config-space word.
+    pub fn config_write_u16(&self, offset: u16, v: u16) -> Result<()> {
+        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
+    }
+
+    /// Writes a little-endian config-space dword.
+    pub fn config_write_u32(&self, offset: u16, v: u32) -> Result<()> {
+        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
+    }
+
+    /// Reads the whole config region (256 bytes for conventional PCI, 4 KiB for PCIe).
+    pub fn config_space(&self) -> Result<Vec<u8>> {
+        let size = self.region(VFIO_PCI_CONFIG_REGION_INDEX)?.size.min(4096) as usize;
+        let mut buf = vec![0u8; size];
+        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, 0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Turns on memory decoding and bus mastering (command register bits 1 and 2), which
+    /// a driver needs before MMIO and DMA.
+    pub fn enable_bus_master(&self) -> Result<()> {
+        let cmd = self.config_read_u16(0x04)?;
+        self.config_write_u16(0x04, cmd | 0x6)
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        let Some(fd) = self.fd.take() else { return };
+        if let Owner::Iommufd { .. } = self.owner {
+            let mut d = vfio_device_detach_iommufd_pt { argsz: 0, flags: 0, pasid: 0 };
+            let _ = self.kernel.device_detach_iommufd_pt(&fd, &mut d);
+        }
+        self.kernel.close(fd);
+    }
+}

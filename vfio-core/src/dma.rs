@@ -1,0 +1,549 @@
+//! DMA: the address space devices see, the IOVA allocator on top, buffers the toolkit
+//! owns, mappings of caller-owned memory, and batch mapping.
+//!
+//! [`AddressSpace`] is where mappings live: a legacy container or an iommufd IOAS. Its
+//! `map`/`unmap` are the hot path (one kernel call, no heap allocation). [`DmaPool`] adds
+//! an IOVA allocator and RAII: a [`DmaBuffer`] or [`DmaMapping`] is unmapped and its IOVA
+//! returned when it is dropped.
+
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+use crate::container::{Container, IommuType};
+use crate::error::{Error, Result};
+use crate::info::IovaRange;
+use crate::iommufd::Ioas;
+use crate::iova::IovaAllocator;
+use crate::kernel::VfioKernel;
+
+/// What a device may do with a DMA mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DmaPerm {
+    /// The device may only read the memory (memory-to-device transfers).
+    Read,
+    /// The device may read and write it.
+    ReadWrite,
+}
+
+/// The hint for an ENOMEM from a map call: the RLIMIT_MEMLOCK in force.
+pub(crate) fn memlock_hint(kernel: &dyn VfioKernel, size: u64) -> String {
+    match kernel.memlock_limit() {
+        Ok(u64::MAX) => "out of memory pinning pages (RLIMIT_MEMLOCK is unlimited)".to_string(),
+        Ok(limit) => format!(
+            "pinned memory would pass RLIMIT_MEMLOCK ({} KiB, mapping {} KiB more): \
+             raise it with `ulimit -l`, LimitMEMLOCK= in a systemd unit, or limits.conf",
+            limit / 1024,
+            size / 1024
+        ),
+        Err(_) => "out of memory pinning pages: check RLIMIT_MEMLOCK (ulimit -l)".to_string(),
+    }
+}
+
+/// Where DMA mappings live: shared by every device attached to it.
+#[derive(Debug, Clone)]
+pub enum AddressSpace {
+    /// A legacy container (type1 or type1v2; or no-IOMMU, where nothing can be mapped).
+    Container(Arc<Container>),
+    /// An iommufd I/O address space.
+    Ioas(Arc<Ioas>),
+}
+
+impl AddressSpace {
+    fn no_iommu(&self) -> bool {
+        matches!(self, AddressSpace::Container(c) if c.iommu_type() == Some(IommuType::NoIommu))
+    }
+
+    #[cold]
+    fn no_iommu_error() -> Error {
+        Error::Unsupported {
+            what: "DMA mapping in no-IOMMU mode".into(),
+            hint: Some("there is no IOMMU: the device uses physical addresses".into()),
+        }
+    }
+
+    /// Maps `size` bytes of process memory at `vaddr` to `iova`. One kernel call, no
+    /// heap allocation on success.
+    ///
+    /// # Safety
+    /// The memory at `vaddr..vaddr+size` must stay mapped, and nothing may rely on its
+    /// contents not changing, until it is unmapped: the device may read it and (with
+    /// [`DmaPerm::ReadWrite`]) write it at any time. Unmapping is the caller's job.
+    pub unsafe fn map(&self, vaddr: u64, iova: u64, size: u64, perm: DmaPerm) -> Result<()> {
+        match self {
+            // SAFETY: the caller upholds the contract, which is the same.
+            AddressSpace::Container(c) => unsafe { c.map_dma(vaddr, iova, size, perm) },
+            // SAFETY: as above.
+            AddressSpace::Ioas(i) => unsafe { i.map_dma(vaddr, Some(iova), size, perm).map(drop) },
+        }
+        .map_err(|e| if self.no_iommu() { Self::no_iommu_error() } else { e })
+    }
+
+    /// Unmaps `[iova, iova + size)`; returns the bytes unmapped. No heap allocation on
+    /// success.
+    pub fn unmap(&self, iova: u64, size: u64) -> Result<u64> {
+        match self {
+            AddressSpace::Container(c) => c.unmap_dma(iova, size),
+            AddressSpace::Ioas(i) => i.unmap_dma(iova, size),
+        }
+    }
+
+    /// Unmaps everything; returns the bytes unmapped.
+    pub fn unmap_all(&self) -> Result<u64> {
+        match self {
+            AddressSpace::Container(c) => c.unmap_all(),
+            AddressSpace::Ioas(i) => i.unmap_all(),
+        }
+    }
+
+    /// The usable IOVA ranges (empty: unrestricted).
+    pub fn iova_ranges(&self) -> Result<Vec<IovaRange>> {
+        match self {
+            AddressSpace::Container(c) => {
+                if self.no_iommu() {
+                    return Err(Self::no_iommu_error());
+                }
+                Ok(c.iommu_info()?.iova_ranges)
+            }
+            AddressSpace::Ioas(i) => i.iova_ranges(),
+        }
+    }
+
+    /// The smallest IOMMU page size (4 KiB when the kernel does not say).
+    pub fn min_page_size(&self) -> Result<u64> {
+        let sizes = match self {
+            AddressSpace::Container(c) => {
+                if self.no_iommu() {
+                    return Err(Self::no_iommu_error());
+                }
+                c.iommu_info()?.page_sizes
+            }
+            AddressSpace::Ioas(_) => 0,
+        };
+        Ok(if sizes == 0 { 4096 } else { 1 << sizes.trailing_zeros() })
+    }
+}
+
+/// Backing memory for a [`DmaBuffer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backing {
+    /// Anonymous memory in 4 KiB pages.
+    Anonymous,
+    /// hugetlbfs 2 MiB pages (needs pages reserved in `/proc/sys/vm/nr_hugepages`).
+    Huge2M,
+    /// hugetlbfs 1 GiB pages.
+    Huge1G,
+}
+
+impl Backing {
+    fn page(self) -> u64 {
+        match self {
+            Backing::Anonymous => 4096,
+            Backing::Huge2M => 2 << 20,
+            Backing::Huge1G => 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PoolInner {
+    space: AddressSpace,
+    iova: Mutex<IovaAllocator>,
+}
+
+impl PoolInner {
+    fn release(&self, iova: u64, size: u64) -> Result<u64> {
+        let r = self.space.unmap(iova, size);
+        if r.is_ok() {
+            self.iova.lock().unwrap_or_else(|p| p.into_inner()).free(iova, size);
+        }
+        r
+    }
+}
+
+/// An address space with an IOVA allocator: hands out mapped buffers and unmaps them
+/// when they are dropped.
+#[derive(Debug, Clone)]
+pub struct DmaPool {
+    inner: Arc<PoolInner>,
+}
+
+impl DmaPool {
+    /// A pool over `space`, allocating inside the IOVA ranges the kernel reports.
+    pub fn new(space: AddressSpace) -> Result<Self> {
+        let ranges = space.iova_ranges()?;
+        let page = space.min_page_size()?;
+        Ok(DmaPool {
+            inner: Arc::new(PoolInner {
+                space,
+                iova: Mutex::new(IovaAllocator::new(&ranges, page)),
+            }),
+        })
+    }
+
+    /// Keeps IOVAs below `limit` (a device with a narrow DMA mask).
+    pub fn limit_iova(&self, limit: u64) {
+        self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).limit(limit);
+    }
+
+    /// The address space the pool maps into.
+    pub fn space(&self) -> &AddressSpace {
+        &self.inner.space
+    }
+
+    /// Free IOVA bytes left.
+    pub fn free_iova(&self) -> u64 {
+        self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).free_bytes()
+    }
+
+    fn alloc_iova(&self, size: u64, align: u64) -> Result<u64> {
+        self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).alloc(size, align).ok_or_else(
+            || Error::NotFound {
+                what: format!("a free IOVA range of {size:#x} bytes"),
+                hint: Some("unmap buffers no longer in use".into()),
+            },
+        )
+    }
+
+    fn free_iova_range(&self, iova: u64, size: u64) {
+        self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).free(iova, size);
+    }
+
+    /// Allocates `size` bytes of zeroed, pre-faulted memory, maps it read-write for the
+    /// device, and returns it. Dropping the buffer unmaps it.
+    pub fn alloc(&self, size: usize) -> Result<DmaBuffer> {
+        self.alloc_with(size, Backing::Anonymous, DmaPerm::ReadWrite)
+    }
+
+    /// Like [`DmaPool::alloc`] with a choice of backing pages and device permission.
+    pub fn alloc_with(&self, size: usize, backing: Backing, perm: DmaPerm) -> Result<DmaBuffer> {
+        let page = backing.page();
+        let len = (size as u64).max(1).div_ceil(page) * page;
+        let mem = HostMemory::new(len as usize, backing)?;
+        let iova = self.alloc_iova(len, page)?;
+        // SAFETY: `mem` is a private mapping owned by the buffer; it stays mapped until
+        // the buffer's Drop has unmapped the IOVA range (field order and Drop below).
+        if let Err(e) = unsafe { self.inner.space.map(mem.addr() as u64, iova, len, perm) } {
+            self.free_iova_range(iova, len);
+            return Err(e);
+        }
+        Ok(DmaBuffer { pool: self.inner.clone(), iova, len: len as usize, mem: Some(mem) })
+    }
+
+    /// Maps caller-owned memory (a VMM's guest RAM, say) at an IOVA the pool picks.
+    ///
+    /// # Safety
+    /// `vaddr..vaddr+size` must be mapped memory of this process that stays mapped for as
+    /// long as the returned [`DmaMapping`] lives; the device may read and (with
+    /// [`DmaPerm::ReadWrite`]) write it at any time, so nothing may rely on its contents
+    /// not changing behind its back.
+    pub unsafe fn map_user(&self, vaddr: u64, size: u64, perm: DmaPerm) -> Result<DmaMapping> {
+        let iova = self.alloc_iova(size, 0)?;
+        // SAFETY: forwarded contract.
+        unsafe { self.map_user_at(vaddr, iova, size, perm) }.inspect_err(|_| {
+            self.free_iova_range(iova, size);
+        })
+    }
+
+    /// Maps caller-owned memory at a chosen IOVA (a guest-physical address, say).
+    ///
+    /// # Safety
+    /// As [`DmaPool::map_user`].
+    pub unsafe fn map_user_at(
+        &self,
+        vaddr: u64,
+        iova: u64,
+        size: u64,
+        perm: DmaPerm,
+    ) -> Result<DmaMapping> {
+        let reserved =
+            self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).alloc_at(iova, size);
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.inner.space.map(vaddr, iova, size, perm) } {
+            if reserved {
+                self.free_iova_range(iova, size);
+            }
+            return Err(e);
+        }
+        Ok(DmaMapping { pool: self.inner.clone(), iova, size, owns_iova: reserved })
+    }
+
+    /// Maps many buffers with as few kernel calls as possible: entries contiguous in both
+    /// process and IO address space are coalesced into one mapping. Returns one
+    /// [`DmaMapping`] per kernel mapping made. If any call fails, the mappings already made
+    /// are undone and the error returned.
+    ///
+    /// # Safety
+    /// Every entry must satisfy [`DmaPool::map_user`]'s contract.
+    pub unsafe fn map_batch(
+        &self,
+        entries: &[BatchEntry],
+        perm: DmaPerm,
+    ) -> Result<Vec<DmaMapping>> {
+        let mut out: Vec<DmaMapping> = Vec::with_capacity(coalesce(entries).count());
+        for run in coalesce(entries) {
+            // SAFETY: forwarded contract; `run` covers only the caller's entries.
+            let m = unsafe { self.map_user_at(run.vaddr, run.iova, run.size, perm) }?;
+            out.push(m);
+        }
+        Ok(out)
+    }
+}
+
+/// One buffer of a batch map: process address, IOVA, size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// Process virtual address.
+    pub vaddr: u64,
+    /// IOVA.
+    pub iova: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// Merges entries that continue the previous one in both address spaces.
+pub fn coalesce(entries: &[BatchEntry]) -> impl Iterator<Item = BatchEntry> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let first = *entries.get(i)?;
+        let mut run = first;
+        i += 1;
+        while let Some(next) = entries.get(i) {
+            let contiguous = run.vaddr.checked_add(run.size) == Some(next.vaddr)
+                && run.iova.checked_add(run.size) == Some(next.iova);
+            match (contiguous, run.size.checked_add(next.size)) {
+                (true, Some(size)) => {
+                    run.size = size;
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        Some(run)
+    })
+}
+
+/// Process memory obtained with `mmap`, released with `munmap`.
+#[derive(Debug)]
+struct HostMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the memory is plain process memory, owned exclusively by this value.
+unsafe impl Send for HostMemory {}
+// SAFETY: shared access only hands out raw pointers / copies under the caller's control.
+unsafe impl Sync for HostMemory {}
+
+impl HostMemory {
+    fn new(len: usize, backing: Backing) -> Result<Self> {
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
+        match backing {
+            Backing::Anonymous => {}
+            Backing::Huge2M => flags |= libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT),
+            Backing::Huge1G => flags |= libc::MAP_HUGETLB | (30 << libc::MAP_HUGE_SHIFT),
+        }
+        // SAFETY: a fresh anonymous mapping chosen by the kernel aliases nothing.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0)
+        };
+        if p == libc::MAP_FAILED {
+            let e = std::io::Error::last_os_error();
+            let err = Error::host("mmap", "anonymous memory", e);
+            return Err(if backing == Backing::Anonymous {
+                err
+            } else {
+                err.with_hint(
+                    "no free huge pages of that size: reserve some with \
+                     `echo N > /proc/sys/vm/nr_hugepages` (2 MiB) or hugepagesz=1G hugepages=N",
+                )
+            });
+        }
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| {
+            Error::host("mmap", "anonymous memory", std::io::Error::from_raw_os_error(libc::EFAULT))
+        })?;
+        Ok(HostMemory { ptr, len })
+    }
+
+    fn addr(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping made in `new`, no longer used.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Memory the toolkit owns, mapped for DMA. Unmapped, and its IOVA freed, on drop.
+#[derive(Debug)]
+pub struct DmaBuffer {
+    pool: Arc<PoolInner>,
+    iova: u64,
+    len: usize,
+    mem: Option<HostMemory>,
+}
+
+impl DmaBuffer {
+    /// The address the device uses.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Length in bytes (the requested size rounded up to the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: buffers have at least one page.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.mem.as_ref().map_or(std::ptr::null_mut(), |m| m.ptr.as_ptr())
+    }
+
+    /// Copies bytes out of the buffer at `offset` (volatile: the device may have written).
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check(offset, out.len())?;
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: in bounds (checked); volatile because the device writes behind us.
+            *b = unsafe { std::ptr::read_volatile(self.base().add(offset + i)) };
+        }
+        Ok(())
+    }
+
+    /// Copies bytes into the buffer at `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: in bounds (checked); volatile so the device sees every byte.
+            unsafe { std::ptr::write_volatile(self.base().add(offset + i), *b) };
+        }
+        Ok(())
+    }
+
+    /// A raw pointer to the memory, for zero-copy use (descriptor rings). The device may
+    /// change the memory at any time: access it with volatile or atomic operations.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base()
+    }
+
+    fn check(&self, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::OutOfBounds {
+                what: "DMA buffer".into(),
+                offset: offset as u64,
+                len: len as u64,
+                size: self.len as u64,
+            }),
+        }
+    }
+
+    /// Unmaps the buffer now and reports errors (dropping it does the same silently).
+    pub fn free(mut self) -> Result<()> {
+        let r = self.pool.release(self.iova, self.len as u64).map(drop);
+        if r.is_err() {
+            // Keep the memory alive: the device may still reach it through the IOMMU.
+            std::mem::forget(self.mem.take());
+        }
+        self.len = 0;
+        r
+    }
+}
+
+impl Drop for DmaBuffer {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        if self.pool.release(self.iova, self.len as u64).is_err() {
+            // The IOMMU may still translate to this memory: never give it back to the
+            // allocator, leak it instead.
+            std::mem::forget(self.mem.take());
+        }
+    }
+}
+
+/// A mapping of caller-owned memory; unmapped when dropped.
+#[derive(Debug)]
+pub struct DmaMapping {
+    pool: Arc<PoolInner>,
+    iova: u64,
+    size: u64,
+    owns_iova: bool,
+}
+
+impl DmaMapping {
+    /// The IOVA of the first byte.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Length in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Unmaps now and reports errors.
+    pub fn unmap(mut self) -> Result<u64> {
+        let r = self.release();
+        self.size = 0;
+        r
+    }
+
+    fn release(&self) -> Result<u64> {
+        if self.owns_iova {
+            self.pool.release(self.iova, self.size)
+        } else {
+            self.pool.space.unmap(self.iova, self.size)
+        }
+    }
+}
+
+impl Drop for DmaMapping {
+    fn drop(&mut self) {
+        if self.size != 0 {
+            let _ = self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(vaddr: u64, iova: u64, size: u64) -> BatchEntry {
+        BatchEntry { vaddr, iova, size }
+    }
+
+    #[test]
+    fn coalesces_runs_contiguous_in_both_spaces() {
+        let entries: Vec<BatchEntry> =
+            (0..1000).map(|i| e(0x7000_0000 + i * 4096, 0x10_0000 + i * 4096, 4096)).collect();
+        let runs: Vec<_> = coalesce(&entries).collect();
+        assert_eq!(runs, vec![e(0x7000_0000, 0x10_0000, 1000 * 4096)]);
+    }
+
+    #[test]
+    fn breaks_runs_at_gaps_in_either_space() {
+        let entries = [
+            e(0x1000, 0x1000, 0x1000),
+            e(0x2000, 0x2000, 0x1000),
+            e(0x3000, 0x9000, 0x1000), // IOVA jumps
+            e(0x5000, 0xa000, 0x1000), // vaddr jumps
+            e(0x6000, 0xb000, 0x1000),
+        ];
+        let runs: Vec<_> = coalesce(&entries).collect();
+        assert_eq!(
+            runs,
+            vec![e(0x1000, 0x1000, 0x2000), e(0x3000, 0x9000, 0x1000), e(0x5000, 0xa000, 0x2000)]
+        );
+        assert_eq!(coalesce(&[]).count(), 0);
+        let wrap = [e(u64::MAX - 0xfff, 0, 0x1000), e(0, 0x1000, 0x1000)];
+        assert_eq!(coalesce(&wrap).count(), 2, "no run across the end of the space");
+    }
+}

@@ -1,0 +1,216 @@
+//! Opening devices by PCI address: finds the group or cdev in sysfs, picks the kernel
+//! interface, and sets up the container or IOAS.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::container::{Container, IommuType};
+use crate::device::Device;
+use crate::dma::AddressSpace;
+use crate::error::{Error, Result};
+use crate::hostfs::{HostFs, RealFs};
+use crate::iommufd::Iommufd;
+use crate::kernel::{GroupNode, RealKernel, VfioKernel};
+use crate::pci::PciAddress;
+
+/// Which kernel interface to open devices through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub enum Interface {
+    /// iommufd when `/dev/iommu` and the device's cdev exist, else the legacy container
+    /// (type1v2, falling back to type1; no-IOMMU for no-IOMMU groups).
+    #[default]
+    Auto,
+    /// The legacy container, with the best type1 the kernel offers.
+    Container,
+    /// The legacy container with a forced IOMMU type.
+    ContainerWith(IommuType),
+    /// iommufd and the device cdev.
+    Iommufd,
+}
+
+/// Where a device sits as far as VFIO is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceLocation {
+    /// Its address.
+    pub address: PciAddress,
+    /// Driver bound now.
+    pub driver: Option<String>,
+    /// Its group node (`None`: no IOMMU group).
+    pub group: Option<GroupNode>,
+    /// `N` of `/dev/vfio/devices/vfioN` (`None`: no cdev, or not bound to vfio-pci).
+    pub cdev: Option<u32>,
+}
+
+/// Drivers that do not stop a group from being viable (they do not do DMA of their own).
+const DMA_SAFE_DRIVERS: &[&str] = &["vfio-pci", "pci-stub", "pcieport"];
+
+/// The entry point: a kernel and a host view, from which devices are opened.
+#[derive(Debug, Clone)]
+pub struct Vfio {
+    kernel: Arc<dyn VfioKernel>,
+    fs: Arc<dyn HostFs>,
+}
+
+fn dev_dir(address: PciAddress) -> PathBuf {
+    PathBuf::from(format!("/sys/bus/pci/devices/{address}"))
+}
+
+fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
+    fs.read_link(path).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+impl Vfio {
+    /// Over explicit backends (a [`crate::mock::MockHost`] in tests).
+    pub fn new(kernel: Arc<dyn VfioKernel>, fs: Arc<dyn HostFs>) -> Self {
+        Vfio { kernel, fs }
+    }
+
+    /// The live host: `/dev` and `/`.
+    pub fn host() -> Self {
+        Vfio::new(Arc::new(RealKernel::new()), Arc::new(RealFs::new("/")))
+    }
+
+    /// The kernel seam in use.
+    pub fn kernel(&self) -> &Arc<dyn VfioKernel> {
+        &self.kernel
+    }
+
+    /// The host view in use.
+    pub fn fs(&self) -> &Arc<dyn HostFs> {
+        &self.fs
+    }
+
+    /// Reads where a device sits: driver, group node, cdev.
+    pub fn locate(&self, address: PciAddress) -> Result<DeviceLocation> {
+        let dir = dev_dir(address);
+        if !self.fs.exists(&dir) {
+            return Err(Error::NotFound {
+                what: format!("PCI device {address}"),
+                hint: Some("see `vfiotool list` for the devices of this host".into()),
+            });
+        }
+        let driver = link_name(&*self.fs, &dir.join("driver"));
+        let group = link_name(&*self.fs, &dir.join("iommu_group"))
+            .and_then(|n| n.parse::<u32>().ok())
+            .map(|n| {
+                let name = self
+                    .fs
+                    .read_string(Path::new(&format!("/sys/kernel/iommu_groups/{n}/name")))
+                    .unwrap_or_default();
+                if name == "vfio-noiommu"
+                    || self.fs.exists(Path::new(&format!("/dev/vfio/noiommu-{n}")))
+                {
+                    GroupNode::NoIommu(n)
+                } else {
+                    GroupNode::Iommu(n)
+                }
+            });
+        let cdev = self
+            .fs
+            .read_dir(&dir.join("vfio-dev"))
+            .ok()
+            .and_then(|names| names.iter().find_map(|n| n.strip_prefix("vfio")?.parse().ok()));
+        Ok(DeviceLocation { address, driver, group, cdev })
+    }
+
+    /// The members of a group that keep it from being viable, with their drivers.
+    pub fn group_blockers(&self, group: u32) -> Vec<(String, String)> {
+        let dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
+        let mut out = Vec::new();
+        for name in self.fs.read_dir(&dir).unwrap_or_default() {
+            let dev = PathBuf::from(format!("/sys/bus/pci/devices/{name}"));
+            let Some(driver) = link_name(&*self.fs, &dev.join("driver")) else { continue };
+            if DMA_SAFE_DRIVERS.contains(&driver.as_str()) {
+                continue;
+            }
+            // Bridges never block a group (the kernel allows any driver on them).
+            let header = self.fs.read(&dev.join("config")).ok().and_then(|c| c.get(0x0e).copied());
+            if header.is_some_and(|h| h & 0x7f != 0) {
+                continue;
+            }
+            out.push((name, driver));
+        }
+        out
+    }
+
+    fn not_viable(&self, group: u32) -> Error {
+        let blockers = self.group_blockers(group);
+        let first = blockers.first().map(|b| b.0.clone()).unwrap_or_default();
+        Error::GroupNotViable { group, first, blockers }
+    }
+
+    fn check_bound(&self, loc: &DeviceLocation) -> Result<()> {
+        match loc.driver.as_deref() {
+            Some("vfio-pci") => Ok(()),
+            other => Err(Error::Unsupported {
+                what: format!(
+                    "VFIO access to {} ({})",
+                    loc.address,
+                    other.map_or("bound to no driver".to_string(), |d| format!("bound to {d}"))
+                ),
+                hint: Some(format!("bind it first: vfiotool bind {}", loc.address)),
+            }),
+        }
+    }
+
+    /// Opens a device in a new address space of its own.
+    pub fn open(&self, address: PciAddress, interface: Interface) -> Result<Device> {
+        let loc = self.locate(address)?;
+        self.check_bound(&loc)?;
+        let use_iommufd = match interface {
+            Interface::Iommufd => true,
+            Interface::Auto => {
+                loc.cdev.is_some()
+                    && self.fs.exists(Path::new("/dev/iommu"))
+                    && !matches!(loc.group, Some(GroupNode::NoIommu(_)))
+            }
+            Interface::Container | Interface::ContainerWith(_) => false,
+        };
+        let space = if use_iommufd {
+            AddressSpace::Ioas(Iommufd::open(self.kernel.clone())?.alloc_ioas()?)
+        } else {
+            let wanted = match interface {
+                Interface::ContainerWith(t) => Some(t),
+                _ => None,
+            };
+            AddressSpace::Container(Container::open(self.kernel.clone(), wanted)?)
+        };
+        self.open_located(&loc, &space)
+    }
+
+    /// Opens a device into an existing address space (another device's, so that both
+    /// share DMA mappings).
+    pub fn open_in(&self, address: PciAddress, space: &AddressSpace) -> Result<Device> {
+        let loc = self.locate(address)?;
+        self.check_bound(&loc)?;
+        self.open_located(&loc, space)
+    }
+
+    fn open_located(&self, loc: &DeviceLocation, space: &AddressSpace) -> Result<Device> {
+        match space {
+            AddressSpace::Container(c) => {
+                let node = loc.group.ok_or_else(|| Error::NotFound {
+                    what: format!("IOMMU group of {}", loc.address),
+                    hint: Some(
+                        "no IOMMU covers the device: enable it (vfiotool doctor), or use \
+                         no-IOMMU mode at your own risk"
+                            .into(),
+                    ),
+                })?;
+                let group = c.group(node, || self.not_viable(node.id()))?;
+                Device::open_in_group(&group, loc.address)
+            }
+            AddressSpace::Ioas(ioas) => {
+                let cdev = loc.cdev.ok_or_else(|| Error::NotFound {
+                    what: format!("VFIO device cdev of {}", loc.address),
+                    hint: Some(
+                        "the kernel has no VFIO_DEVICE_CDEV, or the device is not bound to \
+                         vfio-pci; use Interface::Container"
+                            .into(),
+                    ),
+                })?;
+                Device::open_cdev(ioas, loc.address, cdev)
+            }
+        }
+    }
+}
