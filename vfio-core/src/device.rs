@@ -132,7 +132,12 @@ impl Device {
         // On error `dev` is dropped, which closes the fd (and detaches).
         dev.info = dev.read_info()?;
         dev.regions = (0..dev.info.num_regions.min(64))
-            .map(|i| dev.read_region_info(i))
+            .map(|i| match dev.read_region_info(i) {
+                // vfio-pci answers EINVAL for regions the device lacks (VGA on a
+                // non-VGA device): an absent region, not a failure.
+                Err(e) if e.errno() == Some(Errno::EINVAL) => Ok(RegionInfo::absent(i)),
+                other => other,
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(dev)
     }

@@ -67,7 +67,7 @@ pub enum Error {
     },
 
     /// A kernel operation failed.
-    #[error("{op} on {target} failed: {} ({errno}){}", errno.desc(), hint_suffix(hint))]
+    #[error("{op} on {target} failed: {errno}{}", hint_suffix(hint))]
     Kernel {
         /// The operation.
         op: KernelOp,

@@ -144,6 +144,22 @@ pub struct RegionInfo {
     pub chain_error: Option<ChainError>,
 }
 
+impl RegionInfo {
+    /// A region the device does not have (size 0, no access).
+    pub fn absent(index: u32) -> Self {
+        RegionInfo {
+            index,
+            flags: RegionFlags::empty(),
+            size: 0,
+            offset: 0,
+            mmap_areas: Vec::new(),
+            msix_mappable: false,
+            region_type: None,
+            chain_error: None,
+        }
+    }
+}
+
 /// Size of `struct vfio_region_info`.
 pub const REGION_INFO_SIZE: usize = 32;
 
