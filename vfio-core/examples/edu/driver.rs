@@ -81,7 +81,7 @@ impl<'d> Edu<'d> {
     /// (major, minor) from the identification register, if it carries edu's signature.
     pub fn identify(&self) -> Result<Option<(u8, u8)>> {
         let id: u32 = self.bar.read(reg::IDENT)?;
-        Ok((id & 0xff == 0xed).then(|| ((id >> 24) as u8, (id >> 16) as u8)))
+        Ok((id & 0xff == 0xed).then_some(((id >> 24) as u8, (id >> 16) as u8)))
     }
 
     /// Writes a value to the liveness register and checks that its complement comes back.
