@@ -1,0 +1,302 @@
+//! Conformance scenarios on QEMU's edu device.
+//!
+//! Each scenario performs kernel operations through vfio-core and records what came back
+//! as `key = value` lines (a value, `ok`, or `err ERRNO`). The same list runs against the
+//! real kernel in the VM lab (`vfio-conformance`) and against the mock (the
+//! `conformance` test of this crate); both must match the expected file of the IOMMU mode
+//! under `tests/conformance/`, so the mock and the kernel agree.
+
+use std::fmt::Write as _;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use vfio_core::container::IommuType;
+use vfio_core::info::RegionFlags;
+use vfio_core::irq::IrqIndex;
+use vfio_core::{AddressSpace, Device, DmaPerm, Error, Interface, PciAddress, Vfio};
+
+/// Recorded observations, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// `(key, value)` pairs.
+    pub lines: Vec<(String, String)>,
+}
+
+impl Report {
+    fn put(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.lines.push((key.into(), value.into()));
+    }
+
+    fn result<T: std::fmt::Display>(&mut self, key: &str, r: Result<T, Error>) {
+        let v = match r {
+            Ok(v) => v.to_string(),
+            Err(e) => outcome_err(&e),
+        };
+        self.put(key, v);
+    }
+
+    /// The report as text, one `key = value` per line.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in &self.lines {
+            let _ = writeln!(s, "{k} = {v}");
+        }
+        s
+    }
+
+    /// Parses text written by [`Report::text`] (blank lines and `#` comments skipped).
+    pub fn parse(text: &str) -> Report {
+        let mut r = Report::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once(" = ") {
+                r.put(k.trim(), v.trim());
+            }
+        }
+        r
+    }
+
+    /// The lines where `self` and `expected` differ, as human-readable text.
+    pub fn diff(&self, expected: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        let n = self.lines.len().max(expected.lines.len());
+        for i in 0..n {
+            match (self.lines.get(i), expected.lines.get(i)) {
+                (Some(a), Some(b)) if a == b => {}
+                (Some((k, v)), Some((ek, ev))) if k == ek => {
+                    out.push(format!("{k}: got {v}, expected {ev}"))
+                }
+                (a, b) => out.push(format!("line {}: got {a:?}, expected {b:?}", i + 1)),
+            }
+        }
+        out
+    }
+}
+
+fn outcome_err(e: &Error) -> String {
+    match (e.errno(), e) {
+        (Some(errno), _) => format!("err {errno:?}"),
+        (None, Error::OutOfBounds { .. }) => "err out-of-bounds".into(),
+        (None, Error::Unsupported { .. }) => "err unsupported".into(),
+        (None, Error::NotFound { .. }) => "err not-found".into(),
+        (None, other) => format!("err {other}"),
+    }
+}
+
+fn ok<T>(r: Result<T, Error>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => outcome_err(&e),
+    }
+}
+
+/// Page-aligned anonymous memory for DMA tests, unmapped on drop.
+struct Mem {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mem {
+    fn new(len: usize) -> Mem {
+        // SAFETY: a fresh anonymous mapping aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap of test memory");
+        Mem { ptr, len }
+    }
+    fn addr(&self) -> u64 {
+        self.ptr as u64
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}
+
+fn flags_text(f: RegionFlags) -> String {
+    let mut s = String::new();
+    for (bit, c) in [(RegionFlags::READ, 'r'), (RegionFlags::WRITE, 'w'), (RegionFlags::MMAP, 'm')] {
+        s.push(if f.contains(bit) { c } else { '-' });
+    }
+    s
+}
+
+/// Which IOMMU mode a device was opened in, as the expected files name it.
+pub fn mode_name(device: &Device) -> &'static str {
+    match device.address_space() {
+        AddressSpace::Ioas(_) => "iommufd",
+        AddressSpace::Container(c) => match c.iommu_type() {
+            Some(IommuType::Type1v2) => "type1v2",
+            Some(IommuType::Type1) => "type1",
+            Some(IommuType::NoIommu) => "noiommu",
+            None => "container-unset",
+        },
+    }
+}
+
+/// Runs every scenario on the edu device at `edu` (bound to vfio-pci), opened with
+/// `interface`.
+pub fn run(vfio: &Vfio, edu: PciAddress, interface: Interface) -> Report {
+    let mut r = Report::default();
+    let device = match vfio.open(edu, interface) {
+        Ok(d) => d,
+        Err(e) => {
+            r.put("open", outcome_err(&e));
+            return r;
+        }
+    };
+    r.put("open", mode_name(&device));
+    device_info(&mut r, &device);
+    config(&mut r, &device);
+    irqs(&mut r, &device);
+    dma(&mut r, &device);
+    reset(&mut r, &device);
+    r
+}
+
+fn device_info(r: &mut Report, d: &Device) {
+    let i = d.info();
+    r.put("device.pci", i.is_pci().to_string());
+    r.put("device.reset", i.can_reset().to_string());
+    r.put("device.num_regions", i.num_regions.to_string());
+    r.put("device.num_irqs", i.num_irqs.to_string());
+    for reg in d.regions() {
+        r.put(
+            format!("region.{}", reg.index),
+            format!(
+                "size {:#x} flags {} areas {} msix_mappable {}",
+                reg.size,
+                flags_text(reg.flags),
+                reg.mmap_areas.len(),
+                reg.msix_mappable
+            ),
+        );
+    }
+    for idx in IrqIndex::ALL {
+        let v = match d.irq_info(idx) {
+            Ok(info) => format!("count {} flags {:#x}", info.count, info.flags.bits()),
+            Err(e) => outcome_err(&e),
+        };
+        r.put(format!("irq.{idx:?}"), v);
+    }
+}
+
+fn config(r: &mut Report, d: &Device) {
+    r.result("config.vendor", d.config_read_u16(0).map(|v| format!("{v:#06x}")));
+    r.result("config.device", d.config_read_u16(2).map(|v| format!("{v:#06x}")));
+    // The vendor id is read-only.
+    let _ = d.config_write_u16(0, 0xbeef);
+    r.result("config.vendor_after_write", d.config_read_u16(0).map(|v| format!("{v:#06x}")));
+    // BAR sizing: all ones, read back the size mask with the type bits, restore.
+    if let Ok(orig) = d.config_read_u32(0x10) {
+        let _ = d.config_write_u32(0x10, 0xffff_ffff);
+        r.result("config.bar0_sizing", d.config_read_u32(0x10).map(|v| format!("{v:#010x}")));
+        let _ = d.config_write_u32(0x10, orig);
+        r.result("config.bar0_restored", d.config_read_u32(0x10).map(|v| (v == orig).to_string()));
+    }
+    r.put("config.read_past_end", ok(d.config_read_u32(0x1000)));
+}
+
+fn irqs(r: &mut Report, d: &Device) {
+    let Ok(fds) = d.new_eventfds(2) else {
+        r.put("irq.eventfd", "failed");
+        return;
+    };
+    let fired = |fd: &vmm_sys_util::eventfd::EventFd| {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: a valid pollfd for the call.
+        let n = unsafe { libc::poll(&mut p, 1, 1000) };
+        if n == 1 {
+            fd.read().map(|v| v.to_string()).unwrap_or_else(|_| "read error".into())
+        } else {
+            "none".into()
+        }
+    };
+    r.put("irq.msi.trigger_before_enable", ok(d.trigger_irqs(IrqIndex::Msi, 0, 1)));
+    r.put("irq.msi.enable_two", ok(d.enable_irqs_all(IrqIndex::Msi, 0, &fds[..2])));
+    r.put("irq.msi.enable", ok(d.enable_irqs_all(IrqIndex::Msi, 0, &fds[..1])));
+    r.put("irq.msi.trigger", ok(d.trigger_irqs(IrqIndex::Msi, 0, 1)));
+    r.put("irq.msi.fired", fired(&fds[0]));
+    r.put("irq.msi.trigger_bool_false", ok(d.trigger_irqs_where(IrqIndex::Msi, 0, &[false])));
+    r.put("irq.msi.fired_after_false", fired(&fds[0]));
+    r.put("irq.msi.trigger_out_of_range", ok(d.trigger_irqs(IrqIndex::Msi, 1, 1)));
+    r.put("irq.intx.enable_while_msi", ok(d.enable_irqs_all(IrqIndex::Intx, 0, &fds[1..2])));
+    r.put("irq.msi.disable", ok(d.disable_irqs(IrqIndex::Msi)));
+    r.put("irq.intx.enable", ok(d.enable_irqs_all(IrqIndex::Intx, 0, &fds[1..2])));
+    r.put("irq.intx.trigger", ok(d.trigger_irqs(IrqIndex::Intx, 0, 1)));
+    r.put("irq.intx.fired", fired(&fds[1]));
+    r.put("irq.intx.unmask", ok(d.unmask_irqs(IrqIndex::Intx, 0, 1)));
+    r.put("irq.intx.mask", ok(d.mask_irqs(IrqIndex::Intx, 0, 1)));
+    r.put("irq.intx.disable", ok(d.disable_irqs(IrqIndex::Intx)));
+    r.put("irq.msix.enable", ok(d.enable_irqs_all(IrqIndex::Msix, 0, &fds[..1])));
+}
+
+fn dma(r: &mut Report, d: &Device) {
+    let space = d.address_space();
+    match &space {
+        AddressSpace::Container(c) => match c.iommu_info() {
+            Ok(info) => {
+                r.put("iommu.pgsizes", format!("{:#x}", info.page_sizes));
+                r.put("iommu.ranges", format!("{:x?}", info.iova_ranges));
+                r.put("iommu.dma_avail", format!("{:?}", info.dma_avail));
+            }
+            Err(e) => r.put("iommu.info", outcome_err(&e)),
+        },
+        AddressSpace::Ioas(i) => r.result("iommu.ranges", i.iova_ranges().map(|v| format!("{v:x?}"))),
+    }
+    let mem = Mem::new(4 << 20);
+    let base = mem.addr();
+    let map = |vaddr: u64, iova: u64, size: u64| {
+        // SAFETY: `mem` outlives every mapping made here; all are unmapped below.
+        ok(unsafe { space.map(vaddr, iova, size, DmaPerm::ReadWrite) })
+    };
+    let m = 0x10_0000u64;
+    r.put("dma.map", map(base, m, 0x2000));
+    r.put("dma.map_same_again", map(base, m, 0x2000));
+    r.put("dma.map_overlap_tail", map(base, m + 0x1000, 0x2000));
+    r.put("dma.map_misaligned_iova", map(base, m + 0x10800, 0x1000));
+    r.put("dma.map_misaligned_vaddr", map(base + 0x800, m + 0x10000, 0x1000));
+    r.put("dma.map_zero_size", map(base, m + 0x20000, 0));
+    r.put("dma.map_cross_2_64", map(base, u64::MAX - 0xfff, 0x2000));
+    r.put("dma.unmap_split_head", format!("{:?}", space.unmap(m, 0x1000).map_err(|e| outcome_err(&e))));
+    r.put("dma.unmap_whole", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
+    r.put("dma.unmap_again", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
+    r.put("dma.map_two", format!("{} {}", map(base, m, 0x1000), map(base + 0x1000, m + 0x1000, 0x1000)));
+    r.put("dma.unmap_spanning_two", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
+    r.put("dma.map_three", format!("{} {} {}", map(base, m, 0x1000), map(base, m + 0x4000, 0x1000), map(base, m + 0x8000, 0x1000)));
+    r.put("dma.unmap_all", format!("{:?}", space.unmap_all().map_err(|e| outcome_err(&e))));
+    drop(mem);
+    let gone = Mem::new(0x1000);
+    let gone_addr = gone.addr();
+    drop(gone);
+    r.put("dma.map_unmapped_vaddr", map(gone_addr, m, 0x1000));
+    let _ = space.unmap_all();
+}
+
+fn reset(r: &mut Report, d: &Device) {
+    r.put("reset.function", ok(d.reset()));
+    r.put(
+        "reset.hot_reset_info",
+        match d.hot_reset_info() {
+            Ok(v) => format!("{:?}", v.iter().map(|a| a.address.to_string()).collect::<Vec<_>>()),
+            Err(e) => outcome_err(&e),
+        },
+    );
+}
+
+/// How long scenario waits may take at most (kept for interrupt polls).
+pub const WAIT: Duration = Duration::from_secs(1);
