@@ -129,7 +129,8 @@ impl Drop for Mem {
 
 fn flags_text(f: RegionFlags) -> String {
     let mut s = String::new();
-    for (bit, c) in [(RegionFlags::READ, 'r'), (RegionFlags::WRITE, 'w'), (RegionFlags::MMAP, 'm')] {
+    for (bit, c) in [(RegionFlags::READ, 'r'), (RegionFlags::WRITE, 'w'), (RegionFlags::MMAP, 'm')]
+    {
         s.push(if f.contains(bit) { c } else { '-' });
     }
     s
@@ -256,7 +257,9 @@ fn dma(r: &mut Report, d: &Device) {
             }
             Err(e) => r.put("iommu.info", outcome_err(&e)),
         },
-        AddressSpace::Ioas(i) => r.result("iommu.ranges", i.iova_ranges().map(|v| format!("{v:x?}"))),
+        AddressSpace::Ioas(i) => {
+            r.result("iommu.ranges", i.iova_ranges().map(|v| format!("{v:x?}")))
+        }
     }
     let mem = Mem::new(4 << 20);
     let base = mem.addr();
@@ -272,12 +275,29 @@ fn dma(r: &mut Report, d: &Device) {
     r.put("dma.map_misaligned_vaddr", map(base + 0x800, m + 0x10000, 0x1000));
     r.put("dma.map_zero_size", map(base, m + 0x20000, 0));
     r.put("dma.map_cross_2_64", map(base, u64::MAX - 0xfff, 0x2000));
-    r.put("dma.unmap_split_head", format!("{:?}", space.unmap(m, 0x1000).map_err(|e| outcome_err(&e))));
+    r.put(
+        "dma.unmap_split_head",
+        format!("{:?}", space.unmap(m, 0x1000).map_err(|e| outcome_err(&e))),
+    );
     r.put("dma.unmap_whole", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
     r.put("dma.unmap_again", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
-    r.put("dma.map_two", format!("{} {}", map(base, m, 0x1000), map(base + 0x1000, m + 0x1000, 0x1000)));
-    r.put("dma.unmap_spanning_two", format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))));
-    r.put("dma.map_three", format!("{} {} {}", map(base, m, 0x1000), map(base, m + 0x4000, 0x1000), map(base, m + 0x8000, 0x1000)));
+    r.put(
+        "dma.map_two",
+        format!("{} {}", map(base, m, 0x1000), map(base + 0x1000, m + 0x1000, 0x1000)),
+    );
+    r.put(
+        "dma.unmap_spanning_two",
+        format!("{:?}", space.unmap(m, 0x2000).map_err(|e| outcome_err(&e))),
+    );
+    r.put(
+        "dma.map_three",
+        format!(
+            "{} {} {}",
+            map(base, m, 0x1000),
+            map(base, m + 0x4000, 0x1000),
+            map(base, m + 0x8000, 0x1000)
+        ),
+    );
     r.put("dma.unmap_all", format!("{:?}", space.unmap_all().map_err(|e| outcome_err(&e))));
     drop(mem);
     let gone = Mem::new(0x1000);

@@ -54,6 +54,11 @@ impl AddressSpace {
     }
 
     #[cold]
+    fn no_iommu_hint(e: Error) -> Error {
+        e.with_hint("no-IOMMU mode has no DMA mapping: the device uses physical addresses")
+    }
+
+    #[cold]
     fn no_iommu_error() -> Error {
         Error::Unsupported {
             what: "DMA mapping in no-IOMMU mode".into(),
@@ -75,7 +80,7 @@ impl AddressSpace {
             // SAFETY: as above.
             AddressSpace::Ioas(i) => unsafe { i.map_dma(vaddr, Some(iova), size, perm).map(drop) },
         }
-        .map_err(|e| if self.no_iommu() { Self::no_iommu_error() } else { e })
+        .map_err(|e| if self.no_iommu() { Self::no_iommu_hint(e) } else { e })
     }
 
     /// Unmaps `[iova, iova + size)`; returns the bytes unmapped. No heap allocation on
