@@ -340,3 +340,11 @@ impl Drop for Device {
         self.kernel.close(fd);
     }
 }
+
+impl std::os::fd::AsRawFd for Device {
+    /// The raw descriptor, for interoperating with other VFIO code (a KVM device, a C
+    /// library). It stays owned by this object: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd().raw()
+    }
+}

@@ -135,3 +135,11 @@ impl Drop for Group {
         }
     }
 }
+
+impl std::os::fd::AsRawFd for Group {
+    /// The raw descriptor, for interoperating with other VFIO code (a KVM device, a C
+    /// library). It stays owned by this object: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd().raw()
+    }
+}

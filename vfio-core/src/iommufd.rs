@@ -196,3 +196,11 @@ impl Drop for Ioas {
         let _ = self.iommufd.kernel.iommufd_destroy(self.iommufd.fd(), self.id);
     }
 }
+
+impl std::os::fd::AsRawFd for Iommufd {
+    /// The raw descriptor, for interoperating with other VFIO code (a KVM device, a C
+    /// library). It stays owned by this object: do not close it.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd().raw()
+    }
+}
