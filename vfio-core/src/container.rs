@@ -127,6 +127,13 @@ impl Container {
         Ok(g)
     }
 
+    /// `VFIO_GET_API_VERSION`: the cheapest VFIO call (the floor of every benchmark).
+    pub fn api_version(&self) -> Result<i32> {
+        self.kernel
+            .get_api_version(self.fd())
+            .map_err(|e| Error::kernel(KernelOp::GetApiVersion, TARGET, e))
+    }
+
     /// Whether the kernel offers an extension (`VFIO_CHECK_EXTENSION`).
     pub fn check_extension(&self, ty: IommuType) -> Result<bool> {
         self.kernel

@@ -89,17 +89,26 @@ impl<'d> MappedRegion<'d> {
     }
 
     /// Pointer to `offset` if `[offset, offset + len)` lies in one mapped area and is
-    /// naturally aligned.
-    fn locate(&self, offset: u64, len: usize) -> Result<*mut u8> {
-        if offset % len as u64 == 0 {
-            for a in &self.areas {
-                if offset >= a.offset && offset - a.offset + len as u64 <= a.len as u64 {
-                    // SAFETY: the offset is inside this area's mapping (checked above).
-                    return Ok(unsafe { a.ptr.as_ptr().add((offset - a.offset) as usize) });
-                }
-            }
+    /// naturally aligned (`len` is 1, 2, 4 or 8).
+    #[inline]
+    fn ptr_at(&self, offset: u64, len: usize) -> Option<*mut u8> {
+        if offset & (len as u64 - 1) != 0 {
+            return None;
         }
-        Err(self.out_of_bounds(offset, len))
+        // Most regions are one area from offset 0: check it first, without a loop.
+        let first = self.areas.first()?;
+        let hit = |a: &Area| {
+            let rel = offset.wrapping_sub(a.offset);
+            (offset >= a.offset && rel.checked_add(len as u64).is_some_and(|e| e <= a.len as u64))
+                // SAFETY: `rel + len <= a.len`, so the pointer stays inside the mapping.
+                .then(|| unsafe { a.ptr.as_ptr().add(rel as usize) })
+        };
+        hit(first).or_else(|| self.areas[1..].iter().find_map(hit))
+    }
+
+    #[inline]
+    fn locate(&self, offset: u64, len: usize) -> Result<*mut u8> {
+        self.ptr_at(offset, len).ok_or_else(|| self.out_of_bounds(offset, len))
     }
 
     #[cold]
@@ -117,14 +126,14 @@ impl<'d> MappedRegion<'d> {
         }
     }
 
-    /// Whether `[offset, offset + len)` is mapped.
+    /// Whether `[offset, offset + len)` is mapped and naturally aligned for an access of
+    /// `len` bytes (1, 2, 4 or 8).
     pub fn is_mapped(&self, offset: u64, len: usize) -> bool {
-        self.areas
-            .iter()
-            .any(|a| offset >= a.offset && offset - a.offset + len as u64 <= a.len as u64)
+        self.ptr_at(offset, len).is_some()
     }
 
     /// One volatile read of `T` at `offset`. No heap allocation.
+    #[inline]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
         let p = self.locate(offset, T::SIZE)?;
         // SAFETY: `p` points into a live shared mapping of at least SIZE bytes, aligned for
@@ -133,6 +142,7 @@ impl<'d> MappedRegion<'d> {
     }
 
     /// One volatile write of `T` at `offset`. No heap allocation.
+    #[inline]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
         let p = self.locate(offset, T::SIZE)?;
         // SAFETY: as in `read`; the mapping is writable when the region has WRITE.
@@ -161,11 +171,12 @@ pub struct Bar<'d> {
 
 impl Bar<'_> {
     /// Reads `T` at `offset`: a volatile load when mapped, else a pread. No heap allocation.
+    #[inline]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
-        if let Some(m) = &self.map {
-            if m.is_mapped(offset, T::SIZE) {
-                return m.read(offset);
-            }
+        if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
+            // SAFETY: `ptr_at` returned a naturally aligned pointer with SIZE bytes of a
+            // live device mapping behind it.
+            return Ok(unsafe { std::ptr::read_volatile(p.cast::<T>()) });
         }
         let mut b = [0u8; 8];
         self.device.read_region(self.index, offset, &mut b[..T::SIZE])?;
@@ -173,11 +184,12 @@ impl Bar<'_> {
     }
 
     /// Writes `T` at `offset`: a volatile store when mapped, else a pwrite.
+    #[inline]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
-        if let Some(m) = &self.map {
-            if m.is_mapped(offset, T::SIZE) {
-                return m.write(offset, value);
-            }
+        if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
+            // SAFETY: as in `read`; the mapping is writable when the region has WRITE.
+            unsafe { std::ptr::write_volatile(p.cast::<T>(), value) };
+            return Ok(());
         }
         self.device.write_region(self.index, offset, &value.to_le()[..T::SIZE])
     }

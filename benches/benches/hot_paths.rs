@@ -1,0 +1,300 @@
+//! Benchmarks of vfio-core's hot paths.
+//!
+//! On a real device (`VFIO_BENCH_DEVICE=0000:00:04.0`, bound to vfio-pci, as root) every
+//! kernel-facing operation is measured three ways in one run — vfio-core, the raw-C
+//! baseline doing the same ioctls, and vfio-ioctls 0.10 where it offers the operation
+//! (on a second device, `VFIO_BENCH_PEER`, since a group can be open only once) — with
+//! the candidates interleaved round by round; the table of medians and ratios is printed
+//! and written to `target/vfio-bench/real.json`. `VFIO_BENCH_INTERFACE=container|iommufd`
+//! picks the interface (default: auto).
+//!
+//! Without a device the real-device part is skipped with a message.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use vfio_benches::{c, compare, table, Candidate, Comparison};
+use vfio_core::container::Container;
+use vfio_core::kernel::RealKernel;
+use vfio_core::{AddressSpace, DmaPerm, Interface, IrqIndex, PciAddress, Vfio};
+use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
+use vmm_sys_util::eventfd::EventFd;
+
+const ROUNDS: usize = 15;
+
+fn env_device(var: &str) -> Option<PciAddress> {
+    let v = std::env::var(var).ok()?;
+    match PciAddress::parse(&v) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            eprintln!("bench: {var}: {e}");
+            None
+        }
+    }
+}
+
+/// Anonymous, populated memory for DMA.
+struct Mem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mem {
+    fn new(len: usize) -> Mem {
+        // SAFETY: a fresh anonymous mapping aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Mem { ptr: p.cast(), len }
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: the mapping from `new`, no longer mapped for DMA (every bench unmaps).
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// The vfio-ioctls side: its own container with the peer device.
+struct Peer {
+    container: Arc<VfioContainer>,
+    device: VfioDevice,
+    efd: EventFd,
+}
+
+fn open_peer(addr: PciAddress) -> Option<Peer> {
+    let container = Arc::new(VfioContainer::new(None).ok()?);
+    let sysfs = format!("/sys/bus/pci/devices/{addr}");
+    let ops: Arc<dyn VfioOps> = container.clone();
+    let device = match VfioDevice::new(Path::new(&sysfs), ops, false) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bench: vfio-ioctls cannot open {addr}: {e}");
+            return None;
+        }
+    };
+    let efd = EventFd::new(libc::EFD_CLOEXEC).ok()?;
+    Some(Peer { container, device, efd })
+}
+
+fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
+    let interface = match std::env::var("VFIO_BENCH_INTERFACE").as_deref() {
+        Ok("container") => Interface::Container,
+        Ok("iommufd") => Interface::Iommufd,
+        _ => Interface::Auto,
+    };
+    let vfio = Vfio::host();
+    let dev = vfio.open(addr, interface)?;
+    let space = dev.address_space();
+    let devfd = dev.as_raw_fd();
+    let peer = env_device("VFIO_BENCH_PEER").and_then(open_peer);
+    if peer.is_none() {
+        eprintln!("bench: no VFIO_BENCH_PEER device: vfio-ioctls columns stay empty");
+    }
+    let mem = Mem::new(4 << 20);
+    let vaddr = mem.ptr as u64;
+    let iova = 0x20_0000u64;
+    let mut rows = Vec::new();
+
+    // The floor: the cheapest VFIO ioctl.
+    let floor = Container::open(Arc::new(RealKernel::new()), None)?;
+    let ffd = floor.as_raw_fd();
+    rows.push(compare(
+        "VFIO_GET_API_VERSION (syscall floor)",
+        &mut [
+            Candidate::new("vfio-core", || {
+                floor.api_version().unwrap();
+            }),
+            // SAFETY: a valid container fd; the ioctl writes no memory.
+            Candidate::new("C", || assert!(unsafe { c::vb_api_version(ffd) } >= 0)),
+        ],
+        ROUNDS,
+        2000,
+    ));
+
+    // DMA map + unmap by size.
+    for (label, size) in [("4 KiB", 4096u64), ("64 KiB", 65536), ("2 MiB", 2 << 20)] {
+        let mut cands = vec![Candidate::new("vfio-core", || {
+            // SAFETY: `mem` outlives the mapping, which is undone right away.
+            unsafe { space.map(vaddr, iova, size, DmaPerm::ReadWrite) }.unwrap();
+            assert_eq!(space.unmap(iova, size).unwrap(), size);
+        })];
+        match &space {
+            AddressSpace::Container(ct) => {
+                let cfd = ct.as_raw_fd();
+                cands.push(Candidate::new("C", move || {
+                    // SAFETY: as above; plain ioctls on a valid container fd.
+                    assert_eq!(unsafe { c::vb_dma_map(cfd, vaddr, iova, size) }, 0);
+                    // SAFETY: as above.
+                    assert_eq!(unsafe { c::vb_dma_unmap(cfd, iova, size) }, size as i64);
+                }));
+            }
+            AddressSpace::Ioas(ioas) => {
+                let ifd = ioas.iommufd().as_raw_fd();
+                let id = ioas.id();
+                cands.push(Candidate::new("C", move || {
+                    // SAFETY: as above, on a valid iommufd.
+                    assert_eq!(unsafe { c::vb_ioas_map(ifd, id, vaddr, iova, size) }, 0);
+                    // SAFETY: as above.
+                    assert_eq!(unsafe { c::vb_ioas_unmap(ifd, id, iova, size) }, size as i64);
+                }));
+            }
+        }
+        if let Some(p) = &peer {
+            cands.push(Candidate::new("vfio-ioctls", || {
+                // SAFETY: as above.
+                unsafe { p.container.vfio_dma_map(iova, size as usize, mem.ptr) }.unwrap();
+                p.container.vfio_dma_unmap(iova, size as usize).unwrap();
+            }));
+        }
+        rows.push(compare(&format!("DMA map + unmap {label}"), &mut cands, ROUNDS, 200));
+    }
+
+    // Interrupts: software trigger to eventfd wake-up, and setup.
+    let irq = if dev.irq_info(IrqIndex::Msix)?.count > 0 { IrqIndex::Msix } else { IrqIndex::Msi };
+    let nvec = dev.irq_info(irq)?.count.min(64);
+    let fds = dev.new_eventfds(nvec as usize)?;
+    let raw: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut cands = vec![
+        Candidate::new("vfio-core", || {
+            dev.enable_irqs_all(irq, 0, &fds).unwrap();
+            dev.disable_irqs(irq).unwrap();
+        }),
+        Candidate::new("C", || {
+            // SAFETY: `raw` holds `nvec` valid eventfds.
+            assert_eq!(unsafe { c::vb_irq_eventfds(devfd, irq.raw(), 0, nvec, raw.as_ptr()) }, 0);
+            // SAFETY: plain ioctl.
+            assert_eq!(unsafe { c::vb_irq_disable(devfd, irq.raw()) }, 0);
+        }),
+    ];
+    if let Some(p) = &peer {
+        cands.push(Candidate::new("vfio-ioctls", || {
+            p.device.enable_msi(vec![&p.efd]).unwrap();
+            p.device.disable_msi().unwrap();
+        }));
+    }
+    rows.push(compare(
+        &format!("{irq:?} setup + teardown, {nvec} vector(s)"),
+        &mut cands,
+        ROUNDS,
+        50,
+    ));
+
+    dev.enable_irqs_all(irq, 0, &fds[..1])?;
+    let efd = &fds[0];
+    if let Some(p) = &peer {
+        p.device.enable_msi(vec![&p.efd]).unwrap();
+    }
+    let mut cands = vec![
+        Candidate::new("vfio-core", || {
+            dev.trigger_irqs(irq, 0, 1).unwrap();
+            efd.read().unwrap();
+        }),
+        Candidate::new("C", || {
+            // SAFETY: plain ioctl.
+            assert_eq!(unsafe { c::vb_irq_trigger(devfd, irq.raw(), 0, 1) }, 0);
+            efd.read().unwrap();
+        }),
+    ];
+    if let Some(p) = &peer {
+        cands.push(Candidate::new("vfio-ioctls", || {
+            p.device.trigger_irq(1, 0).unwrap();
+            p.efd.read().unwrap();
+        }));
+    }
+    rows.push(compare("IRQ software trigger -> eventfd wake-up", &mut cands, ROUNDS, 500));
+    dev.disable_irqs(irq)?;
+
+    // BAR and config access.
+    let bar0 = dev.region(0)?.clone();
+    let cfg = dev.region(7)?.clone();
+    if bar0.size >= 4096 && !bar0.mmap_areas.is_empty() {
+        let bar = dev.bar(0)?;
+        // The C baseline maps BAR0 itself.
+        // SAFETY: a fresh shared mapping of the device's BAR0, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                devfd,
+                bar0.offset as i64,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let cands = &mut [
+            Candidate::new("vfio-core", || {
+                std::hint::black_box(bar.read::<u32>(0).unwrap());
+            }),
+            // SAFETY: `p` maps at least 4 bytes of BAR0.
+            Candidate::new("C", || {
+                std::hint::black_box(unsafe { c::vb_mmio_read32(p.cast()) });
+            }),
+        ];
+        rows.push(compare("BAR0 32-bit read through mmap", cands, ROUNDS, 2000));
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(p, 4096) };
+    }
+    let mut pread_row = |name: &str, index: u32, offset: u64| {
+        let mut cands = vec![
+            Candidate::new("vfio-core", || {
+                let mut b = [0u8; 4];
+                dev.read_region(index, 0, &mut b).unwrap();
+                std::hint::black_box(b);
+            }),
+            Candidate::new("C", || {
+                let mut v = 0u32;
+                // SAFETY: `v` is a valid out pointer.
+                assert_eq!(unsafe { c::vb_pread32(devfd, offset, &mut v) }, 4);
+                std::hint::black_box(v);
+            }),
+        ];
+        if let Some(p) = &peer {
+            cands.push(Candidate::new("vfio-ioctls", || {
+                let mut b = [0u8; 4];
+                p.device.region_read(index, &mut b, 0);
+                std::hint::black_box(b);
+            }));
+        }
+        rows.push(compare(name, &mut cands, ROUNDS, 1000));
+    };
+    if bar0.size >= 4 {
+        pread_row("BAR0 32-bit read through pread", 0, bar0.offset);
+    }
+    pread_row("config space 32-bit read", 7, cfg.offset);
+    Ok(rows)
+}
+
+fn main() {
+    let Some(addr) = env_device("VFIO_BENCH_DEVICE") else {
+        println!("bench: real-device benchmarks skipped: set VFIO_BENCH_DEVICE=ADDRESS (a device bound to vfio-pci, as root)");
+        return;
+    };
+    match real(addr) {
+        Ok(rows) => {
+            let text = table(&rows);
+            println!("\n{text}");
+            let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            let dir = Path::new(&dir).join("vfio-bench");
+            let _ = std::fs::create_dir_all(&dir);
+            let _ =
+                std::fs::write(dir.join("real.json"), serde_json::to_string_pretty(&rows).unwrap());
+            let _ = std::fs::write(dir.join("real.md"), text);
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
