@@ -477,7 +477,7 @@ fn intx_unmask(irq: &mut IrqState) {
 /// Duplicates a caller's eventfd (`eventfd_ctx_fdget`: EBADF for a bad fd, EINVAL for a
 /// descriptor that is not an eventfd).
 fn dup_eventfd(fd: i32) -> KResult<OwnedFd> {
-    if fd < 0 || fd >= MOCK_FD_BASE {
+    if !(0..MOCK_FD_BASE).contains(&fd) {
         return Err(Errno::EBADF);
     }
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|_| Errno::EBADF)?;
@@ -845,7 +845,7 @@ fn device_fd(k: &KernelState, fd: &KernelFd) -> KResult<DevFd> {
     }
 }
 
-fn sim<'a>(st: &'a HostState, addr: PciAddress) -> KResult<&'a SimDevice> {
+fn sim(st: &HostState, addr: PciAddress) -> KResult<&SimDevice> {
     st.devices.get(&addr).ok_or(Errno::ENODEV)
 }
 
@@ -1687,7 +1687,7 @@ impl VfioKernel for MockKernel {
                     }
                     Some(_) => return Err(Errno::EINVAL),
                     // A real descriptor that is not ours is not a vfio group either.
-                    None if fd >= 0 && fd < MOCK_FD_BASE && fd_is_open(fd) => {
+                    None if (0..MOCK_FD_BASE).contains(&fd) && fd_is_open(fd) => {
                         return Err(Errno::EINVAL)
                     }
                     None => return Err(Errno::EBADF),
@@ -1717,7 +1717,7 @@ impl VfioKernel for MockKernel {
                 }
             })
         };
-        if !all_vfio || !affected.iter().all(|a| owned(a)) {
+        if !all_vfio || !affected.iter().all(&owned) {
             return Err(Errno::EINVAL);
         }
         drop(owned);
@@ -2648,9 +2648,9 @@ fn config_rw(dev: &mut SimDevice, pos: u64, rw: Rw<'_>) -> KResult<usize> {
         Rw::Write(buf) => {
             let n = buf.len().min((size - pos) as usize);
             let m = config_wmask(dev);
-            for i in 0..n {
+            for (i, v) in buf[..n].iter().enumerate() {
                 let o = p + i;
-                dev.config[o] = (dev.config[o] & !m[o]) | (buf[i] & m[o]);
+                dev.config[o] = (dev.config[o] & !m[o]) | (v & m[o]);
             }
             Ok(n)
         }
