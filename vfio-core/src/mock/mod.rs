@@ -10,9 +10,11 @@
 //! The mock models kernel semantics (errnos included); it does not return canned
 //! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
 
+pub mod kernel;
 pub mod spec;
 
-pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, SriovSpec};
+pub use kernel::{FaultWhen, KernelState, MockKernel, MockKernelConfig, MOCK_FD_BASE};
+pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +49,8 @@ pub struct SimDevice {
 pub struct HostState {
     /// The PCI functions, by address.
     pub devices: BTreeMap<PciAddress, SimDevice>,
+    /// The mock kernel's state (containers, groups, fds, mappings, interrupts).
+    pub kernel: kernel::KernelState,
 }
 
 impl HostState {

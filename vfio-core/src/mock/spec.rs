@@ -82,6 +82,22 @@ pub struct MdevTypeSpec {
     pub max_instances: u32,
 }
 
+/// A device-specific VFIO region beyond the nine standard PCI regions (reported with a
+/// `VFIO_REGION_INFO_CAP_TYPE` capability, like IGD OpRegion or EDID regions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSpec {
+    /// Region type (`VFIO_REGION_TYPE_*`, or vendor type `0x8000_0000 | vendor`).
+    pub region_type: u32,
+    /// Region subtype.
+    pub subtype: u32,
+    /// Size in bytes.
+    pub size: u64,
+    /// Writable through `pwrite` (always readable).
+    pub writable: bool,
+    /// Initial contents (zero-padded to `size`).
+    pub data: Vec<u8>,
+}
+
 /// The description of one simulated PCI function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceSpec {
@@ -125,6 +141,8 @@ pub struct DeviceSpec {
     pub mdev_types: Vec<MdevTypeSpec>,
     /// Config space bytes to overlay on the generated image (offset, bytes).
     pub config_patches: Vec<(u16, Vec<u8>)>,
+    /// Device-specific VFIO regions (indices 9 and up).
+    pub extra_regions: Vec<RegionSpec>,
 }
 
 impl DeviceSpec {
@@ -157,6 +175,7 @@ impl DeviceSpec {
             sriov: None,
             mdev_types: Vec::new(),
             config_patches: Vec::new(),
+            extra_regions: Vec::new(),
         }
     }
 
