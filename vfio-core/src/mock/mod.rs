@@ -11,8 +11,10 @@
 //! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
 
 pub mod spec;
+pub mod sysfs;
 
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, SriovSpec};
+pub use sysfs::{FaultOp, SimFs, SysState};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,6 +49,8 @@ pub struct SimDevice {
 pub struct HostState {
     /// The PCI functions, by address.
     pub devices: BTreeMap<PciAddress, SimDevice>,
+    /// Host-level facts and non-device sysfs state (see [`sysfs`]).
+    pub sys: SysState,
 }
 
 impl HostState {
