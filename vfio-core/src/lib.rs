@@ -17,6 +17,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod error;
+pub mod host;
 pub mod hostfs;
 pub mod kernel;
 pub mod pci;

@@ -140,8 +140,10 @@ pub struct SysState {
     pub mdevs: BTreeMap<String, (PciAddress, String)>,
     /// Devices whose `enable` is 1.
     pub enabled: BTreeSet<PciAddress>,
-    /// The kernel log (`/dev/kmsg` is not modelled; `None` hides it).
+    /// The kernel log, served as `/var/log/kern.log` (`None` hides it).
     pub kernel_log: Option<String>,
+    /// `RLIMIT_MEMLOCK` in bytes shown in `/proc/self/limits` (`None`: unlimited).
+    pub memlock: Option<u64>,
     /// Injected faults.
     pub faults: Vec<Fault>,
     /// Every successful write, in order (path as given).
@@ -880,7 +882,18 @@ impl SimFs {
                     _ => None,
                 }
             }
-            ["proc"] => dir(&["cmdline", "mounts", "net", "sys"]),
+            ["proc"] => dir(&["cmdline", "mounts", "net", "self", "sys"]),
+            ["proc", "self"] => dir(&["limits"]),
+            ["proc", "self", "limits"] => {
+                let v = st.sys.memlock.map_or("unlimited".to_string(), |v| v.to_string());
+                text(format!(
+                    "Limit                     Soft Limit           Hard Limit           Units     \n\
+                     Max locked memory         {v:<20} {v:<20} bytes     "
+                ))
+            }
+            ["var", "log", "kern.log"] => {
+                Some(Node::File(Attr::Text(st.sys.kernel_log.clone()?), 0o640))
+            }
             ["proc", "cmdline"] => text(st.sys.cmdline.clone()),
             ["proc", "mounts"] => Some(Node::File(
                 Attr::Text(st.sys.mounts.iter().map(|l| format!("{l}\n")).collect()),
@@ -910,12 +923,8 @@ impl SimFs {
                 if st.module_loaded("iommufd") {
                     v.push("iommu");
                 }
-                if st.sys.kernel_log.is_some() {
-                    v.push("kmsg");
-                }
                 dir(&v)
             }
-            ["dev", "kmsg"] => Some(Node::File(Attr::Text(st.sys.kernel_log.clone()?), 0o644)),
             ["dev", "iommu"] if st.module_loaded("iommufd") => Some(Node::Char(0o600)),
             ["dev", "vfio"] if vfio_loaded => {
                 let mut v: Vec<String> = vec!["vfio".into()];
