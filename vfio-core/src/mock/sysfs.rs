@@ -891,6 +891,16 @@ impl SimFs {
                      Max locked memory         {v:<20} {v:<20} bytes     "
                 ))
             }
+            ["var"] | ["var", "log"] if st.sys.kernel_log.is_some() => {
+                let mut v = match Self::plain(st, p) {
+                    Some(Node::Dir(v)) => v,
+                    _ => vec![],
+                };
+                v.push(if parts.len() == 1 { "log".into() } else { "kern.log".into() });
+                v.sort();
+                v.dedup();
+                Some(Node::Dir(v))
+            }
             ["var", "log", "kern.log"] => {
                 Some(Node::File(Attr::Text(st.sys.kernel_log.clone()?), 0o640))
             }
