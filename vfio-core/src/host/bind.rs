@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 use crate::host::devices::{group_members, is_bridge_class};
 use crate::host::filter::AddressFilter;
 use crate::host::{
-    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses,
-    read_opt, resolve_link, write_text,
+    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
+    resolve_link, write_text,
 };
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
@@ -363,7 +363,8 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
         }
         plan.steps.push(Step::Write { path: p.join("driver_override"), value: target.into() });
         if e.driver.is_some() {
-            plan.steps.push(Step::Write { path: p.join("driver/unbind"), value: e.address.clone() });
+            plan.steps
+                .push(Step::Write { path: p.join("driver/unbind"), value: e.address.clone() });
         }
         plan.steps.push(Step::Write {
             path: "/sys/bus/pci/drivers_probe".into(),
@@ -569,7 +570,8 @@ pub fn restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<()> {
         let node = Path::new(&o.path);
         if let Ok(m) = fs.metadata(node) {
             if (m.uid, m.gid) != (o.uid, o.gid) {
-                fs.chown(node, Some(o.uid), Some(o.gid)).map_err(|err| Error::host("chown", node, err))?;
+                fs.chown(node, Some(o.uid), Some(o.gid))
+                    .map_err(|err| Error::host("chown", node, err))?;
             }
         }
     }
@@ -624,10 +626,9 @@ pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Resto
 pub fn unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Restored> {
     crate::host::require_device(fs, a)?;
     if read_journal(fs)?.iter().any(|e| PciAddress::parse(&e.address).ok() == Some(a)) {
-        return restore(fs, Some(a))?.pop().ok_or_else(|| Error::NotFound {
-            what: format!("journal entry of {a}"),
-            hint: None,
-        });
+        return restore(fs, Some(a))?
+            .pop()
+            .ok_or_else(|| Error::NotFound { what: format!("journal entry of {a}"), hint: None });
     }
     let e = JournalEntry {
         address: a.to_string(),
@@ -664,7 +665,8 @@ mod tests {
         nic.device = 0x10c9;
         nic.class = 0x020000;
         nic.pcie = true;
-        nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+        nic.sriov =
+            Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
         nic
     }
 
@@ -692,7 +694,12 @@ mod tests {
             s.boot_vga = Some(a("0000:00:02.0"));
             s.blocks.push(SimBlock { name: "nvme0n1".into(), device: a("0000:04:00.0") });
             s.mounts.push("/dev/nvme0n1p1 / ext4 rw,relatime 0 0".into());
-            s.nets.push(SimNet { name: "eth0".into(), device: a("0000:06:00.0"), default_route: true, ipv4: vec!["192.168.0.2/24".into()] });
+            s.nets.push(SimNet {
+                name: "eth0".into(),
+                device: a("0000:06:00.0"),
+                default_route: true,
+                ipv4: vec!["192.168.0.2/24".into()],
+            });
         });
         let fs = h.fs();
         fs.write(Path::new("/sys/bus/pci/devices/0000:02:00.0/sriov_numvfs"), b"2").unwrap();
@@ -706,7 +713,14 @@ mod tests {
         let st = h.state();
         st.devices
             .iter()
-            .map(|(a, d)| (*a, d.driver.clone(), d.driver_override.clone(), st.sys.numvfs.get(a).copied().unwrap_or(0)))
+            .map(|(a, d)| {
+                (
+                    *a,
+                    d.driver.clone(),
+                    d.driver_override.clone(),
+                    st.sys.numvfs.get(a).copied().unwrap_or(0),
+                )
+            })
             .collect()
     }
 
@@ -739,16 +753,20 @@ mod tests {
         let before = snapshot(&probe);
         let fs = probe.fs();
         let n0 = probe.state().sys.writes.len();
-        bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") }).unwrap();
+        bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") })
+            .unwrap();
         let writes = probe.state().sys.writes.len() - n0;
         assert!(writes >= 5, "journal, numvfs, override, unbind, probe: {writes}");
         for k in 1..=writes as u32 {
             let h = host();
             let fs = h.fs();
             h.inject_fault(FaultOp::Write, None, k, libc::EIO);
-            let e = bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") })
-                .unwrap_err()
-                .to_string();
+            let e = bind(
+                &*fs,
+                &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") },
+            )
+            .unwrap_err()
+            .to_string();
             if k > 1 {
                 assert!(e.contains("rolled back"), "write {k}: {e}");
             }
@@ -759,7 +777,11 @@ mod tests {
         let h = host();
         let fs = h.fs();
         h.inject_fault(FaultOp::Chown, None, 1, libc::EPERM);
-        assert!(bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") }).is_err());
+        assert!(bind(
+            &*fs,
+            &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") }
+        )
+        .is_err());
         assert_eq!(snapshot(&h), before);
     }
 
@@ -767,10 +789,15 @@ mod tests {
     fn user_gets_the_group_node_and_gives_it_back() {
         let h = host();
         let fs = h.fs();
-        bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:00:04.0") }).unwrap();
+        bind(&*fs, &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:00:04.0") })
+            .unwrap();
         let m = fs.metadata(Path::new("/dev/vfio/1")).unwrap();
         assert_eq!((m.uid, m.gid), (107, 111));
-        assert!(bind(&*fs, &BindRequest { user: Some("nobody-here".into()), ..BindRequest::vfio("0000:02:00.0") }).is_err());
+        assert!(bind(
+            &*fs,
+            &BindRequest { user: Some("nobody-here".into()), ..BindRequest::vfio("0000:02:00.0") }
+        )
+        .is_err());
         restore(&*fs, None).unwrap();
         assert_eq!(current_driver(&*fs, a("0000:00:04.0")).as_deref(), Some("edu"));
     }
@@ -779,7 +806,11 @@ mod tests {
     fn guards_refuse_host_devices_unless_forced() {
         let h = host();
         let fs = h.fs();
-        for (dev, what) in [("0000:00:02.0", "boot display"), ("0000:04:00.0", "mounted"), ("0000:06:00.0", "default route")] {
+        for (dev, what) in [
+            ("0000:00:02.0", "boot display"),
+            ("0000:04:00.0", "mounted"),
+            ("0000:06:00.0", "default route"),
+        ] {
             let e = plan_bind(&*fs, &BindRequest::vfio(dev)).unwrap_err();
             assert!(matches!(e, Error::InUse { .. }), "{dev}: {e}");
             assert!(e.to_string().contains(what), "{dev}: {e}");
@@ -804,7 +835,8 @@ mod tests {
         assert!(out.plan.warnings.is_empty());
         restore(&*fs, None).unwrap();
         // The group: both functions, not the bridge.
-        let out = bind(&*fs, &BindRequest { group: true, ..BindRequest::vfio("0000:05:00.1") }).unwrap();
+        let out =
+            bind(&*fs, &BindRequest { group: true, ..BindRequest::vfio("0000:05:00.1") }).unwrap();
         let moved: Vec<&str> = out.plan.devices.iter().map(|e| e.address.as_str()).collect();
         assert_eq!(moved, vec!["0000:05:00.0", "0000:05:00.1"]);
         assert_eq!(current_driver(&*fs, a("0000:00:1c.0")).as_deref(), Some("pcieport"));

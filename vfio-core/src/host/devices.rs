@@ -3,8 +3,8 @@
 use crate::error::Result;
 use crate::host::pci_ids::PciIds;
 use crate::host::{
-    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses,
-    read_opt, read_text,
+    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
+    read_text,
 };
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
@@ -81,9 +81,12 @@ pub fn read_device(fs: &dyn HostFs, a: PciAddress, ids: &PciIds) -> Result<PciDe
             reason: format!("{} is not hexadecimal", p.display()),
         })
     };
-    let (vendor, device, class) = (hex("vendor")? as u16, hex("device")? as u16, hex("class")? as u32);
-    let sv = read_opt(fs, &dir.join("subsystem_vendor")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
-    let sd = read_opt(fs, &dir.join("subsystem_device")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
+    let (vendor, device, class) =
+        (hex("vendor")? as u16, hex("device")? as u16, hex("class")? as u32);
+    let sv =
+        read_opt(fs, &dir.join("subsystem_vendor")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
+    let sd =
+        read_opt(fs, &dir.join("subsystem_device")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
     let group = iommu_group(fs, a);
     let group_peers = match group {
         Some(g) => group_members(fs, g)

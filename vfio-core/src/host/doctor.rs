@@ -219,14 +219,19 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         out.push(check("iommu", Status::Pass, msg, None));
     } else {
         let asked = has("intel_iommu") || has("amd_iommu");
-        let mut msg = "no IOMMU is active (/sys/class/iommu and /sys/kernel/iommu_groups are empty)".to_string();
+        let mut msg =
+            "no IOMMU is active (/sys/class/iommu and /sys/kernel/iommu_groups are empty)"
+                .to_string();
         if !log_lines.is_empty() {
             msg += &format!("; kernel log: {}", log_lines.join(" | "));
         }
         let fix = if asked {
             "the command line already asks for it: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup".to_string()
         } else {
-            format!("enable VT-d/AMD-Vi in the firmware setup, then {}", cmdline_fix(fs, iommu_param))
+            format!(
+                "enable VT-d/AMD-Vi in the firmware setup, then {}",
+                cmdline_fix(fs, iommu_param)
+            )
         };
         out.push(check("iommu", Status::Fail, msg, Some(fix)));
     }
@@ -235,7 +240,12 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     if !active {
         out.push(check("iommu-pt", Status::Skip, "no IOMMU", None));
     } else if args.contains(&"iommu=pt") {
-        out.push(check("iommu-pt", Status::Pass, "iommu=pt: host devices bypass translation", None));
+        out.push(check(
+            "iommu-pt",
+            Status::Pass,
+            "iommu=pt: host devices bypass translation",
+            None,
+        ));
     } else {
         out.push(check(
             "iommu-pt",
@@ -246,7 +256,8 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     }
 
     // 3. Interrupt remapping.
-    let unsafe_ok = param(fs, "vfio_iommu_type1", "allow_unsafe_interrupts").is_some_and(|v| truthy(&v))
+    let unsafe_ok = param(fs, "vfio_iommu_type1", "allow_unsafe_interrupts")
+        .is_some_and(|v| truthy(&v))
         || param(fs, "iommufd", "allow_unsafe_interrupts").is_some_and(|v| truthy(&v));
     if !active {
         out.push(check("interrupt-remapping", Status::Skip, "no IOMMU", None));
@@ -265,13 +276,20 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         }
         let ir_log = log.lines().any(|l| l.contains("remapping") && l.contains("nabled"));
         if lacking.is_empty() {
-            let how = if ir_log { "every IOMMU remaps interrupts (kernel log agrees)" } else { "every IOMMU remaps interrupts" };
+            let how = if ir_log {
+                "every IOMMU remaps interrupts (kernel log agrees)"
+            } else {
+                "every IOMMU remaps interrupts"
+            };
             out.push(check("interrupt-remapping", Status::Pass, how, None));
         } else if unsafe_ok {
             out.push(check(
                 "interrupt-remapping",
                 Status::Warn,
-                format!("no interrupt remapping on {}; allowed by allow_unsafe_interrupts", lacking.join(", ")),
+                format!(
+                    "no interrupt remapping on {}; allowed by allow_unsafe_interrupts",
+                    lacking.join(", ")
+                ),
                 None,
             ));
         } else {
@@ -375,7 +393,11 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
                     .filter(|n| n.parse::<u32>().is_ok())
                     .map(|n| {
                         let m = fs.metadata(&Path::new("/dev/vfio").join(&n)).ok();
-                        format!("{n} (uid {}, mode {:o})", m.map_or(0, |m| m.uid), m.map_or(0, |m| m.mode))
+                        format!(
+                            "{n} (uid {}, mode {:o})",
+                            m.map_or(0, |m| m.uid),
+                            m.map_or(0, |m| m.mode)
+                        )
                     })
                     .collect();
                 let msg = if nodes.is_empty() {
@@ -407,7 +429,8 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
                     "dev-iommu",
                     st,
                     format!("/dev/iommu: mode {:o}, uid {}, gid {}", m.mode, m.uid, m.gid),
-                    (st == Status::Warn).then(|| "chmod 0660 /dev/iommu and give it to the VMM's group".into()),
+                    (st == Status::Warn)
+                        .then(|| "chmod 0660 /dev/iommu and give it to the VMM's group".into()),
                 ));
             }
             Err(_) => out.push(check(
@@ -471,7 +494,15 @@ mod tests {
         });
         let c = run_checks(&*h.fs(), &DoctorOptions::default());
         assert!(!any_failed(&c), "{c:#?}");
-        for id in ["iommu", "iommu-pt", "interrupt-remapping", "module:vfio_pci", "dev-vfio", "dev-iommu", "memlock"] {
+        for id in [
+            "iommu",
+            "iommu-pt",
+            "interrupt-remapping",
+            "module:vfio_pci",
+            "dev-vfio",
+            "dev-iommu",
+            "memlock",
+        ] {
             assert_eq!(status(&c, id), Status::Pass, "{id}: {c:#?}");
         }
         assert!(c[0].message.contains("DMAR: IOMMU enabled"));
@@ -481,18 +512,25 @@ mod tests {
     fn no_iommu_fails_with_a_fix_for_the_boot_loader() {
         let h = MockHost::new([DeviceSpec::edu("0000:00:04.0")]).with_sys(|s| {
             s.cmdline = "root=/dev/sda1 quiet".into();
-            s.files.insert("/etc/default/grub".into(), b"GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n".to_vec());
+            s.files.insert(
+                "/etc/default/grub".into(),
+                b"GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n".to_vec(),
+            );
             s.files.insert("/usr/sbin/update-grub".into(), vec![]);
         });
         let fs = h.fs();
         let c = run_checks(&*fs, &DoctorOptions::default());
         assert!(any_failed(&c));
         assert_eq!(status(&c, "iommu"), Status::Fail);
-        assert!(fix(&c, "iommu").contains("GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run 'update-grub'"));
+        assert!(fix(&c, "iommu")
+            .contains("GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run 'update-grub'"));
         assert_eq!(status(&c, "interrupt-remapping"), Status::Skip);
         assert_eq!(status(&c, "module:vfio"), Status::Fail);
         // Proxmox: /etc/kernel/cmdline and proxmox-boot-tool win over GRUB.
-        h.state().sys.files.insert("/etc/kernel/cmdline".into(), b"root=ZFS=rpool quiet\n".to_vec());
+        h.state()
+            .sys
+            .files
+            .insert("/etc/kernel/cmdline".into(), b"root=ZFS=rpool quiet\n".to_vec());
         h.state().sys.files.insert("/usr/sbin/proxmox-boot-tool".into(), vec![]);
         assert!(cmdline_fix(&*fs, "iommu=pt").contains("proxmox-boot-tool refresh"));
         h.state().sys.files.remove(Path::new("/usr/sbin/proxmox-boot-tool"));
@@ -506,7 +544,11 @@ mod tests {
     fn interrupt_remapping_follows_ecap_bit_3_and_unsafe_option() {
         let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").group(1)]).with_sys(|s| {
             *s = SysState::intel_ready();
-            s.iommus.push(SimIommu { name: "dmar1".into(), intel_ecap: Some(0xf02056), amd_features: None });
+            s.iommus.push(SimIommu {
+                name: "dmar1".into(),
+                intel_ecap: Some(0xf02056),
+                amd_features: None,
+            });
             s.load_vfio();
         });
         let fs = h.fs();
@@ -514,7 +556,10 @@ mod tests {
         assert_eq!(status(&c, "interrupt-remapping"), Status::Fail);
         assert!(c.iter().any(|c| c.message.contains("dmar1 (ecap f02056")));
         assert!(fix(&c, "interrupt-remapping").contains("allow_unsafe_interrupts=1"));
-        h.state().sys.module_params.insert(("vfio_iommu_type1".into(), "allow_unsafe_interrupts".into()), "Y".into());
+        h.state()
+            .sys
+            .module_params
+            .insert(("vfio_iommu_type1".into(), "allow_unsafe_interrupts".into()), "Y".into());
         let c = run_checks(&*fs, &DoctorOptions::default());
         assert_eq!(status(&c, "interrupt-remapping"), Status::Warn);
         assert_eq!(status(&c, "unsafe-interrupts"), Status::Warn);
@@ -528,7 +573,8 @@ mod tests {
             s.kernel_release = "5.15.0-91-generic".into();
             s.memlock = Some(8 << 20);
             s.load_vfio();
-            s.module_params.insert(("vfio".into(), "enable_unsafe_noiommu_mode".into()), "Y".into());
+            s.module_params
+                .insert(("vfio".into(), "enable_unsafe_noiommu_mode".into()), "Y".into());
         });
         let c = run_checks(&*h.fs(), &DoctorOptions { guest_memory: 4 << 30 });
         assert_eq!(status(&c, "acs-override"), Status::Warn);

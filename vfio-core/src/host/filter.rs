@@ -23,10 +23,12 @@ pub struct IdFilter {
 impl IdFilter {
     /// Parses `vendor:device[:class[:prog-if]]`.
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = |reason: String| Error::Invalid {
+        let bad = |reason: String| {
+            Error::Invalid {
             what: "device filter",
             input: s.to_string(),
             reason: format!("{reason}; expected vendor:device[:class] in hex, '*' or empty for any, e.g. 10de:*:0300"),
+        }
         };
         let f: Vec<&str> = s.split(':').collect();
         if f.len() < 2 || f.len() > 4 {
@@ -37,7 +39,9 @@ impl IdFilter {
                 return Ok(None);
             }
             if x.len() > max_digits || !x.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(bad(format!("{name} {x:?} is not a hex number of at most {max_digits} digits")));
+                return Err(bad(format!(
+                    "{name} {x:?} is not a hex number of at most {max_digits} digits"
+                )));
             }
             Ok(Some(u32::from_str_radix(x, 16).map_err(|_| bad(name.into()))?))
         };
@@ -117,15 +121,19 @@ pub struct NameFilter(regex::Regex);
 impl NameFilter {
     /// Compiles the expression, case-insensitively.
     pub fn parse(s: &str) -> Result<Self> {
-        regex::RegexBuilder::new(s)
-            .case_insensitive(true)
-            .build()
-            .map(NameFilter)
-            .map_err(|e| Error::Invalid {
+        regex::RegexBuilder::new(s).case_insensitive(true).build().map(NameFilter).map_err(|e| {
+            Error::Invalid {
                 what: "name regular expression",
                 input: s.to_string(),
-                reason: e.to_string().lines().last().unwrap_or("does not compile").trim().to_string(),
-            })
+                reason: e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("does not compile")
+                    .trim()
+                    .to_string(),
+            }
+        })
     }
 
     /// Whether a device's names (or ids) match.
@@ -192,7 +200,10 @@ mod tests {
         assert!(IdFilter::parse("*:*:0403:00").unwrap().matches(&audio));
         assert!(!IdFilter::parse("*:*:0403:01").unwrap().matches(&audio));
         for bad in ["10de", "10dex:1", "1:2:3:4:5", "1:2:123", "1:2::5"] {
-            assert!(IdFilter::parse(bad).unwrap_err().to_string().contains("device filter"), "{bad}");
+            assert!(
+                IdFilter::parse(bad).unwrap_err().to_string().contains("device filter"),
+                "{bad}"
+            );
         }
     }
 

@@ -35,7 +35,11 @@ impl IommuGroup {
     /// The error explaining why the group cannot be used, when it cannot.
     pub fn not_viable_error(&self) -> Option<Error> {
         let (first, _) = self.blockers.first()?;
-        Some(Error::GroupNotViable { group: self.id, first: first.clone(), blockers: self.blockers.clone() })
+        Some(Error::GroupNotViable {
+            group: self.id,
+            first: first.clone(),
+            blockers: self.blockers.clone(),
+        })
     }
 }
 
@@ -112,7 +116,10 @@ mod tests {
         .with_sys(|s| s.load_vfio());
         let fs = h.fs();
         let g = list_groups(&*fs, &PciIds::default()).unwrap();
-        assert_eq!(g.iter().map(|g| (g.id, g.viable)).collect::<Vec<_>>(), vec![(1, true), (2, false), (3, true)]);
+        assert_eq!(
+            g.iter().map(|g| (g.id, g.viable)).collect::<Vec<_>>(),
+            vec![(1, true), (2, false), (3, true)]
+        );
         assert!(g[0].dev_node && g[1].dev_node && !g[2].dev_node);
         assert_eq!(g[1].blockers, vec![("0000:02:00.1".to_string(), "snd_hda_intel".to_string())]);
         assert!(g[1].advice.as_deref().unwrap().contains("vfiotool bind --group 0000:02:00.1"));

@@ -53,7 +53,9 @@ pub fn list_types(fs: &dyn HostFs) -> Result<Vec<MdevType>> {
                 name: read_opt(fs, &t.join("name")),
                 description: read_opt(fs, &t.join("description")),
                 device_api: read_opt(fs, &t.join("device_api")),
-                available: read_opt(fs, &t.join("available_instances")).and_then(|s| s.parse().ok()).unwrap_or(0),
+                available: read_opt(fs, &t.join("available_instances"))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
                 instances: fs.read_dir(&t.join("devices")).unwrap_or_default(),
                 id,
             });
@@ -88,7 +90,8 @@ pub fn random_uuid() -> String {
     // SAFETY: getrandom writes at most `b.len()` bytes into the buffer we own.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     if n != 16 {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let seed = t.as_nanos() ^ ((std::process::id() as u128) << 64);
         b = seed.to_le_bytes();
     }
@@ -101,11 +104,19 @@ pub fn random_uuid() -> String {
 fn valid_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Creates an instance of `type_id` on `parent` with `uuid` (a random one when `None`).
-pub fn create(fs: &dyn HostFs, parent: PciAddress, type_id: &str, uuid: Option<&str>) -> Result<String> {
+pub fn create(
+    fs: &dyn HostFs,
+    parent: PciAddress,
+    type_id: &str,
+    uuid: Option<&str>,
+) -> Result<String> {
     crate::host::require_device(fs, parent)?;
     let t = types_dir(parent).join(type_id);
     if !fs.exists(&t) {
@@ -121,13 +132,13 @@ pub fn create(fs: &dyn HostFs, parent: PciAddress, type_id: &str, uuid: Option<&
     }
     let uuid = match uuid {
         Some(u) if valid_uuid(u) => u.to_ascii_lowercase(),
-        Some(u) => {
-            return Err(Error::Invalid {
-                what: "UUID",
-                input: u.into(),
-                reason: "expected 8-4-4-4-12 hexadecimal digits, e.g. 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001".into(),
-            })
-        }
+        Some(u) => return Err(Error::Invalid {
+            what: "UUID",
+            input: u.into(),
+            reason:
+                "expected 8-4-4-4-12 hexadecimal digits, e.g. 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
+                    .into(),
+        }),
         None => random_uuid(),
     };
     write_text(fs, &t.join("create"), &uuid).map_err(|e| match e.errno() {
@@ -171,14 +182,27 @@ mod tests {
         let fs = h.fs();
         let p = PciAddress::parse("00:02.0").unwrap();
         let t = list_types(&*fs).unwrap();
-        assert_eq!((t[0].id.as_str(), t[0].available, t[0].device_api.as_deref()), ("i915-GVTg_V5_4", 1, Some("vfio-pci")));
+        assert_eq!(
+            (t[0].id.as_str(), t[0].available, t[0].device_api.as_deref()),
+            ("i915-GVTg_V5_4", 1, Some("vfio-pci"))
+        );
         let u = create(&*fs, p, "i915-GVTg_V5_4", None).unwrap();
         assert!(valid_uuid(&u) && u.as_bytes()[14] == b'4');
         let i = list_instances(&*fs);
-        assert_eq!(i, vec![MdevInstance { uuid: u.clone(), parent: Some(p), type_id: Some("i915-GVTg_V5_4".into()) }]);
+        assert_eq!(
+            i,
+            vec![MdevInstance {
+                uuid: u.clone(),
+                parent: Some(p),
+                type_id: Some("i915-GVTg_V5_4".into())
+            }]
+        );
         let e = create(&*fs, p, "i915-GVTg_V5_4", None).unwrap_err().to_string();
         assert!(e.contains("no instances"), "{e}");
-        assert!(create(&*fs, p, "nope", None).unwrap_err().to_string().contains("types offered: i915-GVTg_V5_4"));
+        assert!(create(&*fs, p, "nope", None)
+            .unwrap_err()
+            .to_string()
+            .contains("types offered: i915-GVTg_V5_4"));
         assert!(create(&*fs, p, "i915-GVTg_V5_4", Some("xyz")).is_err());
         remove(&*fs, &u).unwrap();
         assert!(list_instances(&*fs).is_empty());

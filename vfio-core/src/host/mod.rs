@@ -97,12 +97,10 @@ pub fn iommu_group(fs: &dyn HostFs, a: PciAddress) -> Option<u32> {
 
 /// Every PCI address under `/sys/bus/pci/devices`, sorted.
 pub fn pci_addresses(fs: &dyn HostFs) -> Result<Vec<PciAddress>> {
-    let names = fs
-        .read_dir(Path::new(PCI_DEVICES))
-        .map_err(|e| {
-            Error::host("read directory", PCI_DEVICES, e)
-                .with_hint("is sysfs mounted? with --sysfs-root, point it at a captured tree")
-        })?;
+    let names = fs.read_dir(Path::new(PCI_DEVICES)).map_err(|e| {
+        Error::host("read directory", PCI_DEVICES, e)
+            .with_hint("is sysfs mounted? with --sysfs-root, point it at a captured tree")
+    })?;
     let mut v: Vec<PciAddress> = names.iter().filter_map(|n| PciAddress::parse(n).ok()).collect();
     v.sort();
     Ok(v)

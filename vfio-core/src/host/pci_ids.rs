@@ -134,7 +134,9 @@ impl PciIds {
 
     /// The prog-if name of a class code.
     pub fn prog_if(&self, class: u32) -> Option<&str> {
-        self.prog_ifs.get(&((class >> 16) as u8, (class >> 8) as u8, class as u8)).map(String::as_str)
+        self.prog_ifs
+            .get(&((class >> 16) as u8, (class >> 8) as u8, class as u8))
+            .map(String::as_str)
     }
 }
 
@@ -158,7 +160,10 @@ C 02  Network controller\n";
         let ids = PciIds::parse(SAMPLE);
         assert_eq!(ids.vendor(0x8086), Some("Intel Corporation"));
         assert_eq!(ids.device(0x8086, 0x10c9), Some("82576 Gigabit Network Connection"));
-        assert_eq!(ids.subsystem(0x8086, 0x10c9, 0x8086, 0xa03c), Some("Ethernet Server Adapter I340-T4"));
+        assert_eq!(
+            ids.subsystem(0x8086, 0x10c9, 0x8086, 0xa03c),
+            Some("Ethernet Server Adapter I340-T4")
+        );
         assert_eq!(ids.device(0x1234, 0x11e8), Some("QEMU edu"));
         assert_eq!(ids.class(0x010802), Some("Non-Volatile memory controller"));
         assert_eq!(ids.prog_if(0x010802), Some("NVM Express"));

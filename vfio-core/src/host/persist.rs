@@ -39,14 +39,20 @@ pub fn plan_persist(fs: &dyn HostFs, devices: &[PciAddress]) -> Result<PersistPl
     let ids_db = PciIds::default();
     let all = pci_addresses(fs)?;
     let chosen: Vec<PciAddress> = if devices.is_empty() {
-        all.iter().copied().filter(|a| crate::host::current_driver(fs, *a).as_deref() == Some("vfio-pci")).collect()
+        all.iter()
+            .copied()
+            .filter(|a| crate::host::current_driver(fs, *a).as_deref() == Some("vfio-pci"))
+            .collect()
     } else {
         devices.to_vec()
     };
     if chosen.is_empty() {
         return Err(Error::NotFound {
             what: "devices to persist".into(),
-            hint: Some("bind them first (vfiotool bind ADDRESS) or name them: vfiotool persist ADDRESS...".into()),
+            hint: Some(
+                "bind them first (vfiotool bind ADDRESS) or name them: vfiotool persist ADDRESS..."
+                    .into(),
+            ),
         });
     }
     let journal = read_journal(fs).unwrap_or_default();
@@ -82,8 +88,13 @@ pub fn plan_persist(fs: &dyn HostFs, devices: &[PciAddress]) -> Result<PersistPl
             }
         }
     }
-    let mut conf = String::from("# vfio-pci claims these devices at boot (written by vfiotool persist).\n");
-    conf += &format!("options vfio-pci ids={}{}\n", ids.join(","), if vga { " disable_vga=1" } else { "" });
+    let mut conf =
+        String::from("# vfio-pci claims these devices at boot (written by vfiotool persist).\n");
+    conf += &format!(
+        "options vfio-pci ids={}{}\n",
+        ids.join(","),
+        if vga { " disable_vga=1" } else { "" }
+    );
     for s in &softdeps {
         conf += &format!("softdep {s} pre: vfio-pci\n");
     }
@@ -141,7 +152,10 @@ mod tests {
         assert_eq!(p.softdeps, vec!["edu", "nouveau"]);
         assert_eq!(p.also_claimed, vec![PciAddress::parse("00:05.0").unwrap()]);
         let conf = &p.files[0].1;
-        assert!(conf.contains("options vfio-pci ids=10de:1b80,1234:11e8 disable_vga=1\n"), "{conf}");
+        assert!(
+            conf.contains("options vfio-pci ids=10de:1b80,1234:11e8 disable_vga=1\n"),
+            "{conf}"
+        );
         assert!(conf.contains("softdep nouveau pre: vfio-pci\n"));
         assert_eq!(p.after[0], "update-initramfs -u -k all");
         write_persist(&*fs, &p).unwrap();

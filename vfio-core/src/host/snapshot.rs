@@ -212,7 +212,12 @@ mod tests {
         .with_sys(|s| {
             *s = SysState::intel_ready();
             s.load_vfio();
-            s.nets.push(SimNet { name: "eth0".into(), device: crate::PciAddress::parse("01:00.0").unwrap(), default_route: true, ipv4: vec![] });
+            s.nets.push(SimNet {
+                name: "eth0".into(),
+                device: crate::PciAddress::parse("01:00.0").unwrap(),
+                default_route: true,
+                ipv4: vec![],
+            });
         });
         let fs = h.fs();
         let dir = tempfile::tempdir().unwrap();
@@ -221,19 +226,25 @@ mod tests {
         let back = RealFs::new(dir.path());
         let ids = PciIds::default();
         assert_eq!(list_devices(&back, &ids).unwrap(), list_devices(&*fs, &ids).unwrap());
-        let g1: Vec<(u32, bool)> = list_groups(&*fs, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
-        let g2: Vec<(u32, bool)> = list_groups(&back, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
+        let g1: Vec<(u32, bool)> =
+            list_groups(&*fs, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
+        let g2: Vec<(u32, bool)> =
+            list_groups(&back, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
         assert_eq!(g1, g2);
         let c1 = run_checks(&*fs, &DoctorOptions::default());
         let c2 = run_checks(&back, &DoctorOptions::default());
         for id in ["iommu", "interrupt-remapping", "module:vfio_pci", "acs-override"] {
-            let s = |c: &[crate::host::doctor::Check]| c.iter().find(|x| x.id == id).map(|x| x.status);
+            let s =
+                |c: &[crate::host::doctor::Check]| c.iter().find(|x| x.id == id).map(|x| x.status);
             assert_eq!(s(&c1), s(&c2), "{id}");
         }
         assert_eq!(
             crate::host::bind::host_uses(&back, crate::PciAddress::parse("01:00.0").unwrap()),
             crate::host::bind::host_uses(&*fs, crate::PciAddress::parse("01:00.0").unwrap())
         );
-        assert!(std::fs::symlink_metadata(dir.path().join("sys/bus/pci/devices/0000:00:04.0")).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(dir.path().join("sys/bus/pci/devices/0000:00:04.0"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

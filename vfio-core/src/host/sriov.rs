@@ -29,16 +29,25 @@ pub fn sriov_state(fs: &dyn HostFs, a: PciAddress) -> Result<SriovState> {
         hint: Some("the device has no sriov_totalvfs; only physical functions with the SR-IOV capability have VFs".into()),
     })?;
     let parse = |s: &str, what: &str| -> Result<u16> {
-        s.parse().map_err(|_| Error::Invalid { what: "sysfs attribute", input: s.into(), reason: format!("{what} is not a number") })
+        s.parse().map_err(|_| Error::Invalid {
+            what: "sysfs attribute",
+            input: s.into(),
+            reason: format!("{what} is not a number"),
+        })
     };
     let total_vfs = parse(&total, "sriov_totalvfs")?;
-    let num_vfs = parse(&read_opt(fs, &dir.join("sriov_numvfs")).unwrap_or_else(|| "0".into()), "sriov_numvfs")?;
+    let num_vfs = parse(
+        &read_opt(fs, &dir.join("sriov_numvfs")).unwrap_or_else(|| "0".into()),
+        "sriov_numvfs",
+    )?;
     let mut vfs = vec![];
     for i in 0..num_vfs {
         let link = dir.join(format!("virtfn{i}"));
         if let Ok(t) = fs.read_link(&link) {
             let target = resolve_link(&link, &t);
-            if let Some(va) = target.file_name().and_then(|n| PciAddress::parse(&n.to_string_lossy()).ok()) {
+            if let Some(va) =
+                target.file_name().and_then(|n| PciAddress::parse(&n.to_string_lossy()).ok())
+            {
                 vfs.push((va, crate::host::current_driver(fs, va)));
             }
         }
@@ -62,7 +71,9 @@ pub fn set_num_vfs(fs: &dyn HostFs, a: PciAddress, n: u16) -> Result<SriovState>
     }
     let f = device_path(a).join("sriov_numvfs");
     let hint = |e: Error| match e.errno() {
-        Some(nix::errno::Errno::ENOENT) => e.with_hint("the device needs a driver that supports SR-IOV; bind it first"),
+        Some(nix::errno::Errno::ENOENT) => {
+            e.with_hint("the device needs a driver that supports SR-IOV; bind it first")
+        }
         _ => e,
     };
     if st.num_vfs != 0 && n != 0 {
@@ -112,7 +123,10 @@ mod tests {
         assert_eq!(set_num_vfs(&*fs, a, 3).unwrap().vfs.len(), 3);
         let e = set_num_vfs(&*fs, a, 5).unwrap_err().to_string();
         assert!(e.contains("at most 4"), "{e}");
-        assert!(set_num_vfs(&*fs, PciAddress::parse("00:04.0").unwrap(), 1).unwrap_err().to_string().contains("SR-IOV"));
+        assert!(set_num_vfs(&*fs, PciAddress::parse("00:04.0").unwrap(), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("SR-IOV"));
         assert_eq!(list_pfs(&*fs).unwrap().len(), 1);
         set_num_vfs(&*fs, a, 0).unwrap();
         h.set_driver(a, None);

@@ -158,7 +158,11 @@ impl SysState {
             cmdline: "BOOT_IMAGE=/vmlinuz root=/dev/nvme0n1p1 ro quiet intel_iommu=on iommu=pt"
                 .into(),
             kernel_release: "6.12.0-amd64".into(),
-            iommus: vec![SimIommu { name: "dmar0".into(), intel_ecap: Some(0xf0205e), amd_features: None }],
+            iommus: vec![SimIommu {
+                name: "dmar0".into(),
+                intel_ecap: Some(0xf0205e),
+                amd_features: None,
+            }],
             kernel_log: Some(
                 "DMAR: IOMMU enabled\nDMAR-IR: Enabled IRQ remapping in x2apic mode\n".into(),
             ),
@@ -172,7 +176,11 @@ impl SysState {
             b"GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"\n"
                 .to_vec(),
         );
-        s.files.insert("/etc/passwd".into(), b"root:x:0:0:root:/root:/bin/sh\nqemu:x:107:111::/nonexistent:/usr/sbin/nologin\n".to_vec());
+        s.files.insert(
+            "/etc/passwd".into(),
+            b"root:x:0:0:root:/root:/bin/sh\nqemu:x:107:111::/nonexistent:/usr/sbin/nologin\n"
+                .to_vec(),
+        );
         s.files.insert("/usr/sbin/update-initramfs".into(), b"#!/bin/sh\n".to_vec());
         s.files.insert("/usr/sbin/update-grub".into(), b"#!/bin/sh\n".to_vec());
         s
@@ -213,7 +221,10 @@ impl HostState {
 
     fn module_loaded(&self, module: &str) -> bool {
         self.sys.modules.contains(module)
-            || self.devices.values().any(|d| d.driver.as_deref().map(module_of).as_deref() == Some(module))
+            || self
+                .devices
+                .values()
+                .any(|d| d.driver.as_deref().map(module_of).as_deref() == Some(module))
     }
 
     fn drivers(&self) -> BTreeSet<String> {
@@ -237,10 +248,7 @@ impl HostState {
         if self.native_driver(a).as_deref() == Some(driver) {
             return true;
         }
-        self.sys
-            .dynids
-            .get(driver)
-            .is_some_and(|ids| ids.contains(&(d.spec.vendor, d.spec.device)))
+        self.sys.dynids.get(driver).is_some_and(|ids| ids.contains(&(d.spec.vendor, d.spec.device)))
     }
 
     fn probe(&mut self, a: PciAddress) {
@@ -279,9 +287,8 @@ impl HostState {
     }
 
     fn vf_address(pf: PciAddress, i: u16) -> Option<PciAddress> {
-        let rid = ((pf.bus as u32) << 8 | (pf.device as u32) << 3 | pf.function as u32)
-            + 0x80
-            + i as u32;
+        let rid =
+            ((pf.bus as u32) << 8 | (pf.device as u32) << 3 | pf.function as u32) + 0x80 + i as u32;
         if rid > 0xffff {
             return None;
         }
@@ -351,9 +358,10 @@ impl HostState {
     }
 
     fn vf_parent(&self, a: PciAddress) -> Option<PciAddress> {
-        self.sys.numvfs.iter().find_map(|(pf, n)| {
-            (0..*n).any(|i| Self::vf_address(*pf, i) == Some(a)).then_some(*pf)
-        })
+        self.sys
+            .numvfs
+            .iter()
+            .find_map(|(pf, n)| (0..*n).any(|i| Self::vf_address(*pf, i) == Some(a)).then_some(*pf))
     }
 
     fn group_has_vfio(&self, g: u32) -> bool {
@@ -463,7 +471,9 @@ fn hex16(v: u16) -> String {
 
 fn bar_base(a: PciAddress, i: usize) -> u64 {
     0xf000_0000_u64
-        .wrapping_add(((a.bus as u64) << 20 | (a.device as u64) << 15 | (a.function as u64) << 12) << 8)
+        .wrapping_add(
+            ((a.bus as u64) << 20 | (a.device as u64) << 15 | (a.function as u64) << 12) << 8,
+        )
         .wrapping_add((i as u64) << 24)
 }
 
@@ -484,9 +494,20 @@ impl SimFs {
         match rest {
             [] => {
                 let mut v = Self::names(&[
-                    "vendor", "device", "subsystem_vendor", "subsystem_device", "class",
-                    "revision", "config", "resource", "driver_override", "numa_node", "enable",
-                    "remove", "irq", "local_cpulist",
+                    "vendor",
+                    "device",
+                    "subsystem_vendor",
+                    "subsystem_device",
+                    "class",
+                    "revision",
+                    "config",
+                    "resource",
+                    "driver_override",
+                    "numa_node",
+                    "enable",
+                    "remove",
+                    "irq",
+                    "local_cpulist",
                 ]);
                 if spec.rom.is_some() {
                     v.push("rom".into());
@@ -585,10 +606,7 @@ impl SimFs {
                 text(if st.sys.boot_vga == Some(a) { "1".into() } else { "0".into() })
             }
             ["enable"] => Some(Node::File(
-                Attr::Rw(
-                    format!("{}\n", u8::from(st.sys.enabled.contains(&a))),
-                    Ctl::Enable(a),
-                ),
+                Attr::Rw(format!("{}\n", u8::from(st.sys.enabled.contains(&a))), Ctl::Enable(a)),
                 0o644,
             )),
             ["sriov_totalvfs"] => text(spec.sriov.as_ref()?.total_vfs.to_string()),
@@ -630,7 +648,11 @@ impl SimFs {
                     .collect();
                 match rest {
                     [] => Some(Node::Dir(Self::names(&[
-                        "name", "description", "device_api", "available_instances", "create",
+                        "name",
+                        "description",
+                        "device_api",
+                        "available_instances",
+                        "create",
                         "devices",
                     ]))),
                     ["name"] => text(ty.name.clone()),
@@ -639,10 +661,9 @@ impl SimFs {
                     ["available_instances"] => {
                         text((ty.max_instances.saturating_sub(used.len() as u32)).to_string())
                     }
-                    ["create"] => Some(Node::File(
-                        Attr::WriteOnly(Ctl::MdevCreate(a, t.to_string())),
-                        0o200,
-                    )),
+                    ["create"] => {
+                        Some(Node::File(Attr::WriteOnly(Ctl::MdevCreate(a, t.to_string())), 0o200))
+                    }
                     ["devices"] => Some(Node::Dir(used)),
                     ["devices", u] if used.iter().any(|x| x == u) => {
                         Some(Node::Link(format!("../../../{u}").into()))
@@ -697,7 +718,8 @@ impl SimFs {
         let dir = |v: &[&str]| Some(Node::Dir(Self::names(v)));
         let text = |s: String| Some(Node::File(Attr::Text(s + "\n"), 0o444));
         let addr = |x: &str| PciAddress::parse(x).ok().filter(|a| st.devices.contains_key(a));
-        let groups: BTreeSet<u32> = st.devices.values().filter_map(|d| d.spec.iommu_group).collect();
+        let groups: BTreeSet<u32> =
+            st.devices.values().filter_map(|d| d.spec.iommu_group).collect();
         let vfio_loaded = st.module_loaded("vfio");
         match parts.as_slice() {
             [] => dir(&["sys", "proc", "dev", "etc", "run", "usr", "var"]),
@@ -729,7 +751,8 @@ impl SimFs {
                 let drv = drv.to_string();
                 match rest {
                     [] => {
-                        let mut v = Self::names(&["bind", "unbind", "new_id", "remove_id", "uevent"]);
+                        let mut v =
+                            Self::names(&["bind", "unbind", "new_id", "remove_id", "uevent"]);
                         v.extend(bound.iter().map(|a| a.to_string()));
                         if st.sys.modules.contains(&module_of(&drv)) {
                             v.push("module".into());
@@ -753,7 +776,9 @@ impl SimFs {
                 }
             }
             ["sys", "bus", "mdev"] => dir(&["devices"]),
-            ["sys", "bus", "mdev", "devices"] => Some(Node::Dir(st.sys.mdevs.keys().cloned().collect())),
+            ["sys", "bus", "mdev", "devices"] => {
+                Some(Node::Dir(st.sys.mdevs.keys().cloned().collect()))
+            }
             ["sys", "bus", "mdev", "devices", u] => {
                 let (p, _) = st.sys.mdevs.get(*u)?;
                 Some(Node::Link(format!("../../..{}/{u}", &dev_dir(*p)[4..]).into()))
@@ -847,7 +872,9 @@ impl SimFs {
                 let n = st.sys.nets.iter().find(|n| n.name == *name)?;
                 Some(Node::Link(format!("../..{}/net/{name}", &dev_dir(n.device)[4..]).into()))
             }
-            ["sys", "block"] => Some(Node::Dir(st.sys.blocks.iter().map(|b| b.name.clone()).collect())),
+            ["sys", "block"] => {
+                Some(Node::Dir(st.sys.blocks.iter().map(|b| b.name.clone()).collect()))
+            }
             ["sys", "block", name] => {
                 let b = st.sys.blocks.iter().find(|b| b.name == *name)?;
                 Some(Node::Link(format!("..{}/block/{name}", &dev_dir(b.device)[4..]).into()))
@@ -914,10 +941,16 @@ impl SimFs {
                 let mut s = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n".to_string();
                 for n in &st.sys.nets {
                     if n.default_route {
-                        s += &format!("{}\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n", n.name);
+                        s += &format!(
+                            "{}\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n",
+                            n.name
+                        );
                     }
                     for _ in &n.ipv4 {
-                        s += &format!("{}\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n", n.name);
+                        s += &format!(
+                            "{}\t0000A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n",
+                            n.name
+                        );
                     }
                 }
                 Some(Node::File(Attr::Text(s), 0o444))
@@ -947,7 +980,10 @@ impl SimFs {
             }
             ["dev", "vfio", "vfio"] if vfio_loaded => Some(Node::Char(0o666)),
             ["dev", "vfio", "devices"] if vfio_loaded => Some(Node::Dir(
-                st.devices.values().filter_map(|d| d.vfio_index.map(|i| format!("vfio{i}"))).collect(),
+                st.devices
+                    .values()
+                    .filter_map(|d| d.vfio_index.map(|i| format!("vfio{i}")))
+                    .collect(),
             )),
             ["dev", "vfio", "devices", n] if vfio_loaded => st
                 .devices
@@ -1090,8 +1126,11 @@ impl SimFs {
             Ctl::NewId(ref drv) | Ctl::RemoveId(ref drv) => {
                 let drv = drv.clone();
                 let f: Vec<&str> = word.split_whitespace().collect();
-                let (Some(v), Some(d)) = (f.first(), f.get(1)) else { return Err(err(libc::EINVAL)) };
-                let (Ok(v), Ok(d)) = (u16::from_str_radix(v, 16), u16::from_str_radix(d, 16)) else {
+                let (Some(v), Some(d)) = (f.first(), f.get(1)) else {
+                    return Err(err(libc::EINVAL));
+                };
+                let (Ok(v), Ok(d)) = (u16::from_str_radix(v, 16), u16::from_str_radix(d, 16))
+                else {
                     return Err(err(libc::EINVAL));
                 };
                 let add = matches!(ctl, Ctl::NewId(_));
@@ -1103,7 +1142,10 @@ impl SimFs {
                     let all: Vec<PciAddress> = st.devices.keys().copied().collect();
                     for a in all {
                         let dev = &st.devices[&a];
-                        if dev.driver.is_none() && (dev.spec.vendor, dev.spec.device) == (v, d) && st.matches(&drv, a) {
+                        if dev.driver.is_none()
+                            && (dev.spec.vendor, dev.spec.device) == (v, d)
+                            && st.matches(&drv, a)
+                        {
                             st.set_driver(a, Some(&drv));
                         }
                     }
@@ -1183,7 +1225,10 @@ fn normalize_keep(p: &Path) -> Vec<String> {
 pub fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl HostFs for SimFs {
@@ -1348,7 +1393,8 @@ mod tests {
         nic.device = 0x10c9;
         nic.class = 0x020000;
         nic.pcie = true;
-        nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+        nic.sriov =
+            Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
         let mut gpu = DeviceSpec::new("0000:03:00.0").driver("i915").group(4);
         gpu.mdev_types = vec![MdevTypeSpec {
             id: "i915-GVTg_V5_4".into(),
@@ -1376,10 +1422,7 @@ mod tests {
         assert_eq!(fs.read_string(&p(d).join("class")).unwrap(), "0x00ff00");
         assert_eq!(fs.read_string(&p(d).join("driver_override")).unwrap(), "(null)");
         assert_eq!(fs.metadata(p(d)).unwrap().kind, NodeKind::Symlink);
-        assert_eq!(
-            fs.read_link(&p(d).join("driver")).unwrap(),
-            p("../../../bus/pci/drivers/edu")
-        );
+        assert_eq!(fs.read_link(&p(d).join("driver")).unwrap(), p("../../../bus/pci/drivers/edu"));
         assert_eq!(
             fs.read_link(&p(d).join("iommu_group")).unwrap(),
             p("../../../kernel/iommu_groups/1")
@@ -1391,7 +1434,10 @@ mod tests {
             fs.read_dir(p("/sys/kernel/iommu_groups/1/devices")).unwrap(),
             vec!["0000:00:04.0"]
         );
-        assert_eq!(fs.read_string(p("/sys/kernel/iommu_groups/1/devices/0000:00:04.0/vendor")).unwrap(), "0x1234");
+        assert_eq!(
+            fs.read_string(p("/sys/kernel/iommu_groups/1/devices/0000:00:04.0/vendor")).unwrap(),
+            "0x1234"
+        );
         let res = fs.read_string(&p(d).join("resource")).unwrap();
         assert_eq!(res.lines().count(), 13);
         assert!(fs.exists(&p(d).join("resource0")));
@@ -1414,7 +1460,10 @@ mod tests {
         fs.write(&d.join("driver/unbind"), b"0000:00:04.0").unwrap();
         assert!(!fs.exists(&d.join("driver")));
         fs.write(p("/sys/bus/pci/drivers_probe"), b"0000:00:04.0").unwrap();
-        assert_eq!(fs.read_link(&d.join("driver")).unwrap(), p("../../../bus/pci/drivers/vfio-pci"));
+        assert_eq!(
+            fs.read_link(&d.join("driver")).unwrap(),
+            p("../../../bus/pci/drivers/vfio-pci")
+        );
         assert!(fs.exists(p("/dev/vfio/1")));
         assert_eq!(fs.read_dir(&d.join("vfio-dev")).unwrap(), vec!["vfio0"]);
         // Open devices cannot be unbound.
@@ -1453,15 +1502,24 @@ mod tests {
         let h = host();
         let fs = h.fs();
         let n = p("/sys/bus/pci/devices/0000:02:00.0/sriov_numvfs");
-        assert_eq!(fs.read_string(p("/sys/bus/pci/devices/0000:02:00.0/sriov_totalvfs")).unwrap(), "4");
+        assert_eq!(
+            fs.read_string(p("/sys/bus/pci/devices/0000:02:00.0/sriov_totalvfs")).unwrap(),
+            "4"
+        );
         assert_eq!(fs.write(n, b"5").unwrap_err().raw_os_error(), Some(libc::ERANGE));
         fs.write(n, b"2").unwrap();
         assert_eq!(fs.read_string(n).unwrap(), "2");
         let vf = fs.read_link(p("/sys/bus/pci/devices/0000:02:00.0/virtfn1")).unwrap();
         assert_eq!(vf, p("../0000:02:10.1"));
-        assert_eq!(fs.read_string(p("/sys/bus/pci/devices/0000:02:00.0/virtfn1/device")).unwrap(), "0x10ca");
+        assert_eq!(
+            fs.read_string(p("/sys/bus/pci/devices/0000:02:00.0/virtfn1/device")).unwrap(),
+            "0x10ca"
+        );
         assert!(fs.exists(p("/sys/bus/pci/devices/0000:02:10.1/physfn")));
-        assert_eq!(fs.read_link(p("/sys/bus/pci/devices/0000:02:10.0/driver")).unwrap(), p("../../../bus/pci/drivers/igbvf"));
+        assert_eq!(
+            fs.read_link(p("/sys/bus/pci/devices/0000:02:10.0/driver")).unwrap(),
+            p("../../../bus/pci/drivers/igbvf")
+        );
         assert_eq!(fs.write(n, b"3").unwrap_err().raw_os_error(), Some(libc::EBUSY));
         fs.write(n, b"0").unwrap();
         assert!(!fs.exists(p("/sys/bus/pci/devices/0000:02:10.0")));
@@ -1481,9 +1539,15 @@ mod tests {
         let t = d.join("mdev_supported_types/i915-GVTg_V5_4");
         assert_eq!(fs.read_string(&t.join("available_instances")).unwrap(), "2");
         let u = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
-        assert_eq!(fs.write(&t.join("create"), b"nope").unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        assert_eq!(
+            fs.write(&t.join("create"), b"nope").unwrap_err().raw_os_error(),
+            Some(libc::EINVAL)
+        );
         fs.write(&t.join("create"), u.as_bytes()).unwrap();
-        assert_eq!(fs.write(&t.join("create"), u.as_bytes()).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(
+            fs.write(&t.join("create"), u.as_bytes()).unwrap_err().raw_os_error(),
+            Some(libc::EEXIST)
+        );
         assert_eq!(fs.read_string(&t.join("available_instances")).unwrap(), "1");
         assert_eq!(fs.read_dir(&t.join("devices")).unwrap(), vec![u]);
         fs.write(&p("/sys/bus/mdev/devices").join(u).join("remove"), b"1").unwrap();
@@ -1515,13 +1579,17 @@ mod tests {
         assert!(fs.exists(p("/sys/module/vfio_pci")));
         assert_eq!(fs.metadata(p("/dev/vfio/vfio")).unwrap().kind, NodeKind::CharDevice);
         assert_eq!(
-            fs.read_string(p("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts")).unwrap(),
+            fs.read_string(p("/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts"))
+                .unwrap(),
             "N"
         );
         assert_eq!(fs.read_string(p("/sys/class/iommu/dmar0/intel-iommu/ecap")).unwrap(), "f0205e");
         assert!(fs.read_dir(p("/etc")).unwrap().contains(&"default".to_string()));
         fs.create_dir_all(p("/run/vfiotool")).unwrap();
         assert!(fs.read_dir(p("/run/vfiotool")).unwrap().is_empty());
-        assert_eq!(fs.write(p("/sys/bus/pci/nosuch"), b"1").unwrap_err().raw_os_error(), Some(libc::EACCES));
+        assert_eq!(
+            fs.write(p("/sys/bus/pci/nosuch"), b"1").unwrap_err().raw_os_error(),
+            Some(libc::EACCES)
+        );
     }
 }

@@ -48,7 +48,11 @@ pub fn run(args: &BindArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         if plan.steps.is_empty() {
             out!(ctx, "nothing to do");
         } else {
-            out!(ctx, "would run (prior state is journaled in {} first):", vfio_core::host::bind::JOURNAL);
+            out!(
+                ctx,
+                "would run (prior state is journaled in {} first):",
+                vfio_core::host::bind::JOURNAL
+            );
             for s in &plan.steps {
                 out!(ctx, "  {s}");
             }

@@ -10,7 +10,11 @@ use crate::cmd::{ids, out, print_json};
 pub fn filter(args: &ListArgs) -> vfio_core::Result<DeviceFilter> {
     Ok(DeviceFilter {
         ids: args.ids.iter().map(|s| IdFilter::parse(s)).collect::<Result<_, _>>()?,
-        addresses: args.addresses.iter().map(|s| AddressFilter::parse(s)).collect::<Result<_, _>>()?,
+        addresses: args
+            .addresses
+            .iter()
+            .map(|s| AddressFilter::parse(s))
+            .collect::<Result<_, _>>()?,
         names: args.name.iter().map(|s| NameFilter::parse(s)).collect::<Result<_, _>>()?,
     })
 }
