@@ -11,8 +11,8 @@
 //! - `driver_override` only records the name (it never unbinds);
 //! - `drivers_probe` binds a driverless device to its override if set, else to its
 //!   native driver when that driver is registered;
-//! - `drivers/X/bind` binds only a driverless device that X matches (the override wins
-//!   over the id tables), `ENODEV` otherwise; `new_id` adds a dynamic id and probes;
+//! - `drivers/X/bind` binds a device that X matches (the override wins over the id
+//!   tables; `ENODEV` otherwise) and that has no driver yet (`EBUSY` otherwise); `new_id` adds a dynamic id and probes;
 //! - `sriov_numvfs` is bounded by `sriov_totalvfs` (`ERANGE`), needs a driver
 //!   (`ENOENT`), needs 0 between two non-zero values (`EBUSY`), and creates or removes
 //!   the VF functions; unbinding a PF driver disables its VFs;
@@ -267,10 +267,18 @@ impl HostState {
             }),
         };
         if let Some(drv) = candidate {
+            if self.probe_refused(&drv, a) {
+                return;
+            }
             if self.driver_registered(&drv) && self.matches(&drv, a) {
                 self.set_driver(a, Some(&drv));
             }
         }
+    }
+
+    /// vfio-pci's probe refuses anything but a normal (type 0) header.
+    fn probe_refused(&self, driver: &str, a: PciAddress) -> bool {
+        driver == "vfio-pci" && self.devices.get(&a).is_some_and(|d| d.spec.bridge)
     }
 
     fn release(&mut self, a: PciAddress) -> io::Result<()> {
@@ -1108,9 +1116,17 @@ impl SimFs {
                 st.release(a)
             }
             Ctl::Bind(drv) => {
+                // bind_store: no match is ENODEV; __driver_probe_device refuses a
+                // device that already has a driver with EBUSY.
                 let a = bdf()?;
-                if st.devices[&a].driver.is_some() || !st.matches(&drv, a) {
+                if !st.matches(&drv, a) {
                     return Err(err(libc::ENODEV));
+                }
+                if st.devices[&a].driver.is_some() {
+                    return Err(err(libc::EBUSY));
+                }
+                if st.probe_refused(&drv, a) {
+                    return Err(err(libc::EINVAL));
                 }
                 st.set_driver(a, Some(&drv));
                 Ok(())
@@ -1119,7 +1135,7 @@ impl SimFs {
                 let a = PciAddress::parse(word)
                     .ok()
                     .filter(|a| st.devices.contains_key(a))
-                    .ok_or_else(|| err(libc::EINVAL))?;
+                    .ok_or_else(|| err(libc::ENODEV))?;
                 st.probe(a);
                 Ok(())
             }
@@ -1479,6 +1495,10 @@ mod tests {
         assert_eq!(fs.read_string(&d.join("driver_override")).unwrap(), "(null)");
         fs.write(p("/sys/bus/pci/drivers/edu/bind"), b"0000:00:04.0").unwrap();
         assert_eq!(h.state().devices[&a("0000:00:04.0")].driver.as_deref(), Some("edu"));
+        let e = fs.write(p("/sys/bus/pci/drivers/edu/bind"), b"0000:00:04.0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
+        let e = fs.write(p("/sys/bus/pci/drivers_probe"), b"0000:09:00.0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV));
         assert_eq!(h.state().devices[&a("0000:00:04.0")].vfio_index, None);
     }
 
@@ -1591,5 +1611,18 @@ mod tests {
             fs.write(p("/sys/bus/pci/nosuch"), b"1").unwrap_err().raw_os_error(),
             Some(libc::EACCES)
         );
+    }
+
+    #[test]
+    fn vfio_pci_does_not_take_bridges() {
+        let h = MockHost::new([DeviceSpec::bridge("0000:00:1c.0").group(2)])
+            .with_sys(|s| s.load_vfio());
+        let fs = h.fs();
+        let d = p("/sys/bus/pci/devices/0000:00:1c.0");
+        fs.write(&d.join("driver_override"), b"vfio-pci").unwrap();
+        fs.write(p("/sys/bus/pci/drivers_probe"), b"0000:00:1c.0").unwrap();
+        assert!(!fs.exists(&d.join("driver")));
+        let e = fs.write(p("/sys/bus/pci/drivers/vfio-pci/bind"), b"0000:00:1c.0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
 }
