@@ -145,15 +145,15 @@ fn groups_report_viability_and_the_fix() {
     let h = host();
     let r = run(&h, &["groups"]);
     assert_eq!(r.code, 0);
-    assert!(r.out.contains("group 7: NOT usable by VFIO"), "{}", r.out);
+    assert!(r.out.contains("group 7: not ready for VFIO (held by host drivers)"), "{}", r.out);
     assert!(
         r.out.contains("fix: bind the whole group: vfiotool bind --group 0000:05:00.0"),
         "{}",
         r.out
     );
-    assert!(r.out.contains("group 1: NOT usable by VFIO"));
+    assert!(r.out.contains("group 1: not ready for VFIO"));
     assert_eq!(run(&h, &["bind", "00:04.0"]).code, 0);
-    assert!(run(&h, &["groups"]).out.contains("group 1: usable by VFIO, /dev/vfio/1"));
+    assert!(run(&h, &["groups"]).out.contains("group 1: ready for VFIO, /dev/vfio/1"));
     let r = run(&h, &["groups", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 5);

@@ -69,13 +69,18 @@ pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> 
         .map(|d| (d.address.to_string(), d.driver.clone().unwrap_or_default()))
         .collect();
     let viable = blockers.is_empty();
+    let endpoints = members.iter().filter(|d| !d.is_bridge()).count();
     let advice = (!viable).then(|| {
         let list: Vec<String> = blockers.iter().map(|(a, d)| format!("{a} ({d})")).collect();
-        format!(
-            "bind the whole group: vfiotool bind --group {}; members held by host drivers: {}",
-            blockers[0].0,
-            list.join(", ")
-        )
+        if endpoints == 1 {
+            format!("bind it: vfiotool bind {} (now on {})", blockers[0].0, blockers[0].1)
+        } else {
+            format!(
+                "bind the whole group: vfiotool bind --group {}; members held by host drivers: {}",
+                blockers[0].0,
+                list.join(", ")
+            )
+        }
     });
     Ok(IommuGroup {
         id,
@@ -123,6 +128,12 @@ mod tests {
         assert!(g[0].dev_node && g[1].dev_node && !g[2].dev_node);
         assert_eq!(g[1].blockers, vec![("0000:02:00.1".to_string(), "snd_hda_intel".to_string())]);
         assert!(g[1].advice.as_deref().unwrap().contains("vfiotool bind --group 0000:02:00.1"));
+        h.set_driver(crate::PciAddress::parse("03:00.0").unwrap(), Some("e1000e"));
+        let g3 = read_group(&*fs, 3, &PciIds::default()).unwrap();
+        assert_eq!(
+            g3.advice.as_deref(),
+            Some("bind it: vfiotool bind 0000:03:00.0 (now on e1000e)")
+        );
         let e = g[1].not_viable_error().unwrap().to_string();
         assert!(e.contains("IOMMU group 2 is not viable"), "{e}");
         assert!(g[0].not_viable_error().is_none());

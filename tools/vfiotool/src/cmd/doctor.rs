@@ -23,9 +23,9 @@ pub fn run(args: &DoctorArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         print_json(ctx, &checks);
     } else {
         for c in &checks {
-            out!(ctx, "{:<4}  {:<20} {}", c.status.to_string(), c.id, c.message);
+            out!(ctx, "{:<4}  {:<24} {}", c.status.to_string(), c.id, c.message);
             if let Some(f) = &c.fix {
-                out!(ctx, "      {:<20} fix: {f}", "");
+                out!(ctx, "      {:<24} fix: {f}", "");
             }
         }
     }

@@ -25,8 +25,11 @@ pub fn run(args: &GroupsArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         return Ok(0);
     }
     for g in &groups {
-        let state =
-            if g.viable { "usable by VFIO".to_string() } else { "NOT usable by VFIO".to_string() };
+        let state = if g.viable {
+            "ready for VFIO".to_string()
+        } else {
+            "not ready for VFIO (held by host drivers)".to_string()
+        };
         let node = if g.dev_node { format!(", /dev/vfio/{}", g.id) } else { String::new() };
         out!(ctx, "group {}: {state}{node}", g.id);
         for m in &g.members {
