@@ -30,6 +30,17 @@ pub enum Error {
         size: u64,
     },
 
+    /// Binding a device to a driver did not complete; says whether it was rolled back.
+    #[error("binding {device} to {driver} failed: {reason}")]
+    BindFailed {
+        /// The device.
+        device: String,
+        /// The driver asked for.
+        driver: String,
+        /// What went wrong, and the state the host was left in.
+        reason: String,
+    },
+
     /// A filesystem operation on the host view (sysfs, procfs, /dev) failed.
     #[error("{op} {}: {source}{}", path.display(), hint_suffix(hint))]
     Host {
@@ -53,6 +64,15 @@ pub enum Error {
         first: String,
         /// Members holding the group back, with the driver each is bound to.
         blockers: Vec<(String, String)>,
+    },
+
+    /// A device the host itself is using (its console, network or storage).
+    #[error("{device} is in use by the host: {reason}; pass --force to take it anyway")]
+    InUse {
+        /// The device.
+        device: String,
+        /// What uses it.
+        reason: String,
     },
 
     /// Input that does not parse (an address, a filter, a file).

@@ -21,6 +21,7 @@ pub mod device;
 pub mod dma;
 pub mod error;
 pub mod group;
+pub mod host;
 pub mod hostfs;
 pub mod info;
 pub mod iommufd;

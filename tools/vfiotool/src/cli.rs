@@ -27,8 +27,26 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Bind a device, a slot or an IOMMU group to vfio-pci (transactional, undoable).
+    Bind(cmd::bind::BindArgs),
+    /// Check the host for PCI passthrough; exits non-zero when a check fails.
+    Doctor(cmd::doctor::DoctorArgs),
+    /// List IOMMU groups, their members, and whether VFIO can use each.
+    Groups(cmd::groups::GroupsArgs),
     /// List PCI devices with their driver and IOMMU group.
     List(ListArgs),
+    /// Mediated devices: list types and instances, create, remove.
+    Mdev(cmd::mdev::MdevArgs),
+    /// Print or write the boot-time configuration that binds devices to vfio-pci.
+    Persist(cmd::persist::PersistArgs),
+    /// Return devices moved by `bind` to their prior driver (from the journal).
+    Restore(cmd::restore::RestoreArgs),
+    /// Capture the host files vfiotool reads into a directory (for --sysfs-root).
+    Snapshot(cmd::snapshot::SnapshotArgs),
+    /// Show or set the virtual functions of an SR-IOV device.
+    Sriov(cmd::sriov::SriovArgs),
+    /// Return a device from vfio-pci to its own driver.
+    Unbind(cmd::unbind::UnbindArgs),
 }
 
 /// Arguments of `list`.
@@ -37,6 +55,15 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Select by ids, as lspci: vendor:device[:class[:prog-if]] in hex, `*` or empty for any.
+    #[arg(short = 'd', long = "device", value_name = "V:D[:C]")]
+    pub ids: Vec<String>,
+    /// Select by a case-insensitive regular expression over vendor and device names.
+    #[arg(long, value_name = "REGEX")]
+    pub name: Vec<String>,
+    /// Select by address: 0000:01:00.0, 01:00.0, or a slot 01:00.
+    #[arg(value_name = "ADDRESS")]
+    pub addresses: Vec<String>,
 }
 
 /// The backends and output streams a command runs against.
@@ -68,7 +95,16 @@ pub fn main_with_env() -> i32 {
 /// Runs a parsed command; errors are printed as one line on `ctx.err`.
 pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
     let result = match &cli.command {
+        Command::Bind(args) => cmd::bind::run(args, ctx),
+        Command::Doctor(args) => cmd::doctor::run(args, ctx),
+        Command::Groups(args) => cmd::groups::run(args, ctx),
         Command::List(args) => cmd::list::run(args, ctx),
+        Command::Mdev(args) => cmd::mdev::run(args, ctx),
+        Command::Persist(args) => cmd::persist::run(args, ctx),
+        Command::Restore(args) => cmd::restore::run(args, ctx),
+        Command::Snapshot(args) => cmd::snapshot::run(args, ctx),
+        Command::Sriov(args) => cmd::sriov::run(args, ctx),
+        Command::Unbind(args) => cmd::unbind::run(args, ctx),
     };
     match result {
         Ok(code) => code,

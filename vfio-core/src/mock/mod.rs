@@ -12,9 +12,11 @@
 
 pub mod kernel;
 pub mod spec;
+pub mod sysfs;
 
 pub use kernel::{FaultWhen, KernelState, MockKernel, MockKernelConfig, MOCK_FD_BASE};
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
+pub use sysfs::{FaultOp, SimFs, SysState};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +53,8 @@ pub struct HostState {
     pub devices: BTreeMap<PciAddress, SimDevice>,
     /// The mock kernel's state (containers, groups, fds, mappings, interrupts).
     pub kernel: kernel::KernelState,
+    /// Host-level facts and non-device sysfs state (see [`sysfs`]).
+    pub sys: SysState,
 }
 
 impl HostState {

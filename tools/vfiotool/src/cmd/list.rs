@@ -1,21 +1,66 @@
-//! `vfiotool list`.
+//! `vfiotool list`: PCI devices with ids, names, driver, IOMMU group and isolation.
 
-use std::io::Write;
-use std::path::Path;
+use vfio_core::host::devices::{list_devices, PciDevice};
+use vfio_core::host::filter::{AddressFilter, DeviceFilter, IdFilter, NameFilter};
 
 use crate::cli::{Context, ListArgs};
+use crate::cmd::{ids, out, print_json};
+
+/// Builds the filter from the arguments.
+pub fn filter(args: &ListArgs) -> vfio_core::Result<DeviceFilter> {
+    Ok(DeviceFilter {
+        ids: args.ids.iter().map(|s| IdFilter::parse(s)).collect::<Result<_, _>>()?,
+        addresses: args
+            .addresses
+            .iter()
+            .map(|s| AddressFilter::parse(s))
+            .collect::<Result<_, _>>()?,
+        names: args.name.iter().map(|s| NameFilter::parse(s)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// The text table.
+pub fn table(devs: &[PciDevice]) -> String {
+    let mut s = format!(
+        "{:<13} {:<15} {:<14} {:<6} {:<9} {}\n",
+        "ADDRESS", "VENDOR:DEV:CLS", "DRIVER", "GROUP", "ISOLATED", "NAME"
+    );
+    for d in devs {
+        let group = d.iommu_group.map_or("-".into(), |g| g.to_string());
+        let iso = match d.isolated {
+            Some(true) => "yes".to_string(),
+            Some(false) => "no".to_string(),
+            None => "-".to_string(),
+        };
+        let mut driver = d.driver.clone().unwrap_or_else(|| "-".into());
+        if let Some(o) = &d.driver_override {
+            driver += &format!(" (override {o})");
+        }
+        let class = d.class_name.clone().unwrap_or_else(|| format!("class {:06x}", d.class));
+        s += &format!(
+            "{:<13} {:<15} {:<14} {:<6} {:<9} {} [{}]\n",
+            d.address.to_string(),
+            d.ids(),
+            driver,
+            group,
+            iso,
+            d.name(),
+            class
+        );
+    }
+    s
+}
 
 /// Runs `list`.
 pub fn run(args: &ListArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
-    let path = Path::new("/sys/bus/pci/devices");
-    let names =
-        ctx.fs.read_dir(path).map_err(|e| vfio_core::Error::host("read directory", path, e))?;
+    let f = filter(args)?;
+    let devs: Vec<PciDevice> =
+        list_devices(&*ctx.fs, &ids(ctx))?.into_iter().filter(|d| f.matches(d)).collect();
     if args.json {
-        let _ = writeln!(ctx.out, "{}", serde_json::to_string_pretty(&names).unwrap_or_default());
+        print_json(ctx, &devs);
     } else {
-        for n in names {
-            let _ = writeln!(ctx.out, "{n}");
-        }
+        let t = table(&devs);
+        out!(ctx, "{}", t.trim_end());
     }
     Ok(0)
 }

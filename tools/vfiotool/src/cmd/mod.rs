@@ -1,3 +1,43 @@
 //! One module per command.
 
+pub mod bind;
+pub mod doctor;
+pub mod groups;
 pub mod list;
+pub mod mdev;
+pub mod persist;
+pub mod restore;
+pub mod snapshot;
+pub mod sriov;
+pub mod unbind;
+
+use vfio_core::host::pci_ids::PciIds;
+
+use crate::cli::Context;
+
+/// Writes a line to the command's output (a closed pipe is not an error worth reporting).
+macro_rules! out {
+    ($ctx:expr, $($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!($ctx.out, $($arg)*);
+    }};
+}
+pub(crate) use out;
+
+/// Prints a value as pretty JSON.
+pub(crate) fn print_json<T: serde::Serialize>(ctx: &mut Context, v: &T) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => out!(ctx, "{s}"),
+        Err(e) => out!(ctx, "{{\"error\": \"{e}\"}}"),
+    }
+}
+
+/// The pci.ids database of the host the context reads.
+pub(crate) fn ids(ctx: &Context) -> PciIds {
+    PciIds::load(&*ctx.fs)
+}
+
+/// Parses a full PCI address argument.
+pub(crate) fn address(s: &str) -> vfio_core::Result<vfio_core::PciAddress> {
+    vfio_core::PciAddress::parse(s)
+}

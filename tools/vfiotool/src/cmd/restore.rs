@@ -1,0 +1,49 @@
+//! `vfiotool restore`: finish or undo binds recorded in the journal.
+
+use vfio_core::host::bind::{read_journal, restore, JOURNAL};
+
+use crate::cli::Context;
+use crate::cmd::{address, out};
+
+/// Arguments of `restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The device to restore; without it (and without --all), list the journal.
+    #[arg(value_name = "ADDRESS", conflicts_with = "all")]
+    pub address: Option<String>,
+    /// Restore every journaled device.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// Runs `restore`.
+pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
+    if args.address.is_none() && !args.all {
+        let j = read_journal(&*ctx.fs)?;
+        if j.is_empty() {
+            out!(ctx, "the journal ({JOURNAL}) is empty: nothing to restore");
+        }
+        for e in j {
+            out!(
+                ctx,
+                "{}: moved to {}, was {} (override {}, VFs {}); restore with: vfiotool restore {}",
+                e.address,
+                e.target,
+                e.driver.as_deref().unwrap_or("no driver"),
+                e.driver_override.as_deref().unwrap_or("none"),
+                e.sriov_numvfs.map_or("-".to_string(), |n| n.to_string()),
+                e.address
+            );
+        }
+        return Ok(0);
+    }
+    let which = args.address.as_deref().map(address).transpose()?;
+    let done = restore(&*ctx.fs, which)?;
+    if done.is_empty() {
+        out!(ctx, "nothing in the journal to restore");
+    }
+    for r in done {
+        out!(ctx, "{} is back on {}", r.address, r.driver.as_deref().unwrap_or("no driver"));
+    }
+    Ok(0)
+}

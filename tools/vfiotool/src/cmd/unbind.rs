@@ -1,0 +1,21 @@
+//! `vfiotool unbind`: return a device from vfio-pci to its own driver.
+
+use vfio_core::host::bind::unbind;
+
+use crate::cli::Context;
+use crate::cmd::{address, out};
+
+/// Arguments of `unbind`.
+#[derive(Debug, clap::Args)]
+pub struct UnbindArgs {
+    /// The device (0000:01:00.0 or 01:00.0).
+    #[arg(value_name = "ADDRESS")]
+    pub address: String,
+}
+
+/// Runs `unbind`.
+pub fn run(args: &UnbindArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
+    let r = unbind(&*ctx.fs, address(&args.address)?)?;
+    out!(ctx, "{} is now on {}", r.address, r.driver.as_deref().unwrap_or("no driver"));
+    Ok(0)
+}

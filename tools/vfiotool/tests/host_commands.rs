@@ -1,0 +1,276 @@
+//! Every host command through `vfiotool::run`, on a simulated host.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use vfio_core::hostfs::HostFs;
+use vfio_core::kernel::RealKernel;
+use vfio_core::mock::sysfs::{SimBlock, SimNet};
+use vfio_core::mock::{DeviceSpec, FaultOp, MdevTypeSpec, MockHost, SriovSpec, SysState};
+use vfio_core::PciAddress;
+use vfiotool::cli::Cli;
+use vfiotool::Context;
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+fn run_on(fs: Arc<dyn HostFs>, args: &[&str]) -> Run {
+    let (out, err) = (Buf::default(), Buf::default());
+    let mut ctx = Context {
+        fs,
+        kernel: Arc::new(RealKernel::new()),
+        out: Box::new(out.clone()),
+        err: Box::new(err.clone()),
+    };
+    let mut argv = vec!["vfiotool"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("arguments parse");
+    let code = vfiotool::run(cli, &mut ctx);
+    Run { code, out: out.text(), err: err.text() }
+}
+
+fn run(h: &MockHost, args: &[&str]) -> Run {
+    run_on(h.fs(), args)
+}
+
+fn a(s: &str) -> PciAddress {
+    PciAddress::parse(s).unwrap()
+}
+
+const IDS: &str = "10de  NVIDIA Corporation\n\t1b80  GP104 [GeForce GTX 1080]\n\t10f0  GP104 High Definition Audio Controller\n1234  Technical Corp.\n\t11e8  QEMU edu device\nC 03  Display controller\n\t00  VGA compatible controller\n";
+
+fn host() -> MockHost {
+    let mut vga = DeviceSpec::new("0000:05:00.0").driver("nouveau").group(7);
+    (vga.vendor, vga.device, vga.class) = (0x10de, 0x1b80, 0x030000);
+    let mut audio = DeviceSpec::new("0000:05:00.1").driver("snd_hda_intel").group(7);
+    (audio.vendor, audio.device, audio.class) = (0x10de, 0x10f0, 0x040300);
+    let mut nic = DeviceSpec::new("0000:02:00.0").driver("igb").group(3);
+    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
+    nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: None });
+    let mut igd = DeviceSpec::new("0000:00:02.0").driver("i915").group(0);
+    igd.class = 0x030000;
+    igd.mdev_types = vec![MdevTypeSpec {
+        id: "i915-GVTg_V5_4".into(),
+        name: "GVTg_V5_4".into(),
+        description: "low_gm_size: 128MB".into(),
+        device_api: "vfio-pci".into(),
+        max_instances: 2,
+    }];
+    MockHost::new([
+        igd,
+        DeviceSpec::edu("0000:00:04.0").driver("edu").group(1),
+        nic,
+        DeviceSpec::nvme("0000:04:00.0").driver("nvme").group(4),
+        DeviceSpec::bridge("0000:00:1c.0").driver("pcieport").group(7),
+        vga,
+        audio,
+    ])
+    .with_sys(|s| {
+        *s = SysState::intel_ready();
+        s.files.insert("/usr/share/misc/pci.ids".into(), IDS.as_bytes().to_vec());
+        s.boot_vga = Some(a("0000:00:02.0"));
+        s.blocks.push(SimBlock { name: "nvme0n1".into(), device: a("0000:04:00.0") });
+        s.mounts.push("/dev/nvme0n1p2 / ext4 rw 0 0".into());
+        s.nets.push(SimNet {
+            name: "eth0".into(),
+            device: a("0000:02:00.0"),
+            default_route: false,
+            ipv4: vec!["10.0.0.2/24".into()],
+        });
+    })
+}
+
+#[test]
+fn list_shows_names_drivers_groups_and_filters() {
+    let h = host();
+    let r = run(&h, &["list"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let lines: Vec<&str> = r.out.lines().collect();
+    assert_eq!(lines.len(), 8, "{}", r.out);
+    let vga = lines.iter().find(|l| l.starts_with("0000:05:00.0")).unwrap();
+    for part in [
+        "10de:1b80:0300",
+        "nouveau",
+        " 7 ",
+        " no ",
+        "NVIDIA Corporation GP104 [GeForce GTX 1080]",
+        "[VGA compatible controller]",
+    ] {
+        assert!(vga.contains(part), "{part}: {vga}");
+    }
+    let r = run(&h, &["list", "-d", "10de::", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let r = run(&h, &["list", "-d", "*:*:0300"]);
+    assert_eq!(r.out.lines().count(), 3, "{}", r.out);
+    let r = run(&h, &["list", "05:00"]);
+    assert_eq!(r.out.lines().count(), 3);
+    let r = run(&h, &["list", "--name", "GEFORCE"]);
+    assert_eq!(r.out.lines().count(), 2);
+    let r = run(&h, &["list", "-d", "zz"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.err.starts_with("vfiotool: invalid device filter") && r.err.lines().count() == 1,
+        "{}",
+        r.err
+    );
+}
+
+#[test]
+fn groups_report_viability_and_the_fix() {
+    let h = host();
+    let r = run(&h, &["groups"]);
+    assert_eq!(r.code, 0);
+    assert!(r.out.contains("group 7: not ready for VFIO (held by host drivers)"), "{}", r.out);
+    assert!(
+        r.out.contains("fix: bind the whole group: vfiotool bind --group 0000:05:00.0"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("group 1: not ready for VFIO"));
+    assert_eq!(run(&h, &["bind", "00:04.0"]).code, 0);
+    assert!(run(&h, &["groups"]).out.contains("group 1: ready for VFIO, /dev/vfio/1"));
+    let r = run(&h, &["groups", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 5);
+    let none = MockHost::new([DeviceSpec::edu("0000:00:04.0")]);
+    assert!(run(&none, &["groups"]).out.contains("no IOMMU groups"));
+}
+
+#[test]
+fn bind_dry_run_group_and_unbind() {
+    let h = host();
+    let r = run(&h, &["bind", "0000:05:00.0", "--group", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.contains("echo vfio-pci > /sys/bus/pci/devices/0000:05:00.1/driver_override"),
+        "{}",
+        r.out
+    );
+    assert_eq!(h.state().devices[&a("0000:05:00.0")].driver.as_deref(), Some("nouveau"));
+    let r = run(&h, &["bind", "0000:05:00.0", "--group", "--user", "qemu"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains("0000:05:00.1 bound to vfio-pci (was snd_hda_intel)"), "{}", r.out);
+    assert!(r.out.contains("group node: /dev/vfio/7"));
+    assert_eq!(h.fs().metadata(Path::new("/dev/vfio/7")).unwrap().uid, 107);
+    let r = run(&h, &["restore"]);
+    assert!(r.out.contains("0000:05:00.0: moved to vfio-pci, was nouveau"), "{}", r.out);
+    let r = run(&h, &["unbind", "05:00.0"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains("0000:05:00.0 is now on nouveau"));
+    let r = run(&h, &["restore", "--all"]);
+    assert!(r.out.contains("0000:05:00.1 is back on snd_hda_intel"), "{}", r.out);
+    assert!(run(&h, &["restore"]).out.contains("is empty"));
+}
+
+#[test]
+fn bind_guards_and_failures_are_one_line_errors() {
+    let h = host();
+    for (dev, what) in [
+        ("00:02.0", "boot display"),
+        ("04:00.0", "mounted filesystems"),
+        ("02:00.0", "eth0 has an address"),
+    ] {
+        let r = run(&h, &["bind", dev]);
+        assert_eq!(r.code, 1);
+        assert!(
+            r.err.contains(what) && r.err.contains("--force") && r.err.lines().count() == 1,
+            "{dev}: {}",
+            r.err
+        );
+    }
+    let r = run(&h, &["bind", "02:00.0", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    h.inject_fault(FaultOp::Write, Some("/sys/bus/pci/drivers_probe"), 1, libc::EIO);
+    let r = run(&h, &["bind", "00:04.0"]);
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert!(r.err.contains("rolled back") && r.err.lines().count() == 1, "{}", r.err);
+    assert_eq!(h.state().devices[&a("0000:00:04.0")].driver.as_deref(), Some("edu"));
+    assert_eq!(run(&h, &["unbind", "09:00.0"]).code, 1);
+}
+
+#[test]
+fn doctor_exit_code_follows_failures() {
+    let h = host();
+    let r = run(&h, &["doctor"]);
+    assert_eq!(r.code, 1, "vfio modules are not loaded: {}", r.out);
+    assert!(r.out.contains("FAIL  module:vfio_pci"), "{}", r.out);
+    h.fs().modprobe("vfio-pci").unwrap();
+    let r = run(&h, &["doctor", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.out);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|c| c["status"] != "fail"));
+}
+
+#[test]
+fn sriov_mdev_persist_snapshot() {
+    let h = host();
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "2"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.starts_with("0000:02:00.0: 2 of 4 VFs enabled"), "{}", r.out);
+    assert!(r.out.contains("0000:02:10.1"));
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "9"]);
+    assert!(r.err.contains("at most 4"), "{}", r.err);
+    let r = run(
+        &h,
+        &[
+            "mdev",
+            "create",
+            "00:02.0",
+            "i915-GVTg_V5_4",
+            "--uuid",
+            "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.err);
+    let r = run(&h, &["mdev", "list"]);
+    assert!(
+        r.out.contains("available 1")
+            && r.out.contains("instance 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"),
+        "{}",
+        r.out
+    );
+    assert_eq!(run(&h, &["mdev", "remove", "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"]).code, 0);
+    assert!(run(&h, &["persist"]).err.contains("bind them first"));
+    run(&h, &["bind", "00:04.0"]);
+    let r = run(&h, &["persist"]);
+    assert!(
+        r.out.contains("options vfio-pci ids=1234:11e8")
+            && r.out.contains("softdep edu pre: vfio-pci"),
+        "{}",
+        r.out
+    );
+    assert!(r.out.contains("update-initramfs -u -k all"));
+    assert!(!h.fs().exists(Path::new("/etc/modprobe.d/vfio.conf")));
+    run(&h, &["persist", "--write"]);
+    assert!(h.fs().exists(Path::new("/etc/modprobe.d/vfio.conf")));
+    let dir = tempfile::tempdir().unwrap();
+    let r = run(&h, &["snapshot", dir.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let back: Arc<dyn HostFs> = Arc::new(vfio_core::hostfs::RealFs::new(dir.path()));
+    assert_eq!(run_on(back, &["list"]).out, run(&h, &["list"]).out);
+}

@@ -1,0 +1,110 @@
+//! `list` and `doctor` on this machine's real /sys: structural facts only.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use vfio_core::hostfs::RealFs;
+use vfio_core::kernel::RealKernel;
+use vfiotool::cli::Cli;
+use vfiotool::Context;
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Buf::default();
+    let mut ctx = Context {
+        fs: Arc::new(RealFs::new("/")),
+        kernel: Arc::new(RealKernel::new()),
+        out: Box::new(out.clone()),
+        err: Box::new(std::io::sink()),
+    };
+    let mut argv = vec!["vfiotool"];
+    argv.extend_from_slice(args);
+    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
+    let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
+    (code, text)
+}
+
+fn have_pci() -> bool {
+    if Path::new("/sys/bus/pci/devices").is_dir() {
+        true
+    } else {
+        eprintln!("skipped: /sys/bus/pci/devices is absent on this machine");
+        false
+    }
+}
+
+#[test]
+fn list_shows_exactly_the_devices_of_sys_bus_pci() {
+    if !have_pci() {
+        return;
+    }
+    let (code, out) = run(&["list", "--json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let listed: Vec<String> =
+        v.as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap().to_string()).collect();
+    let mut present: Vec<String> = std::fs::read_dir("/sys/bus/pci/devices")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    assert_eq!(listed, present);
+    for d in v.as_array().unwrap() {
+        let addr = d["address"].as_str().unwrap();
+        let vendor =
+            std::fs::read_to_string(format!("/sys/bus/pci/devices/{addr}/vendor")).unwrap();
+        assert_eq!(format!("0x{:04x}", d["vendor"].as_u64().unwrap()), vendor.trim());
+        let driver = std::fs::read_link(format!("/sys/bus/pci/devices/{addr}/driver"))
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        assert_eq!(d["driver"].as_str().map(str::to_string), driver);
+        let group = Path::new(&format!("/sys/bus/pci/devices/{addr}/iommu_group")).exists();
+        assert_eq!(!d["iommu_group"].is_null(), group);
+    }
+}
+
+#[test]
+fn doctor_tells_the_truth_about_the_iommu_and_modules() {
+    if !have_pci() {
+        return;
+    }
+    let (code, out) = run(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let status = |id: &str| {
+        v.as_array().unwrap().iter().find(|c| c["id"] == id).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let iommu_active = std::fs::read_dir("/sys/class/iommu")
+        .map(|d| d.count() > 0)
+        .unwrap_or(false)
+        || std::fs::read_dir("/sys/kernel/iommu_groups").map(|d| d.count() > 0).unwrap_or(false);
+    assert_eq!(status("iommu") == "pass", iommu_active);
+    if !iommu_active {
+        eprintln!("this machine has no IOMMU: doctor must fail");
+        assert_eq!(code, 1);
+        assert_eq!(status("interrupt-remapping"), "skip");
+    }
+    for m in ["vfio", "vfio_iommu_type1", "vfio_pci"] {
+        assert_eq!(
+            status(&format!("module:{m}")) == "pass",
+            Path::new(&format!("/sys/module/{m}")).exists(),
+            "{m}"
+        );
+    }
+}

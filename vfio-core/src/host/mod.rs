@@ -1,0 +1,119 @@
+//! The host layer: what a person does by hand to prepare a host for PCI passthrough,
+//! as pure logic over the [`HostFs`] seam.
+//!
+//! - [`pci_ids`]: the `pci.ids` database (names for ids);
+//! - [`devices`]: PCI devices as sysfs shows them; [`filter`]: lspci-style selection;
+//! - [`groups`]: IOMMU groups and whether each can be handed to VFIO;
+//! - [`bind`]: transactional binding to vfio-pci with a journal, guards and rollback;
+//! - [`doctor`]: host checks with exact fixes for this host's boot loader;
+//! - [`sriov`], [`mdev`]: virtual functions and mediated devices;
+//! - [`persist`]: the boot-time configuration; [`snapshot`]: capture a host's tree.
+
+pub mod bind;
+pub mod devices;
+pub mod doctor;
+pub mod filter;
+pub mod groups;
+pub mod mdev;
+pub mod pci_ids;
+pub mod persist;
+pub mod snapshot;
+pub mod sriov;
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::hostfs::HostFs;
+use crate::pci::PciAddress;
+
+/// `/sys/bus/pci/devices`.
+pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// The sysfs directory of a device (`/sys/bus/pci/devices/BDF`).
+pub fn device_path(a: PciAddress) -> PathBuf {
+    Path::new(PCI_DEVICES).join(a.to_string())
+}
+
+/// Reads a trimmed text attribute, as an [`Error::Host`] on failure.
+pub(crate) fn read_text(fs: &dyn HostFs, path: &Path) -> Result<String> {
+    fs.read_string(path).map_err(|e| Error::host("read", path, e))
+}
+
+/// Reads a text attribute if it exists and is readable.
+pub(crate) fn read_opt(fs: &dyn HostFs, path: &Path) -> Option<String> {
+    fs.read_string(path).ok()
+}
+
+/// Writes an attribute, as an [`Error::Host`] on failure.
+pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()> {
+    fs.write(path, data.as_bytes()).map_err(|e| Error::host("write", path, e))
+}
+
+/// Parses a hexadecimal attribute (`0x8086`).
+pub(crate) fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// The last component of a symlink's target (`../../../bus/pci/drivers/nvme` → `nvme`).
+pub(crate) fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
+    let t = fs.read_link(path).ok()?;
+    t.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Joins a symlink's target to the directory holding the link, resolving `..`.
+pub(crate) fn resolve_link(link: &Path, target: &Path) -> PathBuf {
+    let base = if target.is_absolute() {
+        PathBuf::from("/")
+    } else {
+        link.parent().unwrap_or(Path::new("/")).to_path_buf()
+    };
+    let mut out = PathBuf::from("/");
+    for c in base.join(target).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The driver a device is bound to now.
+pub fn current_driver(fs: &dyn HostFs, a: PciAddress) -> Option<String> {
+    link_name(fs, &device_path(a).join("driver"))
+}
+
+/// The device's `driver_override` (`None` when it reads `(null)` or is absent).
+pub fn driver_override(fs: &dyn HostFs, a: PciAddress) -> Option<String> {
+    read_opt(fs, &device_path(a).join("driver_override")).filter(|s| s != "(null)" && !s.is_empty())
+}
+
+/// The IOMMU group of a device.
+pub fn iommu_group(fs: &dyn HostFs, a: PciAddress) -> Option<u32> {
+    link_name(fs, &device_path(a).join("iommu_group"))?.parse().ok()
+}
+
+/// Every PCI address under `/sys/bus/pci/devices`, sorted.
+pub fn pci_addresses(fs: &dyn HostFs) -> Result<Vec<PciAddress>> {
+    let names = fs.read_dir(Path::new(PCI_DEVICES)).map_err(|e| {
+        Error::host("read directory", PCI_DEVICES, e)
+            .with_hint("is sysfs mounted? with --sysfs-root, point it at a captured tree")
+    })?;
+    let mut v: Vec<PciAddress> = names.iter().filter_map(|n| PciAddress::parse(n).ok()).collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Checks that a device exists, as a typed error naming the fix.
+pub fn require_device(fs: &dyn HostFs, a: PciAddress) -> Result<()> {
+    if fs.exists(&device_path(a)) {
+        Ok(())
+    } else {
+        Err(Error::NotFound {
+            what: format!("PCI device {a}"),
+            hint: Some("run 'vfiotool list' to see the devices present".into()),
+        })
+    }
+}
