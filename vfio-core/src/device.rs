@@ -85,7 +85,7 @@ impl Device {
             }
         })?;
         let mut bind = vfio_device_bind_iommufd {
-            argsz: 0,
+            argsz: std::mem::size_of::<vfio_device_bind_iommufd>() as u32,
             flags: 0,
             iommufd: ioas.iommufd().fd().raw(),
             out_devid: 0,
@@ -103,8 +103,12 @@ impl Device {
                 err
             });
         }
-        let mut attach =
-            vfio_device_attach_iommufd_pt { argsz: 0, flags: 0, pt_id: ioas.id(), pasid: 0 };
+        let mut attach = vfio_device_attach_iommufd_pt {
+            argsz: std::mem::size_of::<vfio_device_attach_iommufd_pt>() as u32,
+            flags: 0,
+            pt_id: ioas.id(),
+            pasid: 0,
+        };
         if let Err(e) = kernel.device_attach_iommufd_pt(&fd, &mut attach) {
             kernel.close(fd);
             return Err(Error::kernel(KernelOp::DeviceAttachIommufdPt, &target, e));
@@ -334,7 +338,11 @@ impl Drop for Device {
     fn drop(&mut self) {
         let Some(fd) = self.fd.take() else { return };
         if let Owner::Iommufd { .. } = self.owner {
-            let mut d = vfio_device_detach_iommufd_pt { argsz: 0, flags: 0, pasid: 0 };
+            let mut d = vfio_device_detach_iommufd_pt {
+                argsz: std::mem::size_of::<vfio_device_detach_iommufd_pt>() as u32,
+                flags: 0,
+                pasid: 0,
+            };
             let _ = self.kernel.device_detach_iommufd_pt(&fd, &mut d);
         }
         self.kernel.close(fd);

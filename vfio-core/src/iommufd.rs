@@ -49,7 +49,11 @@ impl Iommufd {
 
     /// Allocates a new I/O address space.
     pub fn alloc_ioas(self: &Arc<Self>) -> Result<Arc<Ioas>> {
-        let mut a = iommu_ioas_alloc { size: 0, flags: 0, out_ioas_id: 0 };
+        let mut a = iommu_ioas_alloc {
+            size: std::mem::size_of::<iommu_ioas_alloc>() as u32,
+            flags: 0,
+            out_ioas_id: 0,
+        };
         self.kernel
             .ioas_alloc(self.fd(), &mut a)
             .map_err(|e| Error::kernel(KernelOp::IoasAlloc, "iommufd", e))?;
@@ -109,7 +113,7 @@ impl Ioas {
             flags |= MAP_FIXED_IOVA;
         }
         let mut map = iommu_ioas_map {
-            size: 0,
+            size: std::mem::size_of::<iommu_ioas_map>() as u32,
             flags,
             ioas_id: self.id,
             __reserved: 0,
@@ -135,7 +139,12 @@ impl Ioas {
 
     /// Unmaps `[iova, iova + size)`; returns the bytes unmapped.
     pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
-        let mut u = iommu_ioas_unmap { size: 0, ioas_id: self.id, iova, length: size };
+        let mut u = iommu_ioas_unmap {
+            size: std::mem::size_of::<iommu_ioas_unmap>() as u32,
+            ioas_id: self.id,
+            iova,
+            length: size,
+        };
         self.iommufd
             .kernel
             .ioas_unmap(self.iommufd.fd(), &mut u)

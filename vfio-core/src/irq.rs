@@ -81,7 +81,12 @@ const HDR: usize = 20; // sizeof(struct vfio_irq_set) without data
 impl Device {
     /// How many vectors, and what they can do, at one IRQ index.
     pub fn irq_info(&self, index: IrqIndex) -> Result<IrqInfo> {
-        let mut info = vfio_irq_info { argsz: 0, flags: 0, index: index.raw(), count: 0 };
+        let mut info = vfio_irq_info {
+            argsz: std::mem::size_of::<vfio_irq_info>() as u32,
+            flags: 0,
+            index: index.raw(),
+            count: 0,
+        };
         self.kernel()
             .device_get_irq_info(self.fd(), &mut info)
             .map_err(|e| self.kerr(KernelOp::DeviceGetIrqInfo, e))?;

@@ -218,6 +218,7 @@ impl fmt::Display for KernelOp {
 /// Implementations are internally synchronised: every method takes `&self` and may be
 /// called from several threads, as the kernel allows concurrent ioctls on one fd.
 ///
+/// The caller fills every struct's `argsz` (or `size`) field, as with the ioctl itself.
 /// Buffers passed as `&mut [u8]` hold the kernel struct named in the method's doc at
 /// offset 0, with its `argsz` filled in by the caller; the callee fills the struct and
 /// any capability chain that fits in `argsz` exactly as the kernel does (raising

@@ -231,7 +231,6 @@ impl VfioKernel for RealKernel {
     }
 
     fn device_get_irq_info(&self, device: &KernelFd, info: &mut vfio_irq_info) -> KResult<()> {
-        info.argsz = std::mem::size_of::<vfio_irq_info>() as u32;
         // SAFETY: the kernel writes only inside `info`.
         check(unsafe { ioctl_with_mut_ref(&fd(device), VFIO_DEVICE_GET_IRQ_INFO(), info) })
             .map(drop)
@@ -274,7 +273,6 @@ impl VfioKernel for RealKernel {
         device: &KernelFd,
         bind: &mut vfio_device_bind_iommufd,
     ) -> KResult<()> {
-        bind.argsz = std::mem::size_of::<vfio_device_bind_iommufd>() as u32;
         // SAFETY: the kernel writes only inside `bind` (out_devid).
         check(unsafe { ioctl_with_mut_ref(&fd(device), VFIO_DEVICE_BIND_IOMMUFD(), bind) })
             .map(drop)
@@ -285,7 +283,6 @@ impl VfioKernel for RealKernel {
         device: &KernelFd,
         attach: &mut vfio_device_attach_iommufd_pt,
     ) -> KResult<()> {
-        attach.argsz = std::mem::size_of::<vfio_device_attach_iommufd_pt>() as u32;
         // SAFETY: the kernel writes only inside `attach`.
         check(unsafe { ioctl_with_mut_ref(&fd(device), VFIO_DEVICE_ATTACH_IOMMUFD_PT(), attach) })
             .map(drop)
@@ -296,7 +293,6 @@ impl VfioKernel for RealKernel {
         device: &KernelFd,
         detach: &mut vfio_device_detach_iommufd_pt,
     ) -> KResult<()> {
-        detach.argsz = std::mem::size_of::<vfio_device_detach_iommufd_pt>() as u32;
         // SAFETY: the kernel reads only `detach`.
         check(unsafe { ioctl_with_mut_ref(&fd(device), VFIO_DEVICE_DETACH_IOMMUFD_PT(), detach) })
             .map(drop)
@@ -351,20 +347,17 @@ impl VfioKernel for RealKernel {
     }
 
     fn ioas_alloc(&self, iommufd: &KernelFd, alloc: &mut iommu_ioas_alloc) -> KResult<()> {
-        alloc.size = std::mem::size_of::<iommu_ioas_alloc>() as u32;
         // SAFETY: the kernel writes only inside `alloc`.
         check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_ALLOC(), alloc) }).map(drop)
     }
 
     fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()> {
-        map.size = std::mem::size_of::<iommu_ioas_map>() as u32;
         // SAFETY: the kernel writes only inside `map` (iova); the pinned memory is the
         // caller's responsibility (see `Ioas::map_dma`'s safety contract).
         check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_MAP(), map) }).map(drop)
     }
 
     fn ioas_unmap(&self, iommufd: &KernelFd, unmap: &mut iommu_ioas_unmap) -> KResult<()> {
-        unmap.size = std::mem::size_of::<iommu_ioas_unmap>() as u32;
         // SAFETY: the kernel writes only inside `unmap` (length).
         check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_UNMAP(), unmap) }).map(drop)
     }

@@ -281,7 +281,7 @@ struct DevState {
 /// sysfs and the device models share one lock.
 #[derive(Debug)]
 pub struct KernelState {
-    config: MockKernelConfig,
+    pub(crate) config: MockKernelConfig,
     fds: BTreeMap<RawFd, FdObj>,
     next_fd: RawFd,
     containers: BTreeMap<u32, Container>,
@@ -293,7 +293,7 @@ pub struct KernelState {
     bars: BTreeMap<(PciAddress, u32), OwnedFd>,
     extra: BTreeMap<(PciAddress, u32), Vec<u8>>,
     mmaps: BTreeMap<usize, (PciAddress, usize)>,
-    noiommu_ids: BTreeMap<PciAddress, u32>,
+    pub(crate) noiommu_ids: BTreeMap<PciAddress, u32>,
     faults: Vec<Fault>,
     calls: BTreeMap<KernelOp, u64>,
     /// Pages pinned by type1 (`mm->locked_vm`).
@@ -342,7 +342,9 @@ impl MockHost {
 
     /// Replaces the kernel-level knobs (see [`MockKernelConfig`]).
     pub fn set_kernel_config(&self, config: MockKernelConfig) {
-        self.state().kernel.config = config;
+        let mut st = self.state();
+        st.kernel.config = config;
+        refresh_noiommu(&mut st);
     }
 
     /// The kernel-level knobs in force.
@@ -528,7 +530,9 @@ fn dma_owner_free(driver: Option<&str>) -> bool {
 /// Gives no-IOMMU group numbers to vfio-pci devices without an IOMMU group
 /// (`vfio_noiommu_group_alloc`: a fake IOMMU group with the lowest free group id), and
 /// drops them when the device leaves vfio-pci.
-fn refresh_noiommu(st: &mut HostState) {
+/// Gives no-IOMMU group numbers to devices without an IOMMU group bound to vfio-pci
+/// (and takes them back), as vfio does when `enable_unsafe_noiommu_mode` is set.
+pub(crate) fn refresh_noiommu(st: &mut HostState) {
     let HostState { devices, kernel, .. } = st;
     if !kernel.config.noiommu {
         kernel.noiommu_ids.clear();
@@ -1516,7 +1520,9 @@ impl VfioKernel for MockKernel {
         info.count = irq_count(dev, info.index);
         if info.index == INTX {
             info.flags |= VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED;
-        } else if info.index != MSIX || !st.kernel.config.dyn_msix {
+        } else if info.index != MSIX || !(st.kernel.config.dyn_msix && dev.spec.msix.is_some()) {
+            // vfio_pci_core_ioctl_get_irq_info: has_dyn_msix needs an MSI-X capability
+            // (pci_msix_can_alloc_dyn); without one MSI-X is NORESIZE like MSI.
             info.flags |= VFIO_IRQ_INFO_NORESIZE;
         }
         Ok(())
@@ -1555,8 +1561,9 @@ impl VfioKernel for MockKernel {
         let data = buf.get(20..20 + data_len).ok_or(Errno::EFAULT)?;
         let action = flags & VFIO_IRQ_SET_ACTION_TYPE_MASK;
         let dtype = flags & VFIO_IRQ_SET_DATA_TYPE_MASK;
-        let pcie = sim(&st, d.addr)?.spec.pcie;
-        let dyn_msix = st.kernel.config.dyn_msix;
+        let spec = &sim(&st, d.addr)?.spec;
+        let pcie = spec.pcie;
+        let dyn_msix = st.kernel.config.dyn_msix && spec.msix.is_some();
         let dev = st.kernel.devs.entry(d.addr).or_default();
         let irq = &mut dev.irq;
         set_irqs(irq, index, action, dtype, start, count, data, pcie, dyn_msix)
@@ -2071,8 +2078,10 @@ impl VfioKernel for MockKernel {
             (unmap.iova, unmap.iova.checked_add(unmap.length - 1).ok_or(Errno::EOVERFLOW)?)
         };
         // iopt_unmap_iova_range: areas are removed in order; an area only partly inside
-        // the range stops the walk with ENOENT (areas before it stay unmapped). Nothing
-        // mapped is a success with length 0.
+        // the range stops the walk with ENOENT (areas before it stay unmapped). A range
+        // with nothing mapped is ENOENT too, except for unmap-all (iopt_unmap_all turns
+        // that ENOENT into success). Checked in the VM lab on 6.12.
+        let unmap_all = unmap.iova == 0 && unmap.length == u64::MAX;
         let mut unmapped = 0u64;
         let mut unpinned = 0u64;
         let mut result = Ok(());
@@ -2093,9 +2102,11 @@ impl VfioKernel for MockKernel {
             }
         }
         k.locked_user = k.locked_user.saturating_sub(unpinned);
-        result?;
+        if unmapped == 0 && result.is_ok() && !unmap_all {
+            result = Err(Errno::ENOENT);
+        }
         unmap.length = unmapped;
-        Ok(())
+        result
     }
 
     fn ioas_iova_ranges(&self, iommufd: &KernelFd, buf: &mut [u8]) -> KResult<()> {

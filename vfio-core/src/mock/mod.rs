@@ -71,7 +71,18 @@ impl HostState {
         } else {
             dev.vfio_index = None;
         }
+        kernel::refresh_noiommu(self);
         true
+    }
+
+    /// The IOMMU group a device is in now: its own, or the no-IOMMU group vfio gave it
+    /// (`true` in the second field).
+    pub fn group_of(&self, address: PciAddress) -> Option<(u32, bool)> {
+        let d = self.devices.get(&address)?;
+        match d.spec.iommu_group {
+            Some(g) => Some((g, false)),
+            None => self.kernel.noiommu_ids.get(&address).map(|g| (*g, true)),
+        }
     }
 }
 

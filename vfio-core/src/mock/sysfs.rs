@@ -373,9 +373,10 @@ impl HostState {
     }
 
     fn group_has_vfio(&self, g: u32) -> bool {
-        self.devices
-            .values()
-            .any(|d| d.spec.iommu_group == Some(g) && d.driver.as_deref() == Some("vfio-pci"))
+        self.devices.values().any(|d| {
+            self.group_of(d.spec.address).map(|x| x.0) == Some(g)
+                && d.driver.as_deref() == Some("vfio-pci")
+        })
     }
 }
 
@@ -604,9 +605,9 @@ impl SimFs {
                 ),
                 0o644,
             )),
-            ["iommu_group"] => spec
-                .iommu_group
-                .map(|g| Node::Link(format!("../../../kernel/iommu_groups/{g}").into())),
+            ["iommu_group"] => st
+                .group_of(a)
+                .map(|(g, _)| Node::Link(format!("../../../kernel/iommu_groups/{g}").into())),
             ["reset_method"] if !spec.bridge => {
                 text(if spec.flr { "flr bus".into() } else { "bus".into() })
             }
@@ -727,7 +728,9 @@ impl SimFs {
         let text = |s: String| Some(Node::File(Attr::Text(s + "\n"), 0o444));
         let addr = |x: &str| PciAddress::parse(x).ok().filter(|a| st.devices.contains_key(a));
         let groups: BTreeSet<u32> =
-            st.devices.values().filter_map(|d| d.spec.iommu_group).collect();
+            st.devices.keys().filter_map(|a| st.group_of(*a)).map(|(g, _)| g).collect();
+        let noiommu = |g: u32| st.kernel.noiommu_ids.values().any(|n| *n == g);
+        let iommufd = st.kernel.config.iommufd;
         let vfio_loaded = st.module_loaded("vfio");
         match parts.as_slice() {
             [] => dir(&["sys", "proc", "dev", "etc", "run", "usr", "var"]),
@@ -847,12 +850,14 @@ impl SimFs {
                 let g: u32 = g.parse().ok().filter(|g| groups.contains(g))?;
                 let members: Vec<PciAddress> = st
                     .devices
-                    .iter()
-                    .filter(|(_, d)| d.spec.iommu_group == Some(g))
-                    .map(|(a, _)| *a)
+                    .keys()
+                    .filter(|a| st.group_of(**a).map(|x| x.0) == Some(g))
+                    .copied()
                     .collect();
                 match rest {
-                    [] => dir(&["devices", "type", "reserved_regions"]),
+                    [] if noiommu(g) => dir(&["devices", "name", "reserved_regions", "type"]),
+                    [] => dir(&["devices", "reserved_regions", "type"]),
+                    ["name"] if noiommu(g) => text("vfio-noiommu".into()),
                     ["type"] => text("DMA".into()),
                     ["reserved_regions"] => {
                         text("0x00000000fee00000 0x00000000feefffff msi".into())
@@ -976,31 +981,40 @@ impl SimFs {
                 }
                 dir(&v)
             }
-            ["dev", "iommu"] if st.module_loaded("iommufd") => Some(Node::Char(0o600)),
+            ["dev", "iommu"] if iommufd && st.module_loaded("iommufd") => Some(Node::Char(0o600)),
             ["dev", "vfio"] if vfio_loaded => {
                 let mut v: Vec<String> = vec!["vfio".into()];
-                v.extend(groups.iter().filter(|g| st.group_has_vfio(**g)).map(|g| g.to_string()));
-                if st.devices.values().any(|d| d.vfio_index.is_some()) {
+                v.extend(groups.iter().filter(|g| st.group_has_vfio(**g)).map(|g| {
+                    if noiommu(*g) {
+                        format!("noiommu-{g}")
+                    } else {
+                        g.to_string()
+                    }
+                }));
+                if iommufd && st.devices.values().any(|d| d.vfio_index.is_some()) {
                     v.push("devices".into());
                 }
                 v.sort();
                 Some(Node::Dir(v))
             }
             ["dev", "vfio", "vfio"] if vfio_loaded => Some(Node::Char(0o666)),
-            ["dev", "vfio", "devices"] if vfio_loaded => Some(Node::Dir(
+            ["dev", "vfio", "devices"] if vfio_loaded && iommufd => Some(Node::Dir(
                 st.devices
                     .values()
                     .filter_map(|d| d.vfio_index.map(|i| format!("vfio{i}")))
                     .collect(),
             )),
-            ["dev", "vfio", "devices", n] if vfio_loaded => st
+            ["dev", "vfio", "devices", n] if vfio_loaded && iommufd => st
                 .devices
                 .values()
                 .any(|d| d.vfio_index.map(|i| format!("vfio{i}")).as_deref() == Some(n))
                 .then_some(Node::Char(0o600)),
             ["dev", "vfio", g] if vfio_loaded => {
-                let g: u32 = g.parse().ok()?;
-                st.group_has_vfio(g).then_some(Node::Char(0o600))
+                let (g, want_noiommu) = match g.strip_prefix("noiommu-") {
+                    Some(n) => (n.parse().ok()?, true),
+                    None => (g.parse().ok()?, false),
+                };
+                (st.group_has_vfio(g) && noiommu(g) == want_noiommu).then_some(Node::Char(0o600))
             }
             _ => Self::plain(st, p),
         }
