@@ -784,6 +784,22 @@ mod tests {
             assert_eq!(snapshot(&h), before, "write {k}: {e}");
             assert!(read_journal(&*fs).unwrap().is_empty(), "write {k}");
         }
+        // A group bind: a failure on the second device puts the first one back too.
+        let probe = host();
+        let fs = probe.fs();
+        let req = BindRequest { group: true, ..BindRequest::vfio("0000:05:00.1") };
+        let n0 = probe.state().sys.writes.len();
+        bind(&*fs, &req).unwrap();
+        let writes = probe.state().sys.writes.len() - n0;
+        assert!(writes >= 7, "journal + 3 writes per device: {writes}");
+        for k in 1..=writes as u32 {
+            let h = host();
+            let fs = h.fs();
+            h.inject_fault(FaultOp::Write, None, k, libc::EIO);
+            assert!(bind(&*fs, &req).is_err(), "write {k}");
+            assert_eq!(snapshot(&h), before, "group bind, write {k}");
+            assert!(read_journal(&*fs).unwrap().is_empty(), "write {k}");
+        }
         // The chown failing also rolls back.
         let h = host();
         let fs = h.fs();
