@@ -24,9 +24,13 @@ impl Write for Buf {
 }
 
 fn run(args: &[&str]) -> (i32, String) {
+    run_at("/", args)
+}
+
+fn run_at(root: &str, args: &[&str]) -> (i32, String) {
     let out = Buf::default();
     let mut ctx = Context {
-        fs: Arc::new(RealFs::new("/")),
+        fs: Arc::new(RealFs::new(root)),
         kernel: Arc::new(RealKernel::new()),
         out: Box::new(out.clone()),
         err: Box::new(std::io::sink()),
@@ -107,4 +111,22 @@ fn doctor_tells_the_truth_about_the_iommu_and_modules() {
             "{m}"
         );
     }
+}
+
+#[test]
+fn groups_and_a_snapshot_of_this_machine_agree_with_it() {
+    if !have_pci() {
+        return;
+    }
+    let (code, out) = run(&["groups"]);
+    assert_eq!(code, 0);
+    let groups = std::fs::read_dir("/sys/kernel/iommu_groups").map(|d| d.count()).unwrap_or(0);
+    assert_eq!(out.contains("no IOMMU groups"), groups == 0, "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _) = run(&["snapshot", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let (_, live) = run(&["list"]);
+    let (_, captured) = run_at(dir.path().to_str().unwrap(), &["list"]);
+    assert!(dir.path().join("sys/bus/pci/devices").is_dir());
+    assert_eq!(live, captured);
 }

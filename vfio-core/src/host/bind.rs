@@ -630,6 +630,17 @@ pub fn unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Restored> {
             .pop()
             .ok_or_else(|| Error::NotFound { what: format!("journal entry of {a}"), hint: None });
     }
+    let now = current_driver(fs, a);
+    if now.as_deref() != Some("vfio-pci") && driver_override(fs, a).is_none() {
+        return Err(Error::Invalid {
+            what: "device to unbind",
+            input: a.to_string(),
+            reason: format!(
+                "it is on {} and not in the journal: nothing to undo",
+                now.as_deref().unwrap_or("no driver")
+            ),
+        });
+    }
     let e = JournalEntry {
         address: a.to_string(),
         target: String::new(),
@@ -773,6 +784,22 @@ mod tests {
             assert_eq!(snapshot(&h), before, "write {k}: {e}");
             assert!(read_journal(&*fs).unwrap().is_empty(), "write {k}");
         }
+        // A group bind: a failure on the second device puts the first one back too.
+        let probe = host();
+        let fs = probe.fs();
+        let req = BindRequest { group: true, ..BindRequest::vfio("0000:05:00.1") };
+        let n0 = probe.state().sys.writes.len();
+        bind(&*fs, &req).unwrap();
+        let writes = probe.state().sys.writes.len() - n0;
+        assert!(writes >= 7, "journal + 3 writes per device: {writes}");
+        for k in 1..=writes as u32 {
+            let h = host();
+            let fs = h.fs();
+            h.inject_fault(FaultOp::Write, None, k, libc::EIO);
+            assert!(bind(&*fs, &req).is_err(), "write {k}");
+            assert_eq!(snapshot(&h), before, "group bind, write {k}");
+            assert!(read_journal(&*fs).unwrap().is_empty(), "write {k}");
+        }
         // The chown failing also rolls back.
         let h = host();
         let fs = h.fs();
@@ -896,6 +923,10 @@ mod tests {
         // Without a journal: back to the native driver.
         h.set_driver(a("0000:00:04.0"), Some("vfio-pci"));
         assert_eq!(unbind(&*fs, a("0000:00:04.0")).unwrap().driver.as_deref(), Some("edu"));
+        // A device on its own driver, not journaled, is left alone.
+        let e = unbind(&*fs, a("0000:00:04.0")).unwrap_err().to_string();
+        assert!(e.contains("it is on edu and not in the journal"), "{e}");
+        assert_eq!(current_driver(&*fs, a("0000:00:04.0")).as_deref(), Some("edu"));
     }
 
     #[test]

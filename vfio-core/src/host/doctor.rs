@@ -225,7 +225,18 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         if !log_lines.is_empty() {
             msg += &format!("; kernel log: {}", log_lines.join(" | "));
         }
-        let fix = if asked {
+        let off: Vec<&&str> = args
+            .iter()
+            .filter(|a| matches!(**a, "intel_iommu=off" | "amd_iommu=off" | "iommu=off"))
+            .collect();
+        let fix = if !off.is_empty() {
+            let list: Vec<&str> = off.iter().map(|a| **a).collect();
+            format!(
+                "the command line turns it off ({}): remove that, then {}",
+                list.join(" "),
+                cmdline_fix(fs, iommu_param)
+            )
+        } else if asked {
             "the command line already asks for it: enable VT-d (Intel) or AMD-Vi/IOMMU (AMD) in the firmware setup".to_string()
         } else {
             format!(
@@ -526,6 +537,12 @@ mod tests {
             .contains("GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run 'update-grub'"));
         assert_eq!(status(&c, "interrupt-remapping"), Status::Skip);
         assert_eq!(status(&c, "module:vfio"), Status::Fail);
+        h.state().sys.cmdline += " intel_iommu=off";
+        let c = run_checks(&*fs, &DoctorOptions::default());
+        assert!(
+            fix(&c, "iommu").starts_with("the command line turns it off (intel_iommu=off)"),
+            "{c:#?}"
+        );
         // Proxmox: /etc/kernel/cmdline and proxmox-boot-tool win over GRUB.
         h.state()
             .sys

@@ -46,7 +46,15 @@ pub(crate) fn read_opt(fs: &dyn HostFs, path: &Path) -> Option<String> {
 
 /// Writes an attribute, as an [`Error::Host`] on failure.
 pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()> {
-    fs.write(path, data.as_bytes()).map_err(|e| Error::host("write", path, e))
+    fs.write(path, data.as_bytes()).map_err(|e| {
+        let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
+        let err = Error::host("write", path, e);
+        if denied {
+            err.with_hint("changing the host needs root: run vfiotool with sudo")
+        } else {
+            err
+        }
+    })
 }
 
 /// Parses a hexadecimal attribute (`0x8086`).
@@ -115,5 +123,22 @@ pub fn require_device(fs: &dyn HostFs, a: PciAddress) -> Result<()> {
             what: format!("PCI device {a}"),
             hint: Some("run 'vfiotool list' to see the devices present".into()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_errors_say_when_root_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = crate::hostfs::RealFs::new(dir.path());
+        let e = write_text(&fs, Path::new("/no/such/dir/file"), "1").unwrap_err().to_string();
+        assert!(e.starts_with("write /no/such/dir/file") && !e.contains("sudo"), "{e}");
+        let h = crate::mock::MockHost::new([]);
+        let e =
+            write_text(&*h.fs(), Path::new("/sys/bus/pci/nosuch"), "1").unwrap_err().to_string();
+        assert!(e.contains("run vfiotool with sudo"), "{e}");
     }
 }

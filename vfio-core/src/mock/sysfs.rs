@@ -1639,4 +1639,37 @@ mod tests {
         let e = fs.write(p("/sys/bus/pci/drivers/vfio-pci/bind"), b"0000:00:1c.0").unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
     }
+
+    #[test]
+    fn config_is_the_live_image_and_procfs_follows_the_description() {
+        let h = host().with_sys(|s| {
+            s.nets.push(SimNet {
+                name: "eth0".into(),
+                device: a("0000:02:00.0"),
+                default_route: true,
+                ipv4: vec!["10.0.0.2/24".into()],
+            });
+            s.blocks.push(SimBlock { name: "sda".into(), device: a("0000:00:04.0") });
+            s.mounts.push("/dev/sda1 / ext4 rw 0 0".into());
+            s.memlock = Some(65536);
+            s.modules.insert("iommufd".into());
+        });
+        let fs = h.fs();
+        h.state().devices.get_mut(&a("0000:00:04.0")).unwrap().config[0x40] = 0xab;
+        assert_eq!(fs.read(p("/sys/bus/pci/devices/0000:00:04.0/config")).unwrap()[0x40], 0xab);
+        let route = fs.read_string(p("/proc/net/route")).unwrap();
+        assert!(route.lines().any(|l| l.starts_with("eth0\t00000000")), "{route}");
+        assert_eq!(
+            fs.read_link(p("/sys/class/net/eth0")).unwrap(),
+            p("../../devices/pci0000:02/0000:02:00.0/net/eth0")
+        );
+        assert_eq!(fs.read_string(p("/sys/class/net/eth0/device/vendor")).unwrap(), "0x8086");
+        assert_eq!(fs.read_string(p("/sys/block/sda/device/device")).unwrap(), "0x11e8");
+        assert!(fs.read_string(p("/proc/mounts")).unwrap().contains("/dev/sda1 /"));
+        assert!(fs.read_string(p("/proc/self/limits")).unwrap().contains("65536"));
+        let m = fs.metadata(p("/dev/iommu")).unwrap();
+        assert_eq!((m.kind, m.mode, m.uid), (NodeKind::CharDevice, 0o600, 0));
+        fs.chown(p("/dev/iommu"), Some(107), None).unwrap();
+        assert_eq!(fs.metadata(p("/dev/iommu")).unwrap().uid, 107);
+    }
 }
