@@ -20,6 +20,7 @@ pub mod error;
 pub mod hostfs;
 pub mod kernel;
 pub mod pci;
+pub mod rom;
 
 #[cfg(feature = "mock")]
 pub mod mock;
