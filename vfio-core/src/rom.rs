@@ -409,7 +409,10 @@ pub fn parse_prefix(prefix: &[u8], total_length: u64) -> RomReport {
     let last_ok = report.images.last().map(|i| i.last).unwrap_or(false);
     if !saw_last
         && report.images.last().is_some_and(|i| i.pcir.is_some() && i.length > 0)
-        && !report.problems.iter().any(|p| p.kind == ProblemKind::NotExamined)
+        && !report
+            .problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::NotExamined | ProblemKind::TooManyImages))
     {
         let off = report.images.last().map(|i| i.offset).unwrap_or(0);
         push(

@@ -189,12 +189,15 @@ fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                 if after(title, "Count=") != Some(&m.table_size.to_string()) {
                     errs.push(format!("{at}: MSI-X table size {}", m.table_size));
                 }
-                if flag(title, "Enable") != Some(m.enabled) || flag(title, "Masked") != Some(m.function_mask) {
+                if flag(title, "Enable") != Some(m.enabled)
+                    || flag(title, "Masked") != Some(m.function_mask)
+                {
                     errs.push(format!("{at}: MSI-X enable/mask {} {}", m.enabled, m.function_mask));
                 }
                 let vt = body_line(t, "Vector table:").unwrap_or("");
                 let pba = body_line(t, "PBA:").unwrap_or("");
-                let want_vt = format!("Vector table: BAR={} offset={:08x}", m.table_bir, m.table_offset);
+                let want_vt =
+                    format!("Vector table: BAR={} offset={:08x}", m.table_bir, m.table_offset);
                 let want_pba = format!("PBA: BAR={} offset={:08x}", m.pba_bir, m.pba_offset);
                 if vt != want_vt || pba != want_pba {
                     errs.push(format!("{at}: {want_vt} / {want_pba} vs {vt} / {pba}"));
@@ -208,7 +211,10 @@ fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                 if !st.starts_with(&format!("Status: {} ", p.power_state.replace("hot", "")))
                     || flag(st, "NoSoftRst") != Some(p.no_soft_reset)
                 {
-                    errs.push(format!("{at}: PM {} NoSoftRst {} vs {st}", p.power_state, p.no_soft_reset));
+                    errs.push(format!(
+                        "{at}: PM {} NoSoftRst {} vs {st}",
+                        p.power_state, p.no_soft_reset
+                    ));
                 }
                 let fl = body_line(t, "Flags:").unwrap_or("");
                 if flag(fl, "D1") != Some(p.d1) || flag(fl, "D2") != Some(p.d2) {
@@ -251,8 +257,12 @@ fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                     }
                 }
                 let dc = body_line(t, "DevCap:").unwrap_or("");
-                if after(dc, "MaxPayload ") != Some(&e.device_capabilities.max_payload.to_string()) {
-                    errs.push(format!("{at}: DevCap MaxPayload {}", e.device_capabilities.max_payload));
+                if after(dc, "MaxPayload ") != Some(&e.device_capabilities.max_payload.to_string())
+                {
+                    errs.push(format!(
+                        "{at}: DevCap MaxPayload {}",
+                        e.device_capabilities.max_payload
+                    ));
                 }
                 let dc2 = t.body.iter().skip_while(|l| !l.starts_with("DevCap:")).nth(1);
                 if let Some(fl) = dc2.and_then(|l| flag(l, "FLReset")) {
@@ -323,7 +333,8 @@ fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
             }
             Some(CapabilityFields::Aer(a)) => {
                 let l = body_line(t, "AERCap:").unwrap_or("");
-                if after(l, "First Error Pointer: ") != Some(&format!("{:02x}", a.first_error_pointer))
+                if after(l, "First Error Pointer: ")
+                    != Some(&format!("{:02x}", a.first_error_pointer))
                     || flag(l, "ECRCGenCap") != Some(a.ecrc_generation_capable)
                     || flag(l, "ECRCChkCap") != Some(a.ecrc_check_capable)
                 {
@@ -395,7 +406,9 @@ fn every_device_of_this_machine_agrees_with_lspci() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: not root, sysfs config shows only 64 bytes and lspci hides capabilities");
+        println!(
+            "skipped: not root, sysfs config shows only 64 bytes and lspci hides capabilities"
+        );
         return;
     }
     let Ok(entries) = std::fs::read_dir(root) else {
