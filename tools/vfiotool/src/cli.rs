@@ -27,8 +27,13 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show everything about one PCI device: ids, BARs, capabilities, driver, IOMMU group.
+    Info(InfoArgs),
     /// List PCI devices with their driver and IOMMU group.
     List(ListArgs),
+    /// Dump and check option ROMs.
+    #[command(subcommand)]
+    Rom(RomCommand),
 }
 
 /// Arguments of `list`.
@@ -37,6 +42,71 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// The device (`0000:01:00.0` or `01:00.0`).
+    pub address: String,
+    /// More detail: `-v` decodes every capability (and reads the ROM, which enables
+    /// the ROM BAR for a moment), `-vv` adds every field and a hex dump.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print JSON (the schema is in the user guide).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rom` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RomCommand {
+    /// Check a ROM file, or a device's ROM read through sysfs: images, code types, ids,
+    /// checksums, UEFI (OVMF) capability. Exit 0 when valid, 2 when invalid.
+    Check(RomCheckArgs),
+    /// Dump a device's ROM to a file through sysfs (`echo 1 > rom; cat rom; echo 0 > rom`).
+    Dump(RomDumpArgs),
+}
+
+/// Where a device's ROM is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RomSourceArg {
+    /// The sysfs `rom` attribute of the device.
+    #[default]
+    Sysfs,
+}
+
+/// Arguments of `rom check`.
+#[derive(Debug, clap::Args)]
+pub struct RomCheckArgs {
+    /// A ROM file, or a device address (`0000:01:00.0`) to read the ROM from.
+    pub target: String,
+    /// Compare the images' ids with this `VVVV:DDDD` (default for an address: the
+    /// device's own ids).
+    #[arg(long, value_name = "VVVV:DDDD")]
+    pub device: Option<String>,
+    /// Where to read a device's ROM from.
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    pub source: RomSourceArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `rom dump`.
+#[derive(Debug, clap::Args)]
+pub struct RomDumpArgs {
+    /// The device (`0000:01:00.0`).
+    pub address: String,
+    /// The file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Where to read the ROM from.
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    pub source: RomSourceArg,
+    /// Print what would be done without touching the device.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The backends and output streams a command runs against.
@@ -68,7 +138,10 @@ pub fn main_with_env() -> i32 {
 /// Runs a parsed command; errors are printed as one line on `ctx.err`.
 pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
     let result = match &cli.command {
+        Command::Info(args) => cmd::info::run(args, ctx),
         Command::List(args) => cmd::list::run(args, ctx),
+        Command::Rom(RomCommand::Check(args)) => cmd::rom::check(args, ctx),
+        Command::Rom(RomCommand::Dump(args)) => cmd::rom::dump(args, ctx),
     };
     match result {
         Ok(code) => code,

@@ -1,3 +1,5 @@
 //! One module per command.
 
+pub mod info;
 pub mod list;
+pub mod rom;
