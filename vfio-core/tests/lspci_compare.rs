@@ -132,7 +132,7 @@ fn body_line<'a>(c: &'a LspciCap, prefix: &str) -> Option<&'a str> {
 }
 
 fn flag(s: &str, name: &str) -> Option<bool> {
-    let i = s.find(&format!("{name}"))? + name.len();
+    let i = s.find(name)? + name.len();
     match s[i..].chars().next()? {
         '+' => Some(true),
         '-' => Some(false),
@@ -326,10 +326,8 @@ fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                     errs.push(format!("{at}: {} VF BARs vs {regions}", s.vf_bars.len()));
                 }
             }
-            Some(CapabilityFields::DeviceSerialNumber(d)) => {
-                if !title.ends_with(&d.text) {
-                    errs.push(format!("{at}: serial {}", d.text));
-                }
+            Some(CapabilityFields::DeviceSerialNumber(d)) if !title.ends_with(&d.text) => {
+                errs.push(format!("{at}: serial {}", d.text));
             }
             Some(CapabilityFields::Aer(a)) => {
                 let l = body_line(t, "AERCap:").unwrap_or("");

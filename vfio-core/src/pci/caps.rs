@@ -832,20 +832,17 @@ fn aspm(code: u32) -> &'static str {
 /// Decodes the fields of a capability. `None` for capabilities without a decoder.
 pub fn decode_fields(cs: &ConfigSpace<'_>, cap: &RawCapability) -> Option<CapabilityFields> {
     let o = cap.offset;
-    let need = |n: u16| -> Result<(), CapabilityFields> {
+    let short = |n: u16| -> Option<CapabilityFields> {
         let avail = cs.len().saturating_sub(usize::from(o));
-        if avail < usize::from(n) {
-            Err(CapabilityFields::Truncated { needed: n, available: avail as u16 })
-        } else {
-            Ok(())
-        }
+        (avail < usize::from(n))
+            .then_some(CapabilityFields::Truncated { needed: n, available: avail as u16 })
     };
     let b = |off: u16| cs.read_u8(o + off).unwrap_or(0);
     let w = |off: u16| cs.read_u16(o + off).unwrap_or(0);
     let d = |off: u16| cs.read_u32(o + off).unwrap_or(0);
     macro_rules! need {
         ($n:expr) => {
-            if let Err(t) = need($n) {
+            if let Some(t) = short($n) {
                 return Some(t);
             }
         };
@@ -1076,7 +1073,7 @@ pub fn decode_fields(cs: &ConfigSpace<'_>, cap: &RawCapability) -> Option<Capabi
                 let mut entries = Vec::new();
                 for e in 0..count {
                     let base = 4 + e * 8;
-                    if need(base + 8).is_err() {
+                    if short(base + 8).is_some() {
                         break;
                     }
                     let cap = d(base);

@@ -435,8 +435,7 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
             .unwrap_or_default()
     ));
     line(match &info.iommu_group {
-        None => "  IOMMU group: none (no IOMMU active: enable VT-d/AMD-Vi in the firmware and \
-                 intel_iommu=on or amd_iommu=on on the kernel command line)"
+        None => "  IOMMU group: none (no IOMMU active: intel_iommu=on / amd_iommu=on, VT-d/AMD-Vi)"
             .into(),
         Some(g) if g.others.is_empty() => {
             format!("  IOMMU group: {} (alone: can be passed through by itself)", g.id)

@@ -277,10 +277,11 @@ pub fn render_report(out: &mut dyn Write, source: &str, r: &RomReport) -> Result
     writeln!(
         out,
         "  UEFI (OVMF):    {}",
-        if v.uefi_capable {
-            "yes, has an EFI image"
-        } else {
-            "no EFI image: needs SeaBIOS (legacy boot)"
+        match (v.uefi_capable, v.legacy_bios) {
+            (true, _) => "yes, has an EFI image",
+            (false, true) =>
+                "no EFI image: boot the VM with SeaBIOS, or get a UEFI-capable ROM for OVMF",
+            (false, false) => "no usable EFI image",
         }
     )
     .map_err(w)?;
