@@ -276,6 +276,25 @@ fn msi_vector_counts_and_masking() {
 }
 
 #[test]
+fn all_ones_device_and_link_less_pcie_functions() {
+    let d = decode(&[0xff; 256]).unwrap();
+    assert_eq!(d.diagnostics[0].kind, DiagnosticKind::AllOnes);
+    // A root complex integrated endpoint: no link registers to decode.
+    let mut b = crafted(&[(0x40, 0x10, 0)]);
+    b[0x42] = 0x92; // version 2, type 9
+    b[0x4c] = 0x11; // link caps that must be ignored
+    let d = decode(&b).unwrap();
+    let Some(CapabilityFields::PciExpress(e)) = &d.capabilities[0].fields else { panic!() };
+    assert_eq!(e.port_type, "Root Complex Integrated Endpoint");
+    assert!(e.link_capabilities.is_none() && e.link_status.is_none());
+    b[0x42] = 0x02; // an endpoint: link decoded
+    let d = decode(&b).unwrap();
+    let Some(CapabilityFields::PciExpress(e)) = &d.capabilities[0].fields else { panic!() };
+    assert_eq!(e.link_capabilities.as_ref().unwrap().max_speed, "2.5GT/s");
+    assert_eq!(e.link_capabilities.as_ref().unwrap().max_width, 1);
+}
+
+#[test]
 fn accessor_reads_and_iterators() {
     let img = image("qemu-root-port.bin");
     let cs = ConfigSpace::new(&img);

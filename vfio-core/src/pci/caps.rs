@@ -911,7 +911,9 @@ pub fn decode_fields(cs: &ConfigSpace<'_>, cap: &RawCapability) -> Option<Capabi
                 let devcap = d(4);
                 let devctl = w(8);
                 let devsta = w(10);
-                let has = |n: u16| usize::from(o) + usize::from(n) <= cs.len();
+                // Root complex integrated endpoints and event collectors have no link.
+                let linked = !matches!(code, 0x9 | 0xa);
+                let has = |n: u16| linked && usize::from(o) + usize::from(n) <= cs.len();
                 let link_capabilities = has(0x10).then(|| {
                     let l = d(0xc);
                     PcieLinkCaps {

@@ -117,6 +117,8 @@ pub enum DiagnosticKind {
     BrokenHeader,
     /// A register that does not make sense (a 64-bit BAR in the last slot, ...).
     BadRegister,
+    /// The header reads as all ones: the device is absent, powered off or in reset.
+    AllOnes,
 }
 
 /// A problem found while decoding; decoding goes on as far as it can.
@@ -505,6 +507,15 @@ pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, 
     let mut diagnostics = Vec::new();
     let mut not_decoded = Vec::new();
     let ht = r8(0x0e);
+    if r16(0x00) == 0xffff {
+        diagnostics.push(Diagnostic {
+            kind: DiagnosticKind::AllOnes,
+            offset: Some(0),
+            message: "vendor id reads 0xffff: the device is absent, powered off (D3cold) or in \
+                      reset; the rest of the image is meaningless"
+                .into(),
+        });
+    }
     let bars = |slots: u8, diags: &mut Vec<Diagnostic>| {
         let mut out = Vec::new();
         let mut i = 0;
