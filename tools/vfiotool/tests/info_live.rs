@@ -39,7 +39,9 @@ fn info_agrees_with_lspci_on_every_device_of_this_machine() {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipped: not root, sysfs config shows only 64 bytes and lspci hides capabilities");
+        println!(
+            "skipped: not root, sysfs config shows only 64 bytes and lspci hides capabilities"
+        );
         return;
     }
     let fs = RealFs::new("/");

@@ -195,7 +195,7 @@ fn info_default_output_fits_a_screen_and_shows_the_passthrough_facts() {
         "Reset: flr bus",
         "SR-IOV: 0 of 4 VFs enabled",
         "BAR0: 64-bit memory at 0xfe800000 [16K], non-prefetchable",
-        "MSI-X 4 vectors (table BAR0+0x2000)",
+        "MSI-X 4 vector(s) (table BAR0+0x2000)",
         "PCIe: Endpoint, link 2.5GT/s x1 (max 2.5GT/s x1), FLR capable",
         "Capabilities: [40] MSI-X, [80] PCI Express, [60] Power Management",
         "Extended: [100] Alternative Routing-ID Interpretation, [120] SR-IOV",

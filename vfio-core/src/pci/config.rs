@@ -257,6 +257,7 @@ pub enum BarKind {
     /// 32-bit memory.
     Memory32,
     /// Memory below 1 MiB (legacy type 1).
+    #[serde(rename = "memory_below_1m")]
     Memory1M,
     /// 64-bit memory (takes two BAR slots).
     Memory64,

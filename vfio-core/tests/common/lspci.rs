@@ -340,4 +340,3 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
     }
     errs
 }
-

@@ -524,7 +524,7 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
                 if m.enabled { " enabled" } else { "" }
             )),
             Some(CapabilityFields::Msix(m)) => irq.push(format!(
-                "MSI-X {} vectors (table BAR{}+{:#x}){}",
+                "MSI-X {} vector(s) (table BAR{}+{:#x}){}",
                 m.table_size,
                 m.table_bir,
                 m.table_offset,
