@@ -359,3 +359,20 @@ fn random_and_hostile_images_never_panic() {
         assert!(d.extended_capabilities.len() <= 960);
     }
 }
+
+#[test]
+fn every_capability_id_of_the_specification_has_a_name() {
+    use vfio_core::pci::caps::{cap_name, ext_cap_name};
+    for id in 0x01..=0x14u8 {
+        assert!(cap_name(id).is_some(), "standard {id:#x}");
+    }
+    assert_eq!(cap_name(0x15), None);
+    for id in (0x01..=0x2au16).chain(0x2e..=0x31) {
+        assert!(ext_cap_name(id).is_some(), "extended {id:#x}");
+    }
+    assert_eq!(ext_cap_name(0x2b), None);
+    assert_eq!(ext_cap_name(0x02), ext_cap_name(0x09));
+    // Unknown ids decode with a null name, not an error.
+    let d = decode(&crafted(&[(0x40, 0x42, 0)])).unwrap();
+    assert_eq!((d.capabilities[0].id, d.capabilities[0].name), (0x42, None));
+}
