@@ -140,7 +140,9 @@ fn flag(s: &str, name: &str) -> Option<bool> {
 pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
     let mut errs = Vec::new();
     let ours: Vec<_> = dec.capabilities.iter().chain(dec.extended_capabilities.iter()).collect();
-    let theirs = parse_lspci(lspci);
+    // lspci's own damage markers ("<chain looped>", "<chain broken>") are not capabilities.
+    let theirs: Vec<LspciCap> =
+        parse_lspci(lspci).into_iter().filter(|c| !c.title.starts_with('<')).collect();
     if ours.len() != theirs.len() {
         errs.push(format!(
             "capability count: decoder {:?}, lspci {:?}",
@@ -339,4 +341,9 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
         }
     }
     errs
+}
+
+/// lspci's damage markers in a listing: "<chain looped>" and "<chain broken>".
+pub fn damage_markers(lspci: &str) -> Vec<String> {
+    parse_lspci(lspci).into_iter().filter(|c| c.title.starts_with('<')).map(|c| c.title).collect()
 }
