@@ -339,8 +339,8 @@ pub fn parse_prefix(prefix: &[u8], total_length: u64) -> RomReport {
             ProblemKind::Empty,
             Severity::Error,
             0,
-            "the ROM is empty (0 bytes): the device has no ROM, or it is hidden; dump it from \
-             a vendor file or with the card in a secondary slot"
+            "the ROM is empty (0 bytes): the device has no ROM, or it is hidden; use the \
+             vendor's ROM file, or dump it with the card in another slot"
                 .into(),
         );
         report.update_valid();
