@@ -7,7 +7,8 @@
 //!
 //! The crate is layered (see `docs/architecture.md`):
 //!
-//! - pure decoders over bytes: [`pci`] (addresses, config space, capabilities);
+//! - pure decoders over bytes: [`pci`] (addresses, config space, capabilities) and
+//!   [`rom`] (option ROM images);
 //! - the kernel seam [`kernel::VfioKernel`] and the host seam [`hostfs::HostFs`], with real
 //!   backends and, under the `mock` feature, a simulated host in [`mock`];
 //! - VFIO objects built on the kernel seam;
@@ -31,6 +32,7 @@ pub mod kernel;
 pub mod pci;
 pub mod region;
 pub mod reset;
+pub mod rom;
 pub mod vfio;
 
 #[cfg(feature = "mock")]

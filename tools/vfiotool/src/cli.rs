@@ -33,12 +33,17 @@ pub enum Command {
     Doctor(cmd::doctor::DoctorArgs),
     /// List IOMMU groups, their members, and whether VFIO can use each.
     Groups(cmd::groups::GroupsArgs),
+    /// Show everything about one PCI device: ids, BARs, capabilities, driver, IOMMU group.
+    Info(InfoArgs),
     /// List PCI devices with their driver and IOMMU group.
     List(ListArgs),
     /// Mediated devices: list types and instances, create, remove.
     Mdev(cmd::mdev::MdevArgs),
     /// Print or write the boot-time configuration that binds devices to vfio-pci.
     Persist(cmd::persist::PersistArgs),
+    /// Dump and check option ROMs.
+    #[command(subcommand)]
+    Rom(RomCommand),
     /// Return devices moved by `bind` to their prior driver (from the journal).
     Restore(cmd::restore::RestoreArgs),
     /// Capture the host files vfiotool reads into a directory (for --sysfs-root).
@@ -64,6 +69,71 @@ pub struct ListArgs {
     /// Select by address: 0000:01:00.0, 01:00.0, or a slot 01:00.
     #[arg(value_name = "ADDRESS")]
     pub addresses: Vec<String>,
+}
+
+/// Arguments of `info`.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// The device (`0000:01:00.0` or `01:00.0`).
+    pub address: String,
+    /// More detail: `-v` decodes every capability (and reads the ROM, which enables
+    /// the ROM BAR for a moment), `-vv` adds every field and a hex dump.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print JSON (the schema is in the user guide).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rom` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RomCommand {
+    /// Check a ROM file, or a device's ROM read through sysfs: images, code types, ids,
+    /// checksums, UEFI (OVMF) capability. Exit 0 when valid, 2 when invalid.
+    Check(RomCheckArgs),
+    /// Dump a device's ROM to a file through sysfs (`echo 1 > rom; cat rom; echo 0 > rom`).
+    Dump(RomDumpArgs),
+}
+
+/// Where a device's ROM is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RomSourceArg {
+    /// The sysfs `rom` attribute of the device.
+    #[default]
+    Sysfs,
+}
+
+/// Arguments of `rom check`.
+#[derive(Debug, clap::Args)]
+pub struct RomCheckArgs {
+    /// A ROM file, or a device address (`0000:01:00.0`) to read the ROM from.
+    pub target: String,
+    /// Compare the images' ids with this `VVVV:DDDD` (default for an address: the
+    /// device's own ids).
+    #[arg(long, value_name = "VVVV:DDDD")]
+    pub device: Option<String>,
+    /// Where to read a device's ROM from.
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    pub source: RomSourceArg,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `rom dump`.
+#[derive(Debug, clap::Args)]
+pub struct RomDumpArgs {
+    /// The device (`0000:01:00.0`).
+    pub address: String,
+    /// The file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Where to read the ROM from.
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    pub source: RomSourceArg,
+    /// Print what would be done without touching the device.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// The backends and output streams a command runs against.
@@ -98,9 +168,12 @@ pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
         Command::Bind(args) => cmd::bind::run(args, ctx),
         Command::Doctor(args) => cmd::doctor::run(args, ctx),
         Command::Groups(args) => cmd::groups::run(args, ctx),
+        Command::Info(args) => cmd::info::run(args, ctx),
         Command::List(args) => cmd::list::run(args, ctx),
         Command::Mdev(args) => cmd::mdev::run(args, ctx),
         Command::Persist(args) => cmd::persist::run(args, ctx),
+        Command::Rom(RomCommand::Check(args)) => cmd::rom::check(args, ctx),
+        Command::Rom(RomCommand::Dump(args)) => cmd::rom::dump(args, ctx),
         Command::Restore(args) => cmd::restore::run(args, ctx),
         Command::Snapshot(args) => cmd::snapshot::run(args, ctx),
         Command::Sriov(args) => cmd::sriov::run(args, ctx),

@@ -3,10 +3,12 @@
 pub mod bind;
 pub mod doctor;
 pub mod groups;
+pub mod info;
 pub mod list;
 pub mod mdev;
 pub mod persist;
 pub mod restore;
+pub mod rom;
 pub mod snapshot;
 pub mod sriov;
 pub mod unbind;
