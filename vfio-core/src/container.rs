@@ -158,35 +158,34 @@ impl Container {
             (None, true) => &[IommuType::NoIommu],
             (None, false) => &[IommuType::Type1v2, IommuType::Type1],
         };
-        let mut last = None;
+        // The first type the kernel offers is the one to use; a failure to set it is an
+        // error to report (EPERM without interrupt remapping, say), not a reason to fall
+        // back to an older type that would fail the same way or hide the cause.
         for &t in candidates {
             if !self.check_extension(t)? {
                 continue;
             }
-            match self.kernel.set_iommu(self.fd(), t.raw()) {
+            return match self.kernel.set_iommu(self.fd(), t.raw()) {
                 Ok(()) => {
                     *cur = Some(t);
-                    return Ok(t);
+                    Ok(t)
                 }
-                Err(e) => last = Some(e),
-            }
+                Err(e) => {
+                    let err = Error::kernel(KernelOp::SetIommu, TARGET, e);
+                    Err(if e == Errno::EPERM {
+                        err.with_hint(
+                            "the IOMMU has no interrupt remapping; if you accept the risk: \
+                             options vfio_iommu_type1 allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                        )
+                    } else {
+                        err
+                    })
+                }
+            };
         }
-        Err(match last {
-            Some(e) => {
-                let err = Error::kernel(KernelOp::SetIommu, TARGET, e);
-                if e == Errno::EPERM {
-                    err.with_hint(
-                        "the IOMMU has no interrupt remapping; if you accept the risk: \
-                         options vfio_iommu_type1 allow_unsafe_interrupts=1 (see vfiotool doctor)",
-                    )
-                } else {
-                    err
-                }
-            }
-            None => Error::Unsupported {
-                what: format!("IOMMU type {:?}", candidates),
-                hint: Some("load vfio_iommu_type1 (modprobe vfio_iommu_type1)".into()),
-            },
+        Err(Error::Unsupported {
+            what: format!("IOMMU type {candidates:?}"),
+            hint: Some("load vfio_iommu_type1 (modprobe vfio_iommu_type1)".into()),
         })
     }
 

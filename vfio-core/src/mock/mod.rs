@@ -26,9 +26,18 @@ use crate::pci::PciAddress;
 /// A simulated host shared by the mock kernel and the simulated sysfs.
 ///
 /// Cloning gives another handle on the same host.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MockHost {
     state: Arc<Mutex<HostState>>,
+}
+
+impl std::fmt::Debug for MockHost {
+    /// A summary: the whole state is large (config images, BAR memory); inspect it with
+    /// [`MockHost::state`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.state();
+        f.debug_struct("MockHost").field("devices", &st.devices.keys().collect::<Vec<_>>()).finish()
+    }
 }
 
 /// The live state of one simulated PCI function.
