@@ -293,6 +293,7 @@ pub struct KernelState {
     bars: BTreeMap<(PciAddress, u32), OwnedFd>,
     extra: BTreeMap<(PciAddress, u32), Vec<u8>>,
     mmaps: BTreeMap<usize, (PciAddress, usize)>,
+    models: BTreeMap<PciAddress, (u32, Box<dyn DeviceModel>)>,
     noiommu_ids: BTreeMap<PciAddress, u32>,
     faults: Vec<Fault>,
     calls: BTreeMap<KernelOp, u64>,
@@ -317,6 +318,7 @@ impl Default for KernelState {
             bars: BTreeMap::new(),
             extra: BTreeMap::new(),
             mmaps: BTreeMap::new(),
+            models: BTreeMap::new(),
             noiommu_ids: BTreeMap::new(),
             faults: Vec::new(),
             calls: BTreeMap::new(),
@@ -369,69 +371,162 @@ impl MockHost {
     /// whether an eventfd was signalled. INTx is masked automatically when delivered
     /// (`vfio_intx_handler`) and held pending while masked.
     pub fn raise_irq(&self, address: PciAddress, index: u32, vector: u32) -> bool {
-        let mut st = self.state();
-        let Some(dev) = st.kernel.devs.get_mut(&address) else { return false };
-        let irq = &mut dev.irq;
-        match index {
-            INTX => {
-                if irq.kind != Some(INTX) || vector != 0 {
-                    return false;
-                }
-                poll_unmask_fd(irq);
-                if irq.intx_masked {
-                    irq.intx_pending = true;
-                    false
-                } else {
-                    irq.intx_masked = true;
-                    irq.intx_trigger.as_ref().is_some_and(signal)
-                }
-            }
-            MSI | MSIX => irq.kind == Some(index) && irq.vectors.get(&vector).is_some_and(signal),
-            ERR => vector == 0 && irq.err_trigger.as_ref().is_some_and(signal),
-            REQ => vector == 0 && irq.req_trigger.as_ref().is_some_and(signal),
-            _ => false,
-        }
+        raise_irq_locked(&mut self.state(), address, index, vector)
     }
 
     /// A device reads guest memory by DMA at `iova` through the mock IOMMU. Fails with
     /// EFAULT (an IOMMU fault) when any byte is not mapped readable for the device.
     pub fn dma_read(&self, address: PciAddress, iova: u64, buf: &mut [u8]) -> KResult<()> {
-        let st = self.state();
-        let chunks = translate(&st, address, iova, buf.len() as u64, false)?;
-        let mut done = 0usize;
-        for (vaddr, len) in chunks {
-            check_mapped(vaddr, len)?;
-            // SAFETY: the range was mapped by the process for DMA (checked at map time and
-            // again just now with madvise); we copy out of it into our own buffer.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    vaddr as *const u8,
-                    buf[done..].as_mut_ptr(),
-                    len as usize,
-                )
-            };
-            done += len as usize;
-        }
-        Ok(())
+        dma_read_locked(&self.state(), address, iova, buf)
     }
 
     /// A device writes guest memory by DMA at `iova` through the mock IOMMU. Fails with
     /// EFAULT (an IOMMU fault) when any byte is not mapped writable for the device.
     pub fn dma_write(&self, address: PciAddress, iova: u64, buf: &[u8]) -> KResult<()> {
-        let st = self.state();
-        let chunks = translate(&st, address, iova, buf.len() as u64, true)?;
-        let mut done = 0usize;
-        for (vaddr, len) in chunks {
-            check_mapped(vaddr, len)?;
-            // SAFETY: the process mapped this range writable for DMA and it is still
-            // mapped (madvise above); a device writing it is what DMA means.
-            unsafe {
-                std::ptr::copy_nonoverlapping(buf[done..].as_ptr(), vaddr as *mut u8, len as usize)
-            };
-            done += len as usize;
-        }
-        Ok(())
+        dma_write_locked(&self.state(), address, iova, buf)
     }
+
+    /// Backs BAR `bar` of a device with a device model: the BAR is then offered without
+    /// the MMAP flag (as vfio-pci does for BARs it must trap), so every access reaches
+    /// the model. Returns `false` when no device has that address or the BAR is absent.
+    pub fn attach_model(&self, address: PciAddress, bar: u32, model: Box<dyn DeviceModel>) -> bool {
+        let mut st = self.state();
+        let Some(dev) = st.devices.get(&address) else { return false };
+        if bar_len(dev, bar) == 0 {
+            return false;
+        }
+        st.kernel.models.insert(address, (bar, model));
+        true
+    }
+}
+
+/// A simulated device's behaviour behind one BAR. Accesses arrive as the user issued
+/// them (offset in the BAR and the bytes), with a context to raise interrupts and do
+/// DMA through the mock IOMMU.
+pub trait DeviceModel: Send + std::fmt::Debug {
+    /// A read of `data.len()` bytes at `offset`; fill `data`.
+    fn read(&mut self, ctx: &mut ModelCtx<'_>, offset: u64, data: &mut [u8]);
+    /// A write of `data` at `offset`.
+    fn write(&mut self, ctx: &mut ModelCtx<'_>, offset: u64, data: &[u8]);
+    /// The device was reset (FLR or bus reset).
+    fn reset(&mut self) {}
+}
+
+/// What a [`DeviceModel`] may do while handling an access.
+pub struct ModelCtx<'a> {
+    st: &'a mut HostState,
+    address: PciAddress,
+}
+
+impl ModelCtx<'_> {
+    /// The device's address.
+    pub fn address(&self) -> PciAddress {
+        self.address
+    }
+
+    /// Raises interrupt `vector` of IRQ `index` (see [`MockHost::raise_irq`]).
+    pub fn raise_irq(&mut self, index: u32, vector: u32) -> bool {
+        raise_irq_locked(self.st, self.address, index, vector)
+    }
+
+    /// Raises the device's interrupt the way a conventional device does: MSI vector 0
+    /// when MSI is enabled, else INTx.
+    pub fn raise_interrupt(&mut self) -> bool {
+        let msi = self.st.kernel.devs.get(&self.address).is_some_and(|d| d.irq.kind == Some(MSI));
+        raise_irq_locked(self.st, self.address, if msi { MSI } else { INTX }, 0)
+    }
+
+    /// DMA from guest memory (see [`MockHost::dma_read`]).
+    pub fn dma_read(&mut self, iova: u64, buf: &mut [u8]) -> KResult<()> {
+        dma_read_locked(self.st, self.address, iova, buf)
+    }
+
+    /// DMA to guest memory (see [`MockHost::dma_write`]).
+    pub fn dma_write(&mut self, iova: u64, buf: &[u8]) -> KResult<()> {
+        dma_write_locked(self.st, self.address, iova, buf)
+    }
+}
+
+fn raise_irq_locked(st: &mut HostState, address: PciAddress, index: u32, vector: u32) -> bool {
+    let Some(dev) = st.kernel.devs.get_mut(&address) else { return false };
+    let irq = &mut dev.irq;
+    match index {
+        INTX => {
+            if irq.kind != Some(INTX) || vector != 0 {
+                return false;
+            }
+            poll_unmask_fd(irq);
+            if irq.intx_masked {
+                irq.intx_pending = true;
+                false
+            } else {
+                irq.intx_masked = true;
+                irq.intx_trigger.as_ref().is_some_and(signal)
+            }
+        }
+        MSI | MSIX => irq.kind == Some(index) && irq.vectors.get(&vector).is_some_and(signal),
+        ERR => vector == 0 && irq.err_trigger.as_ref().is_some_and(signal),
+        REQ => vector == 0 && irq.req_trigger.as_ref().is_some_and(signal),
+        _ => false,
+    }
+}
+
+fn dma_read_locked(st: &HostState, address: PciAddress, iova: u64, buf: &mut [u8]) -> KResult<()> {
+    let chunks = translate(st, address, iova, buf.len() as u64, false)?;
+    let mut done = 0usize;
+    for (vaddr, len) in chunks {
+        check_mapped(vaddr, len)?;
+        // SAFETY: the range was mapped by the process for DMA (checked at map time and
+        // again just now with madvise); we copy out of it into our own buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                vaddr as *const u8,
+                buf[done..].as_mut_ptr(),
+                len as usize,
+            )
+        };
+        done += len as usize;
+    }
+    Ok(())
+}
+
+fn dma_write_locked(st: &HostState, address: PciAddress, iova: u64, buf: &[u8]) -> KResult<()> {
+    let chunks = translate(st, address, iova, buf.len() as u64, true)?;
+    let mut done = 0usize;
+    for (vaddr, len) in chunks {
+        check_mapped(vaddr, len)?;
+        // SAFETY: the process mapped this range writable for DMA and it is still mapped
+        // (madvise above); a device writing it is what DMA means.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf[done..].as_ptr(), vaddr as *mut u8, len as usize)
+        };
+        done += len as usize;
+    }
+    Ok(())
+}
+
+/// Calls the model behind `addr` (taken out of the state for the call).
+fn with_model<R>(
+    st: &mut HostState,
+    addr: PciAddress,
+    f: impl FnOnce(&mut dyn DeviceModel, &mut ModelCtx<'_>) -> R,
+) -> Option<R> {
+    let (bar, mut model) = st.kernel.models.remove(&addr)?;
+    let r = {
+        let mut ctx = ModelCtx { st: &mut *st, address: addr };
+        f(model.as_mut(), &mut ctx)
+    };
+    st.kernel.models.insert(addr, (bar, model));
+    Some(r)
+}
+
+fn model_bar(k: &KernelState, addr: PciAddress) -> Option<u32> {
+    k.models.get(&addr).map(|m| m.0)
+}
+
+fn reset_device(st: &mut HostState, addr: PciAddress) {
+    st.kernel.devs.entry(addr).or_default().resets += 1;
+    with_model(st, addr, |m, _| m.reset());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1432,7 +1527,8 @@ impl VfioKernel for MockKernel {
                 } else {
                     let mut f = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
                     let bar = dev.spec.bars[index as usize];
-                    if bar.is_some_and(|b| b.mmap && b.kind != BarKind::Io) {
+                    let trapped = model_bar(&st.kernel, d.addr) == Some(index);
+                    if bar.is_some_and(|b| b.mmap && b.kind != BarKind::Io) && !trapped {
                         f |= VFIO_REGION_INFO_FLAG_MMAP;
                         if let Some((tb, toff, tsize)) = msix_table(dev).filter(|t| t.0 == index) {
                             if cfg.msix_mappable {
@@ -1571,7 +1667,7 @@ impl VfioKernel for MockKernel {
         }
         // pci_try_reset_function saves and restores the config state around the FLR,
         // so the config image reads back as before; the device's own state is reset.
-        st.kernel.devs.entry(d.addr).or_default().resets += 1;
+        reset_device(&mut st, d.addr);
         Ok(())
     }
 
@@ -1722,7 +1818,7 @@ impl VfioKernel for MockKernel {
         }
         drop(owned);
         for a in affected {
-            st.kernel.devs.entry(a).or_default().resets += 1;
+            reset_device(&mut st, a);
         }
         Ok(())
     }
@@ -1911,7 +2007,9 @@ impl VfioKernel for MockKernel {
         if index >= NUM_REGIONS + dev.spec.extra_regions.len() as u32 || index >= ROM_INDEX {
             return Err(Errno::EINVAL);
         }
-        let bar = dev.spec.bars[index as usize].filter(|b| b.mmap && b.kind != BarKind::Io);
+        let trapped = model_bar(k, d.addr) == Some(index);
+        let bar =
+            dev.spec.bars[index as usize].filter(|b| b.mmap && b.kind != BarKind::Io && !trapped);
         let Some(bar) = bar else { return Err(Errno::EINVAL) };
         let phys = bar.size.div_ceil(PAGE) * PAGE;
         if start.checked_add(len as u64).is_none_or(|e| e > phys) {
@@ -2431,6 +2529,31 @@ enum Rw<'a> {
 fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> KResult<usize> {
     let index = (offset >> OFFSET_SHIFT) as u32;
     let pos = offset & ((1 << OFFSET_SHIFT) - 1);
+    if model_bar(&st.kernel, addr) == Some(index) {
+        // A model-backed BAR: same bounds and memory-decode rules, then the model.
+        let dev = st.devices.get(&addr).ok_or(Errno::ENODEV)?;
+        let size = bar_len(dev, index);
+        if pos >= size {
+            return Err(Errno::EINVAL);
+        }
+        let io = dev.spec.bars[index as usize].is_some_and(|b| b.kind == BarKind::Io);
+        if !io && dev.config[4] & 2 == 0 {
+            return Err(Errno::EIO);
+        }
+        let room = (size - pos) as usize;
+        return Ok(match rw {
+            Rw::Read(buf) => {
+                let n = buf.len().min(room);
+                with_model(st, addr, |m, ctx| m.read(ctx, pos, &mut buf[..n]));
+                n
+            }
+            Rw::Write(buf) => {
+                let n = buf.len().min(room);
+                with_model(st, addr, |m, ctx| m.write(ctx, pos, &buf[..n]));
+                n
+            }
+        });
+    }
     let HostState { devices, kernel: k, .. } = st;
     let dev = devices.get_mut(&addr).ok_or(Errno::ENODEV)?;
     let nregions = NUM_REGIONS + dev.spec.extra_regions.len() as u32;

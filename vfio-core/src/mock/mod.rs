@@ -11,9 +11,12 @@
 //! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
 
 pub mod kernel;
+pub mod models;
 pub mod spec;
 
-pub use kernel::{FaultWhen, KernelState, MockKernel, MockKernelConfig, MOCK_FD_BASE};
+pub use kernel::{
+    DeviceModel, FaultWhen, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE,
+};
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
 
 use std::collections::BTreeMap;
