@@ -150,14 +150,12 @@ impl DeviceModel for EduModel {
         let v32 = v as u32;
         match offset {
             0x04 => self.liveness = !v32,
-            0x08 => {
-                if self.status & STATUS_COMPUTING == 0 {
-                    self.status |= STATUS_COMPUTING;
-                    self.fact = (1..=v32).fold(1u32, |acc, n| acc.wrapping_mul(n));
-                    self.status &= !STATUS_COMPUTING;
-                    if self.status & STATUS_IRQFACT != 0 {
-                        self.raise(ctx, FACT_IRQ);
-                    }
+            0x08 if self.status & STATUS_COMPUTING == 0 => {
+                self.status |= STATUS_COMPUTING;
+                self.fact = (1..=v32).fold(1u32, |acc, n| acc.wrapping_mul(n));
+                self.status &= !STATUS_COMPUTING;
+                if self.status & STATUS_IRQFACT != 0 {
+                    self.raise(ctx, FACT_IRQ);
                 }
             }
             0x20 => {
@@ -172,11 +170,9 @@ impl DeviceModel for EduModel {
             0x80 => self.dma_src = v,
             0x88 => self.dma_dst = v,
             0x90 => self.dma_cnt = v,
-            0x98 => {
-                if v & DMA_RUN != 0 && self.dma_cmd & DMA_RUN == 0 {
-                    self.dma_cmd = v;
-                    self.run_dma(ctx);
-                }
+            0x98 if v & DMA_RUN != 0 && self.dma_cmd & DMA_RUN == 0 => {
+                self.dma_cmd = v;
+                self.run_dma(ctx);
             }
             _ => {}
         }
