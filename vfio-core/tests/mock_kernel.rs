@@ -1085,6 +1085,10 @@ fn device_reset_needs_flr() {
     let (h2, k2, d2) = nvme_host("0000:01:00.0");
     k2.device_reset(&d2).unwrap();
     assert_eq!(h2.reset_count(pa("0000:01:00.0")), 1);
+    // The last close resets a device whose reset works (vfio_pci_core_disable).
+    k2.close(d2);
+    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 2);
+    k.close(d);
     assert_eq!(host.reset_count(pa(EDU)), 0);
 }
 

@@ -2426,6 +2426,14 @@ fn close_device(k: &mut KernelState, devices: &mut BTreeMap<PciAddress, SimDevic
         ds.open_count = ds.open_count.saturating_sub(1);
         if ds.open_count == 0 {
             ds.irq = IrqState::default();
+            // vfio_pci_core_disable: a device whose reset works is reset on the way out,
+            // then the config saved at open is restored.
+            if devices.get(&d.addr).is_some_and(|dev| dev.spec.flr) {
+                ds.resets += 1;
+                if let Some((_, m)) = k.models.get_mut(&d.addr) {
+                    m.reset();
+                }
+            }
             if let (Some(saved), Some(dev)) = (ds.saved_config.take(), devices.get_mut(&d.addr)) {
                 dev.config = saved;
             }
@@ -2889,7 +2897,10 @@ fn set_irqs(
                 let mut res = Ok(());
                 for i in 0..count {
                     let v = start + i;
-                    if v >= irq.nvec {
+                    let fd = fd_at(i as usize);
+                    // vfio_msi_set_vector_signal: fd -1 only tears down; a new vector past
+                    // those allocated needs dynamic MSI-X (pci_irq_vector: EINVAL).
+                    if fd >= 0 && v >= irq.nvec {
                         if index == MSIX && dyn_msix {
                             irq.nvec = v + 1;
                         } else {
@@ -2898,7 +2909,6 @@ fn set_irqs(
                         }
                     }
                     irq.vectors.remove(&v);
-                    let fd = fd_at(i as usize);
                     if fd >= 0 {
                         match dup_eventfd(fd) {
                             Ok(o) => {
