@@ -621,6 +621,22 @@ fn iommufd_pins_at_attach_against_memlock() {
 }
 
 #[test]
+fn ioas_has_no_entry_limit() {
+    let (host, k) = edu_host();
+    host.set_kernel_config(MockKernelConfig { dma_entry_limit: 1, ..Default::default() });
+    let io = k.open_iommufd().unwrap();
+    let a = ioas(&k, &io);
+    let mem = anon(PAGE as usize);
+    for i in 0..3 {
+        ioas_map(&k, &io, a, mem.as_ptr() as u64, PAGE, Some(0x10000 * (i + 1))).unwrap();
+    }
+    assert_eq!(k.dma_mappings(), 3);
+    // Closing the iommufd frees everything.
+    k.close(io);
+    assert_eq!(k.dma_mappings(), 0);
+}
+
+#[test]
 fn bind_refuses_without_interrupt_remapping() {
     let (host, k) = edu_host();
     host.set_kernel_config(MockKernelConfig { interrupt_remapping: false, ..Default::default() });
@@ -1016,6 +1032,8 @@ fn msi_vectors_are_fixed_at_enable() {
         k.device_set_irqs(&d, &irq_set(ev, 1, 3, 1, &fds(&[e3.as_raw_fd()]))).unwrap_err(),
         Errno::EINVAL
     );
+    // Tearing down a vector (fd -1) past those allocated is harmless.
+    k.device_set_irqs(&d, &irq_set(ev, 1, 3, 1, &fds(&[-1]))).unwrap();
     assert!(host.raise_irq(pa(EDU), 1, 0));
     assert_eq!(fired(&e0), 1);
     // Closing the device disables interrupts.
