@@ -886,10 +886,25 @@ fn msix_table_is_hidden_from_pread() {
     assert_eq!(u64_at(&b, 16), 4096);
 }
 
+/// A one-image legacy ROM of `blocks` 512-byte units, PCIR at 0x1c, last image.
+fn rom_image(blocks: u16) -> Vec<u8> {
+    let mut r = vec![0u8; 512 * blocks as usize];
+    r[0] = 0x55;
+    r[1] = 0xaa;
+    r[2] = blocks as u8;
+    r[0x18..0x1a].copy_from_slice(&0x1cu16.to_le_bytes());
+    r[0x1c..0x20].copy_from_slice(b"PCIR");
+    r[0x1c + 16..0x1c + 18].copy_from_slice(&blocks.to_le_bytes());
+    r[0x1c + 21] = 0x80;
+    r
+}
+
 #[test]
 fn rom_region_reads_image_then_ones() {
     let mut spec = DeviceSpec::edu(EDU).group(1).driver("vfio-pci");
-    spec.rom = Some(vec![0x55, 0xaa, 0x01]);
+    let mut rom = rom_image(1);
+    rom.extend_from_slice(&[0xab; 600]); // junk past the image
+    spec.rom = Some(rom);
     let host = MockHost::new([spec]);
     let k = host.kernel();
     let d = open_edu(&k);
@@ -897,8 +912,26 @@ fn rom_region_reads_image_then_ones() {
     assert_eq!((u32_at(&b, 4), u64_at(&b, 16)), (VFIO_REGION_INFO_FLAG_READ, 2048));
     let mut r = [0u8; 4];
     k.region_read(&d, 6 << 40, &mut r).unwrap();
-    assert_eq!(r, [0x55, 0xaa, 0x01, 0xff]);
+    assert_eq!(r[..2], [0x55, 0xaa]);
+    // Past the image (512 bytes) the ROM reads 0xff, not the junk behind it.
+    k.region_read(&d, (6 << 40) + 512, &mut r).unwrap();
+    assert_eq!(r, [0xff; 4]);
     assert_eq!(k.region_write(&d, 6 << 40, &r).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.region_read(&d, (6 << 40) + 2048, &mut r).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.region_read(&d, 6 << 40, &mut []).unwrap(), 0);
+}
+
+#[test]
+fn rom_without_a_valid_image_is_empty() {
+    let mut spec = DeviceSpec::edu(EDU).group(1).driver("vfio-pci");
+    spec.rom = Some(vec![0x55, 0xaa, 0x01]); // no PCIR structure
+    let host = MockHost::new([spec]);
+    let k = host.kernel();
+    let d = open_edu(&k);
+    let b = region_info(&k, &d, 6, 32).unwrap();
+    assert_eq!((u32_at(&b, 4), u64_at(&b, 16)), (0, 0));
+    let mut r = [0u8; 4];
+    assert_eq!(k.region_read(&d, 6 << 40, &mut r).unwrap_err(), Errno::ENOMEM);
 }
 
 // ---------------------------------------------------------------------------------------

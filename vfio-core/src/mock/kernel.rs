@@ -724,6 +724,32 @@ fn rom_bar_size(d: &SimDevice) -> u64 {
     d.spec.rom.as_ref().map_or(0, |r| (r.len() as u64).max(2048).next_power_of_two())
 }
 
+/// drivers/pci/rom.c pci_get_rom_size: the bytes covered by valid images (0x55AA
+/// signature, "PCIR" data structure; image length at PCIR+16 in 512-byte units; the
+/// last-image flag at PCIR+21 bit 7), capped at the ROM BAR size.
+fn rom_image_len(d: &SimDevice) -> usize {
+    let Some(rom) = d.spec.rom.as_deref() else { return 0 };
+    let size = rom_bar_size(d) as usize;
+    let mut image = 0usize;
+    loop {
+        if rom.get(image..image + 2) != Some(&[0x55, 0xaa][..]) {
+            break;
+        }
+        let Some(p) = rom.get(image + 24..image + 26) else { break };
+        let pds = image + u16::from_le_bytes([p[0], p[1]]) as usize;
+        if rom.get(pds..pds + 4) != Some(&b"PCIR"[..]) {
+            break;
+        }
+        let last = rom.get(pds + 21).is_some_and(|b| b & 0x80 != 0);
+        let length = rom.get(pds + 16..pds + 18).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]));
+        image += usize::from(length) * 512;
+        if image >= size || length == 0 || last {
+            break;
+        }
+    }
+    image.min(size)
+}
+
 /// The MSI-X table location: (bar, offset, size in bytes).
 fn msix_table(d: &SimDevice) -> Option<(u32, u64, u64)> {
     let p = find_cap(&d.config, 0x11)?;
@@ -1561,8 +1587,13 @@ impl VfioKernel for MockKernel {
                 }
             }
             ROM_INDEX => {
+                // The ROM BAR size, readable only when pci_map_rom finds a valid image.
                 let s = rom_bar_size(dev);
-                (s, if s > 0 { VFIO_REGION_INFO_FLAG_READ } else { 0 })
+                if s > 0 && rom_image_len(dev) > 0 {
+                    (s, VFIO_REGION_INFO_FLAG_READ)
+                } else {
+                    (0, 0)
+                }
             }
             VGA_INDEX => {
                 // Only VGA-class devices with CONFIG_VFIO_PCI_VGA have it; else EINVAL.
@@ -1983,12 +2014,19 @@ impl VfioKernel for MockKernel {
     fn region_read(&self, device: &KernelFd, offset: u64, buf: &mut [u8]) -> KResult<usize> {
         let mut st = self.enter(KernelOp::RegionRead)?;
         let d = device_fd(&st.kernel, device)?;
+        // vfio_pci_core_read: a zero-length read returns 0 before any check.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         region_rw(&mut st, d.addr, offset, Rw::Read(buf))
     }
 
     fn region_write(&self, device: &KernelFd, offset: u64, buf: &[u8]) -> KResult<usize> {
         let mut st = self.enter(KernelOp::RegionWrite)?;
         let d = device_fd(&st.kernel, device)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
         region_rw(&mut st, d.addr, offset, Rw::Write(buf))
     }
 
@@ -2577,10 +2615,17 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
             if pos >= size {
                 return Err(Errno::EINVAL);
             }
+            // pci_map_rom fails on an invalid image (ENOMEM from vfio_pci_bar_rw); bytes
+            // past the images (pci_get_rom_size) read as 0xff.
+            let valid = rom_image_len(dev);
+            if valid == 0 {
+                return Err(Errno::ENOMEM);
+            }
             let n = buf.len().min((size - pos) as usize);
             let rom = dev.spec.rom.as_deref().unwrap_or(&[]);
             for (i, b) in buf[..n].iter_mut().enumerate() {
-                *b = rom.get(pos as usize + i).copied().unwrap_or(0xff);
+                let o = pos as usize + i;
+                *b = if o < valid { rom.get(o).copied().unwrap_or(0xff) } else { 0xff };
             }
             Ok(n)
         }
