@@ -384,6 +384,36 @@ fn unmap_dma_v2_semantics() {
 }
 
 #[test]
+fn update_vaddr_invalidates_then_remaps() {
+    let (_h, k) = edu_host();
+    let c = k.open_container().unwrap();
+    assert_eq!(k.check_extension(&c, VFIO_UPDATE_VADDR).unwrap(), 0, "no IOMMU yet");
+    let g = k.open_group(GroupNode::Iommu(1)).unwrap();
+    k.group_set_container(&g, &c).unwrap();
+    k.set_iommu(&c, VFIO_TYPE1v2_IOMMU).unwrap();
+    assert_eq!(k.check_extension(&c, VFIO_UPDATE_VADDR).unwrap(), 1);
+    let (a, b) = (anon(PAGE as usize), anon(PAGE as usize));
+    dma_map(&k, &c, a.as_ptr() as u64, 0x10000, PAGE).unwrap();
+    let vaddr = |va: u64, iova: u64| vfio_iommu_type1_dma_map {
+        argsz: 32,
+        flags: VFIO_DMA_MAP_FLAG_VADDR,
+        vaddr: va,
+        iova,
+        size: PAGE,
+    };
+    // Not invalidated yet; nothing at that IOVA.
+    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x50000)).unwrap_err(), Errno::ENOENT);
+    assert_eq!(dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap(), PAGE);
+    assert_eq!(k.dma_mappings(), 1, "the mapping stays");
+    assert_eq!(
+        dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap_err(),
+        Errno::EINVAL
+    );
+    k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap();
+}
+
+#[test]
 fn unmap_dma_v1_semantics() {
     let (_h, k) = edu_host();
     let c = k.open_container().unwrap();

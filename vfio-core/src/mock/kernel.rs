@@ -190,6 +190,7 @@ struct GroupState {
 struct Dma {
     size: u64,
     vaddr: u64,
+    vaddr_invalid: bool,
     read: bool,
     write: bool,
 }
@@ -1125,7 +1126,9 @@ impl VfioKernel for MockKernel {
             match ext {
                 VFIO_TYPE1_IOMMU => u32::from(cfg.type1),
                 TYPE1V2 => u32::from(cfg.type1v2),
-                VFIO_UNMAP_ALL | VFIO_UPDATE_VADDR => u32::from(cfg.type1 || cfg.type1v2),
+                VFIO_UNMAP_ALL => u32::from(cfg.type1 || cfg.type1v2),
+                // Answered by the container's IOMMU only (0 before SET_IOMMU).
+                VFIO_UPDATE_VADDR => u32::from(iommu.is_some()),
                 VFIO_DMA_CC_IOMMU => u32::from(iommu.is_some()),
                 _ => 0,
             }
@@ -1256,12 +1259,18 @@ impl VfioKernel for MockKernel {
         let last = map.iova.checked_add(map.size - 1).ok_or(wrap)?;
         map.vaddr.checked_add(map.size - 1).ok_or(wrap)?;
         if set_vaddr {
-            // VFIO_DMA_MAP_FLAG_VADDR updates an invalidated mapping; none are ever
-            // invalidated here, so the exact mapping must exist and is left alone.
-            return match t.dmas.get(&map.iova) {
-                Some(d) if d.size == map.size => Ok(()),
-                _ => Err(Errno::EINVAL),
-            };
+            // VFIO_DMA_MAP_FLAG_VADDR: ENOENT without an overlapping mapping, EINVAL unless
+            // it is exactly an invalidated one; then the new vaddr is recorded.
+            let hit =
+                t.dmas.range(..=last).next_back().filter(|(i, d)| *i + (d.size - 1) >= map.iova);
+            let Some((&at, _)) = hit else { return Err(Errno::ENOENT) };
+            let d = t.dmas.get_mut(&at).ok_or(Errno::ENOENT)?;
+            if !d.vaddr_invalid || at != map.iova || d.size != map.size {
+                return Err(Errno::EINVAL);
+            }
+            d.vaddr = map.vaddr;
+            d.vaddr_invalid = false;
+            return Ok(());
         }
         // vfio_find_dma: any overlap -> EEXIST.
         if t.dmas.range(..=last).next_back().is_some_and(|(i, d)| i + (d.size - 1) >= map.iova) {
@@ -1288,7 +1297,10 @@ impl VfioKernel for MockKernel {
             return Err(Errno::EBADF);
         };
         t.avail -= 1;
-        t.dmas.insert(map.iova, Dma { size: map.size, vaddr: map.vaddr, read, write });
+        t.dmas.insert(
+            map.iova,
+            Dma { size: map.size, vaddr: map.vaddr, vaddr_invalid: false, read, write },
+        );
         Ok(())
     }
 
@@ -1337,10 +1349,7 @@ impl VfioKernel for MockKernel {
             let wrap = if cfg.wrap_einval { Errno::EINVAL } else { Errno::EOVERFLOW };
             (unmap.iova, unmap.iova.checked_add(unmap.size - 1).ok_or(wrap)?)
         };
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0 {
-            // Invalidating vaddrs is not modelled beyond its argument checks.
-            return Err(Errno::EINVAL);
-        }
+        let invalidate = unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0;
         let overlaps = |t: &Type1, at: u64| -> Option<(u64, u64)> {
             t.dmas
                 .range(..=at)
@@ -1372,6 +1381,23 @@ impl VfioKernel for MockKernel {
                 }
                 if !t.v2 && iova > i {
                     break;
+                }
+                if invalidate {
+                    // VFIO_DMA_UNMAP_FLAG_VADDR: mark the vaddr invalid, keep the mapping;
+                    // invalidating twice is EINVAL (earlier ones in this call revert).
+                    if t.dmas.get(&i).is_some_and(|d| d.vaddr_invalid) {
+                        for j in t.dmas.range(first..i).map(|(j, _)| *j).collect::<Vec<_>>() {
+                            if let Some(d) = t.dmas.get_mut(&j) {
+                                d.vaddr_invalid = false;
+                            }
+                        }
+                        return Err(Errno::EINVAL);
+                    }
+                    if let Some(d) = t.dmas.get_mut(&i) {
+                        d.vaddr_invalid = true;
+                        unmapped += d.size;
+                    }
+                    continue;
                 }
                 if let Some(d) = t.dmas.remove(&i) {
                     unmapped += d.size;
