@@ -164,6 +164,11 @@ fn container_ordering_and_extensions() {
     // A name not in the group.
     assert_eq!(dev_fd(&k, &g, "0000:00:05.0").unwrap_err(), Errno::ENODEV);
     let d = dev_fd(&k, &g, EDU).unwrap();
+    // cdev-only ioctls on a group-opened device.
+    let mut at = vfio_device_attach_iommufd_pt { argsz: 16, pt_id: 1, ..Default::default() };
+    assert_eq!(k.device_attach_iommufd_pt(&d, &mut at).unwrap_err(), Errno::ENOTTY);
+    let mut bind = vfio_device_bind_iommufd { argsz: 24, iommufd: 0, ..Default::default() };
+    assert_eq!(k.device_bind_iommufd(&d, &mut bind).unwrap_err(), Errno::EINVAL);
     k.close(d);
 }
 

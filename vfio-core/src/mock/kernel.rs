@@ -1940,7 +1940,9 @@ impl VfioKernel for MockKernel {
         let mut st = self.enter(KernelOp::DeviceAttachIommufdPt)?;
         let k = &mut st.kernel;
         let d = device_fd(k, device)?;
-        let Some((ictx, _)) = d.bound else { return Err(Errno::EINVAL) };
+        // vfio_device_fops_unl_ioctl: cdev-only ioctls; a group-opened device passes them
+        // to vfio-pci, which does not know them (ENOTTY).
+        let Some((ictx, _)) = d.bound else { return Err(Errno::ENOTTY) };
         // device_cdev.c vfio_df_ioctl_attach_pt.
         if attach.argsz < 12 || attach.flags & !1 != 0 {
             return Err(Errno::EINVAL);
@@ -2027,7 +2029,7 @@ impl VfioKernel for MockKernel {
         let k = &mut st.kernel;
         let d = device_fd(k, device)?;
         if d.bound.is_none() {
-            return Err(Errno::EINVAL);
+            return Err(Errno::ENOTTY);
         }
         // device_cdev.c vfio_df_ioctl_detach_pt; detaching when not attached is a no-op.
         if detach.argsz < 8 || detach.flags != 0 {
