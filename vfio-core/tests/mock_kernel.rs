@@ -796,6 +796,42 @@ fn msix_bar_capabilities_new_and_old_kernels() {
 }
 
 #[test]
+fn atomic_completer_capability_and_vga_region() {
+    let mut spec = DeviceSpec::nvme("0000:01:00.0").group(7).driver("vfio-pci");
+    spec.class = 0x030000; // VGA controller
+    let host = MockHost::new([spec]);
+    {
+        let mut st = host.state();
+        let c = &mut st.devices.get_mut(&pa("0000:01:00.0")).unwrap().config;
+        let mut p = c[0x34] as usize;
+        while c[p] != 0x10 {
+            p = c[p + 1] as usize;
+        }
+        c[p + 0x24] |= 0x80; // DEVCAP2 bit 7: 32-bit AtomicOp completer
+        c[p + 0x25] |= 0x01; // bit 8: 64-bit completer
+    }
+    let k = host.kernel();
+    let (_c, g) = legacy(&k, 7);
+    let d = dev_fd(&k, &g, "0000:01:00.0").unwrap();
+    let mut b = vec![0u8; 24];
+    b[0..4].copy_from_slice(&24u32.to_le_bytes());
+    k.device_get_info(&d, &mut b).unwrap();
+    assert_eq!(u32_at(&b, 4) & VFIO_DEVICE_FLAGS_CAPS, VFIO_DEVICE_FLAGS_CAPS);
+    assert_eq!((u32_at(&b, 0), u32_at(&b, 16)), (40, 0));
+    let mut b = vec![0u8; 40];
+    b[0..4].copy_from_slice(&40u32.to_le_bytes());
+    k.device_get_info(&d, &mut b).unwrap();
+    assert_eq!(u32_at(&b, 16), 24);
+    assert_eq!(u16::from_le_bytes([b[24], b[25]]) as u32, VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP);
+    assert_eq!(u32_at(&b, 32), VFIO_PCI_ATOMIC_COMP32 | VFIO_PCI_ATOMIC_COMP64);
+    // A VGA-class device has the legacy VGA region.
+    let v = region_info(&k, &d, 8, 32).unwrap();
+    assert_eq!((u64_at(&v, 16), u64_at(&v, 24)), (0xc0000, 8 << 40));
+    host.set_kernel_config(MockKernelConfig { vga: false, ..Default::default() });
+    assert_eq!(region_info(&k, &d, 8, 32).unwrap_err(), Errno::EINVAL);
+}
+
+#[test]
 fn extra_region_reports_its_type() {
     let mut spec = DeviceSpec::edu(EDU).group(1).driver("vfio-pci");
     spec.extra_regions.push(RegionSpec {
@@ -1095,6 +1131,8 @@ fn msi_vectors_are_fixed_at_enable() {
     assert_eq!(irq_info(&k, &d, 1).unwrap().count, 4);
     let (e0, e3) = (nb_eventfd(), nb_eventfd());
     let ev = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    // Enabling zero vectors: pci_alloc_irq_vectors refuses with ERANGE.
+    assert_eq!(k.device_set_irqs(&d, &irq_set(ev, 1, 0, 0, &[])).unwrap_err(), Errno::ERANGE);
     k.device_set_irqs(&d, &irq_set(ev, 1, 0, 1, &fds(&[e0.as_raw_fd()]))).unwrap();
     assert_eq!(
         k.device_set_irqs(&d, &irq_set(ev, 1, 3, 1, &fds(&[e3.as_raw_fd()]))).unwrap_err(),

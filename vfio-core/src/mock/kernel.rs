@@ -2961,6 +2961,10 @@ fn set_irqs(
             }
             if dtype == VFIO_IRQ_SET_DATA_EVENTFD {
                 let enabling = irq.kind.is_none();
+                // vfio_msi_enable -> pci_alloc_irq_vectors(1, start + count): ERANGE for 0.
+                if enabling && start + count == 0 {
+                    return Err(Errno::ERANGE);
+                }
                 if enabling {
                     irq.kind = Some(index);
                     irq.nvec = start + count;
