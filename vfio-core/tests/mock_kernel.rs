@@ -13,6 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 const EDU: &str = "0000:00:04.0";
 const MB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
+/// A user address that is never mapped (below vm.mmap_min_addr).
+const UNMAPPED: u64 = 0x1000;
 
 fn pa(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
@@ -322,9 +324,21 @@ fn map_dma_argument_checks() {
     dma_map(&k, &c, va, 0x10000, 2 * PAGE).unwrap();
     assert_eq!(dma_map(&k, &c, va, 0x11000, 2 * PAGE).unwrap_err(), Errno::EEXIST);
     assert_eq!(dma_map(&k, &c, va, 0xf000, 2 * PAGE).unwrap_err(), Errno::EEXIST);
-    // Memory that is not mapped in the process.
+    // A device-writable mapping of read-only memory cannot be pinned for write.
+    let ro = anon(PAGE as usize).make_read_only().unwrap();
+    assert_eq!(dma_map(&k, &c, ro.as_ptr() as u64, 0x80000, PAGE).unwrap_err(), Errno::EFAULT);
+    let read_only = vfio_iommu_type1_dma_map {
+        argsz: 32,
+        flags: VFIO_DMA_MAP_FLAG_READ,
+        vaddr: ro.as_ptr() as u64,
+        iova: 0x80000,
+        size: PAGE,
+    };
+    k.map_dma(&c, &read_only).unwrap();
+    // Memory that is not mapped in the process (nothing is ever mapped below
+    // vm.mmap_min_addr, so page 1 is a stable unmapped address).
+    assert_eq!(dma_map(&k, &c, UNMAPPED, 0x40000, PAGE).unwrap_err(), Errno::EFAULT);
     drop(mem);
-    assert_eq!(dma_map(&k, &c, va, 0x40000, PAGE).unwrap_err(), Errno::EFAULT);
     // Older kernels answer the wrap with EINVAL.
     host.set_kernel_config(MockKernelConfig { wrap_einval: true, ..Default::default() });
     let mem = anon(PAGE as usize);
@@ -648,6 +662,8 @@ fn iommufd_pins_at_attach_against_memlock() {
         ioas_map(&k, &io, a, mem.as_ptr() as u64, 2 * PAGE, Some(0x20000)).unwrap_err(),
         Errno::ENOMEM
     );
+    // With a domain the pages are pinned at map time: unmapped memory faults.
+    assert_eq!(ioas_map(&k, &io, a, UNMAPPED, PAGE, Some(0x90000)).unwrap_err(), Errno::EFAULT);
     // With a domain the IOVA must avoid the reserved MSI window.
     assert_eq!(
         ioas_map(&k, &io, a, mem.as_ptr() as u64, PAGE, Some(0xfee0_0000)).unwrap_err(),

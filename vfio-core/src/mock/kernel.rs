@@ -608,6 +608,35 @@ fn check_mapped(addr: u64, len: u64) -> KResult<()> {
     }
 }
 
+/// What `pin_user_pages` needs (mm/gup.c check_vma_flags): the range mapped, readable,
+/// and writable when the device may write (FOLL_WRITE); EFAULT otherwise.
+fn check_pinnable(addr: u64, len: u64, write: bool) -> KResult<()> {
+    check_mapped(addr, len)?;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Ok(()) };
+    let end = addr.saturating_add(len);
+    let mut cur = addr & !(PAGE - 1);
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if b <= cur || a >= end {
+            continue;
+        }
+        let p = perms.as_bytes();
+        if p.first() != Some(&b'r') || (write && p.get(1) != Some(&b'w')) {
+            return Err(Errno::EFAULT);
+        }
+        cur = cur.max(b);
+        if cur >= end {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn pages_spanned(uptr: u64, len: u64) -> u64 {
     let start = uptr / PAGE;
     let end = (uptr.saturating_add(len)).div_ceil(PAGE);
@@ -1285,7 +1314,7 @@ impl VfioKernel for MockKernel {
         }
         // vfio_pin_pages_remote: pin_user_pages fails with EFAULT on unmapped memory, and
         // the locked_vm accounting fails with ENOMEM beyond RLIMIT_MEMLOCK.
-        check_mapped(map.vaddr, map.size)?;
+        check_pinnable(map.vaddr, map.size, write)?;
         let pages = map.size / PAGE;
         let limit = cfg.memlock_limit / PAGE;
         if !cfg.cap_ipc_lock && k.locked_mm + pages > limit {
@@ -1988,7 +2017,7 @@ impl VfioKernel for MockKernel {
                 if iova % align != 0 || a.len % align != 0 || a.uptr % align != 0 {
                     return Err(Errno::EADDRINUSE);
                 }
-                check_mapped(a.uptr, a.len)?;
+                check_pinnable(a.uptr, a.len, a.write)?;
                 pin += pages_spanned(a.uptr, a.len);
             }
             if !cfg.cap_ipc_lock && k.locked_user + pin > cfg.memlock_limit / PAGE {
@@ -2190,7 +2219,7 @@ impl VfioKernel for MockKernel {
         // With a domain attached the pages are pinned now (EFAULT / ENOMEM).
         let mut pinned = 0;
         if attached {
-            check_mapped(map.user_va, map.length)?;
+            check_pinnable(map.user_va, map.length, map.flags & IOAS_MAP_WRITEABLE != 0)?;
             pinned = pages_spanned(map.user_va, map.length);
             if !cfg.cap_ipc_lock && k.locked_user + pinned > cfg.memlock_limit / PAGE {
                 return Err(Errno::ENOMEM);
