@@ -212,6 +212,7 @@ fn groups_share_a_container_and_the_last_close_drops_the_iommu() {
     // The device fd holds group 2 even after its fd is closed.
     k.close(g2);
     assert_eq!(k.dma_mappings(), 1);
+    assert_eq!(k.open_group(GroupNode::Iommu(2)).unwrap_err(), Errno::EBUSY);
     assert_eq!(k.locked_bytes(), 2 * PAGE);
     k.close(d2);
     assert_eq!(k.dma_mappings(), 0);

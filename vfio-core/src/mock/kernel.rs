@@ -1064,7 +1064,8 @@ impl VfioKernel for MockKernel {
         let k = &mut st.kernel;
         // group.c vfio_group_fops_open: one open at a time; EBUSY while a member is
         // bound through its cdev (cdev_device_open_cnt).
-        if k.groups.get(&id).is_some_and(|g| g.opened) {
+        // Device fds hold the group file, so it stays open after its fd is closed.
+        if k.groups.get(&id).is_some_and(|g| g.opened || g.device_fds > 0) {
             return Err(Errno::EBUSY);
         }
         if members.iter().any(|a| k.devs.get(a).is_some_and(|d| d.cdev.is_some())) {
