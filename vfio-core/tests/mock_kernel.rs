@@ -1226,9 +1226,25 @@ fn device_reset_needs_flr() {
     let (h2, k2, d2) = nvme_host("0000:01:00.0");
     k2.device_reset(&d2).unwrap();
     assert_eq!(h2.reset_count(pa("0000:01:00.0")), 1);
+    // "Initiate FLR" in the PCIe device control register resets the function.
+    let p = {
+        let st = h2.state();
+        let c = &st.devices[&pa("0000:01:00.0")].config;
+        let mut p = c[0x34] as usize;
+        while c[p] != 0x10 {
+            p = c[p + 1] as usize;
+        }
+        p as u64
+    };
+    let mut ctl = [0u8; 2];
+    k2.region_read(&d2, (7 << 40) + p + 8, &mut ctl).unwrap();
+    k2.region_write(&d2, (7 << 40) + p + 8, &[ctl[0], ctl[1] | 0x80]).unwrap();
+    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 2);
+    k2.region_read(&d2, (7 << 40) + p + 8, &mut ctl).unwrap();
+    assert_eq!(ctl[1] & 0x80, 0, "the FLR bit reads back 0");
     // The last close resets a device whose reset works (vfio_pci_core_disable).
     k2.close(d2);
-    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 2);
+    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 3);
     k.close(d);
     assert_eq!(host.reset_count(pa(EDU)), 0);
 }

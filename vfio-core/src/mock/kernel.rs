@@ -7,6 +7,12 @@
 //! `pci_intrs` = drivers/vfio/pci/vfio_pci_intrs.c, `pci_rdwr` = drivers/vfio/pci/vfio_pci_rdwr.c,
 //! `iommufd/*` = drivers/iommu/iommufd/*, `device_cdev.c` = drivers/vfio/device_cdev.c).
 //!
+//! Not modelled: no-IOMMU device cdevs, privilege checks (CAP_SYS_RAWIO, CAP_IPC_LOCK
+//! apart from [`MockKernelConfig::cap_ipc_lock`]), slot resets, dirty-page tracking,
+//! PASID attach, host drivers refusing to bind into a group owned by a user, vfio's
+//! split between the virtual and the hardware config space (one image with write masks
+//! here), `VFIO_DEVICE_FEATURE` and `VFIO_DEVICE_IOEVENTFD`.
+//!
 //! Descriptors handed out by the mock are numbered from [`MOCK_FD_BASE`] upwards so that
 //! they are never mistaken for (or collide with) real descriptors of the process.
 //! Interrupts are delivered on real eventfds: `SET_IRQS` duplicates the caller's eventfd
@@ -404,6 +410,9 @@ impl MockHost {
 /// A simulated device's behaviour behind one BAR. Accesses arrive as the user issued
 /// them (offset in the BAR and the bytes), with a context to raise interrupts and do
 /// DMA through the mock IOMMU.
+///
+/// Callbacks run with the host state locked: use the [`ModelCtx`], never a
+/// [`MockHost`] handle, from inside them.
 pub trait DeviceModel: Send + std::fmt::Debug {
     /// A read of `data.len()` bytes at `offset`; fill `data`.
     fn read(&mut self, ctx: &mut ModelCtx<'_>, offset: u64, data: &mut [u8]);
@@ -2665,7 +2674,25 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
         return Err(Errno::EINVAL);
     }
     match index {
-        CONFIG_INDEX => config_rw(dev, pos, rw),
+        CONFIG_INDEX => {
+            // vfio_exp_config_write: setting "Initiate FLR" in the PCIe device control
+            // register resets the function (when it can do FLR).
+            let flr_at = find_cap(&dev.config, 0x10).map(|p| (p + 9) as u64);
+            let flr = match (&rw, flr_at) {
+                (Rw::Write(buf), Some(at)) if dev.spec.flr && at >= pos => {
+                    buf.get((at - pos) as usize).is_some_and(|b| b & 0x80 != 0)
+                }
+                _ => false,
+            };
+            let n = config_rw(dev, pos, rw)?;
+            if flr {
+                k.devs.entry(addr).or_default().resets += 1;
+                if let Some((_, m)) = k.models.get_mut(&addr) {
+                    m.reset();
+                }
+            }
+            Ok(n)
+        }
         ROM_INDEX => {
             // vfio_pci_rw: the ROM is read-only; reads past the image return 0xff.
             let Rw::Read(buf) = rw else { return Err(Errno::EINVAL) };
