@@ -13,6 +13,8 @@ use vmm_sys_util::eventfd::EventFd;
 const EDU: &str = "0000:00:04.0";
 const MB: u64 = 1 << 20;
 const PAGE: u64 = 4096;
+/// A user address that is never mapped (below vm.mmap_min_addr).
+const UNMAPPED: u64 = 0x1000;
 
 fn pa(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
@@ -164,6 +166,11 @@ fn container_ordering_and_extensions() {
     // A name not in the group.
     assert_eq!(dev_fd(&k, &g, "0000:00:05.0").unwrap_err(), Errno::ENODEV);
     let d = dev_fd(&k, &g, EDU).unwrap();
+    // cdev-only ioctls on a group-opened device.
+    let mut at = vfio_device_attach_iommufd_pt { argsz: 16, pt_id: 1, ..Default::default() };
+    assert_eq!(k.device_attach_iommufd_pt(&d, &mut at).unwrap_err(), Errno::ENOTTY);
+    let mut bind = vfio_device_bind_iommufd { argsz: 24, iommufd: 0, ..Default::default() };
+    assert_eq!(k.device_bind_iommufd(&d, &mut bind).unwrap_err(), Errno::EINVAL);
     k.close(d);
 }
 
@@ -205,6 +212,7 @@ fn groups_share_a_container_and_the_last_close_drops_the_iommu() {
     // The device fd holds group 2 even after its fd is closed.
     k.close(g2);
     assert_eq!(k.dma_mappings(), 1);
+    assert_eq!(k.open_group(GroupNode::Iommu(2)).unwrap_err(), Errno::EBUSY);
     assert_eq!(k.locked_bytes(), 2 * PAGE);
     k.close(d2);
     assert_eq!(k.dma_mappings(), 0);
@@ -317,9 +325,21 @@ fn map_dma_argument_checks() {
     dma_map(&k, &c, va, 0x10000, 2 * PAGE).unwrap();
     assert_eq!(dma_map(&k, &c, va, 0x11000, 2 * PAGE).unwrap_err(), Errno::EEXIST);
     assert_eq!(dma_map(&k, &c, va, 0xf000, 2 * PAGE).unwrap_err(), Errno::EEXIST);
-    // Memory that is not mapped in the process.
+    // A device-writable mapping of read-only memory cannot be pinned for write.
+    let ro = anon(PAGE as usize).make_read_only().unwrap();
+    assert_eq!(dma_map(&k, &c, ro.as_ptr() as u64, 0x80000, PAGE).unwrap_err(), Errno::EFAULT);
+    let read_only = vfio_iommu_type1_dma_map {
+        argsz: 32,
+        flags: VFIO_DMA_MAP_FLAG_READ,
+        vaddr: ro.as_ptr() as u64,
+        iova: 0x80000,
+        size: PAGE,
+    };
+    k.map_dma(&c, &read_only).unwrap();
+    // Memory that is not mapped in the process (nothing is ever mapped below
+    // vm.mmap_min_addr, so page 1 is a stable unmapped address).
+    assert_eq!(dma_map(&k, &c, UNMAPPED, 0x40000, PAGE).unwrap_err(), Errno::EFAULT);
     drop(mem);
-    assert_eq!(dma_map(&k, &c, va, 0x40000, PAGE).unwrap_err(), Errno::EFAULT);
     // Older kernels answer the wrap with EINVAL.
     host.set_kernel_config(MockKernelConfig { wrap_einval: true, ..Default::default() });
     let mem = anon(PAGE as usize);
@@ -381,6 +401,36 @@ fn unmap_dma_v2_semantics() {
     assert_eq!(dma_unmap(&k, &c, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL).unwrap(), 3 * PAGE);
     assert_eq!(k.dma_mappings(), 0);
     assert_eq!(dma_unmap(&k, &c, 0, 0, 0x100).unwrap_err(), Errno::EINVAL);
+}
+
+#[test]
+fn update_vaddr_invalidates_then_remaps() {
+    let (_h, k) = edu_host();
+    let c = k.open_container().unwrap();
+    assert_eq!(k.check_extension(&c, VFIO_UPDATE_VADDR).unwrap(), 0, "no IOMMU yet");
+    let g = k.open_group(GroupNode::Iommu(1)).unwrap();
+    k.group_set_container(&g, &c).unwrap();
+    k.set_iommu(&c, VFIO_TYPE1v2_IOMMU).unwrap();
+    assert_eq!(k.check_extension(&c, VFIO_UPDATE_VADDR).unwrap(), 1);
+    let (a, b) = (anon(PAGE as usize), anon(PAGE as usize));
+    dma_map(&k, &c, a.as_ptr() as u64, 0x10000, PAGE).unwrap();
+    let vaddr = |va: u64, iova: u64| vfio_iommu_type1_dma_map {
+        argsz: 32,
+        flags: VFIO_DMA_MAP_FLAG_VADDR,
+        vaddr: va,
+        iova,
+        size: PAGE,
+    };
+    // Not invalidated yet; nothing at that IOVA.
+    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x50000)).unwrap_err(), Errno::ENOENT);
+    assert_eq!(dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap(), PAGE);
+    assert_eq!(k.dma_mappings(), 1, "the mapping stays");
+    assert_eq!(
+        dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap_err(),
+        Errno::EINVAL
+    );
+    k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap();
 }
 
 #[test]
@@ -615,11 +665,29 @@ fn iommufd_pins_at_attach_against_memlock() {
         ioas_map(&k, &io, a, mem.as_ptr() as u64, 2 * PAGE, Some(0x20000)).unwrap_err(),
         Errno::ENOMEM
     );
+    // With a domain the pages are pinned at map time: unmapped memory faults.
+    assert_eq!(ioas_map(&k, &io, a, UNMAPPED, PAGE, Some(0x90000)).unwrap_err(), Errno::EFAULT);
     // With a domain the IOVA must avoid the reserved MSI window.
     assert_eq!(
         ioas_map(&k, &io, a, mem.as_ptr() as u64, PAGE, Some(0xfee0_0000)).unwrap_err(),
         Errno::EINVAL
     );
+}
+
+#[test]
+fn ioas_has_no_entry_limit() {
+    let (host, k) = edu_host();
+    host.set_kernel_config(MockKernelConfig { dma_entry_limit: 1, ..Default::default() });
+    let io = k.open_iommufd().unwrap();
+    let a = ioas(&k, &io);
+    let mem = anon(PAGE as usize);
+    for i in 0..3 {
+        ioas_map(&k, &io, a, mem.as_ptr() as u64, PAGE, Some(0x10000 * (i + 1))).unwrap();
+    }
+    assert_eq!(k.dma_mappings(), 3);
+    // Closing the iommufd frees everything.
+    k.close(io);
+    assert_eq!(k.dma_mappings(), 0);
 }
 
 #[test]
@@ -744,6 +812,42 @@ fn msix_bar_capabilities_new_and_old_kernels() {
     let p = k.mmap(&d, 0, PAGE as usize, libc::PROT_READ).unwrap();
     // SAFETY: exactly the mapping just made, unused afterwards.
     unsafe { k.munmap(p, PAGE as usize).unwrap() };
+}
+
+#[test]
+fn atomic_completer_capability_and_vga_region() {
+    let mut spec = DeviceSpec::nvme("0000:01:00.0").group(7).driver("vfio-pci");
+    spec.class = 0x030000; // VGA controller
+    let host = MockHost::new([spec]);
+    {
+        let mut st = host.state();
+        let c = &mut st.devices.get_mut(&pa("0000:01:00.0")).unwrap().config;
+        let mut p = c[0x34] as usize;
+        while c[p] != 0x10 {
+            p = c[p + 1] as usize;
+        }
+        c[p + 0x24] |= 0x80; // DEVCAP2 bit 7: 32-bit AtomicOp completer
+        c[p + 0x25] |= 0x01; // bit 8: 64-bit completer
+    }
+    let k = host.kernel();
+    let (_c, g) = legacy(&k, 7);
+    let d = dev_fd(&k, &g, "0000:01:00.0").unwrap();
+    let mut b = vec![0u8; 24];
+    b[0..4].copy_from_slice(&24u32.to_le_bytes());
+    k.device_get_info(&d, &mut b).unwrap();
+    assert_eq!(u32_at(&b, 4) & VFIO_DEVICE_FLAGS_CAPS, VFIO_DEVICE_FLAGS_CAPS);
+    assert_eq!((u32_at(&b, 0), u32_at(&b, 16)), (40, 0));
+    let mut b = vec![0u8; 40];
+    b[0..4].copy_from_slice(&40u32.to_le_bytes());
+    k.device_get_info(&d, &mut b).unwrap();
+    assert_eq!(u32_at(&b, 16), 24);
+    assert_eq!(u16::from_le_bytes([b[24], b[25]]) as u32, VFIO_DEVICE_INFO_CAP_PCI_ATOMIC_COMP);
+    assert_eq!(u32_at(&b, 32), VFIO_PCI_ATOMIC_COMP32 | VFIO_PCI_ATOMIC_COMP64);
+    // A VGA-class device has the legacy VGA region.
+    let v = region_info(&k, &d, 8, 32).unwrap();
+    assert_eq!((u64_at(&v, 16), u64_at(&v, 24)), (0xc0000, 8 << 40));
+    host.set_kernel_config(MockKernelConfig { vga: false, ..Default::default() });
+    assert_eq!(region_info(&k, &d, 8, 32).unwrap_err(), Errno::EINVAL);
 }
 
 #[test]
@@ -872,10 +976,25 @@ fn msix_table_is_hidden_from_pread() {
     assert_eq!(u64_at(&b, 16), 4096);
 }
 
+/// A one-image legacy ROM of `blocks` 512-byte units, PCIR at 0x1c, last image.
+fn rom_image(blocks: u16) -> Vec<u8> {
+    let mut r = vec![0u8; 512 * blocks as usize];
+    r[0] = 0x55;
+    r[1] = 0xaa;
+    r[2] = blocks as u8;
+    r[0x18..0x1a].copy_from_slice(&0x1cu16.to_le_bytes());
+    r[0x1c..0x20].copy_from_slice(b"PCIR");
+    r[0x1c + 16..0x1c + 18].copy_from_slice(&blocks.to_le_bytes());
+    r[0x1c + 21] = 0x80;
+    r
+}
+
 #[test]
 fn rom_region_reads_image_then_ones() {
     let mut spec = DeviceSpec::edu(EDU).group(1).driver("vfio-pci");
-    spec.rom = Some(vec![0x55, 0xaa, 0x01]);
+    let mut rom = rom_image(1);
+    rom.extend_from_slice(&[0xab; 600]); // junk past the image
+    spec.rom = Some(rom);
     let host = MockHost::new([spec]);
     let k = host.kernel();
     let d = open_edu(&k);
@@ -883,8 +1002,26 @@ fn rom_region_reads_image_then_ones() {
     assert_eq!((u32_at(&b, 4), u64_at(&b, 16)), (VFIO_REGION_INFO_FLAG_READ, 2048));
     let mut r = [0u8; 4];
     k.region_read(&d, 6 << 40, &mut r).unwrap();
-    assert_eq!(r, [0x55, 0xaa, 0x01, 0xff]);
+    assert_eq!(r[..2], [0x55, 0xaa]);
+    // Past the image (512 bytes) the ROM reads 0xff, not the junk behind it.
+    k.region_read(&d, (6 << 40) + 512, &mut r).unwrap();
+    assert_eq!(r, [0xff; 4]);
     assert_eq!(k.region_write(&d, 6 << 40, &r).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.region_read(&d, (6 << 40) + 2048, &mut r).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.region_read(&d, 6 << 40, &mut []).unwrap(), 0);
+}
+
+#[test]
+fn rom_without_a_valid_image_is_empty() {
+    let mut spec = DeviceSpec::edu(EDU).group(1).driver("vfio-pci");
+    spec.rom = Some(vec![0x55, 0xaa, 0x01]); // no PCIR structure
+    let host = MockHost::new([spec]);
+    let k = host.kernel();
+    let d = open_edu(&k);
+    let b = region_info(&k, &d, 6, 32).unwrap();
+    assert_eq!((u32_at(&b, 4), u64_at(&b, 16)), (0, 0));
+    let mut r = [0u8; 4];
+    assert_eq!(k.region_read(&d, 6 << 40, &mut r).unwrap_err(), Errno::ENOMEM);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1013,11 +1150,15 @@ fn msi_vectors_are_fixed_at_enable() {
     assert_eq!(irq_info(&k, &d, 1).unwrap().count, 4);
     let (e0, e3) = (nb_eventfd(), nb_eventfd());
     let ev = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    // Enabling zero vectors: pci_alloc_irq_vectors refuses with ERANGE.
+    assert_eq!(k.device_set_irqs(&d, &irq_set(ev, 1, 0, 0, &[])).unwrap_err(), Errno::ERANGE);
     k.device_set_irqs(&d, &irq_set(ev, 1, 0, 1, &fds(&[e0.as_raw_fd()]))).unwrap();
     assert_eq!(
         k.device_set_irqs(&d, &irq_set(ev, 1, 3, 1, &fds(&[e3.as_raw_fd()]))).unwrap_err(),
         Errno::EINVAL
     );
+    // Tearing down a vector (fd -1) past those allocated is harmless.
+    k.device_set_irqs(&d, &irq_set(ev, 1, 3, 1, &fds(&[-1]))).unwrap();
     assert!(host.raise_irq(pa(EDU), 1, 0));
     assert_eq!(fired(&e0), 1);
     // Closing the device disables interrupts.
@@ -1087,6 +1228,26 @@ fn device_reset_needs_flr() {
     let (h2, k2, d2) = nvme_host("0000:01:00.0");
     k2.device_reset(&d2).unwrap();
     assert_eq!(h2.reset_count(pa("0000:01:00.0")), 1);
+    // "Initiate FLR" in the PCIe device control register resets the function.
+    let p = {
+        let st = h2.state();
+        let c = &st.devices[&pa("0000:01:00.0")].config;
+        let mut p = c[0x34] as usize;
+        while c[p] != 0x10 {
+            p = c[p + 1] as usize;
+        }
+        p as u64
+    };
+    let mut ctl = [0u8; 2];
+    k2.region_read(&d2, (7 << 40) + p + 8, &mut ctl).unwrap();
+    k2.region_write(&d2, (7 << 40) + p + 8, &[ctl[0], ctl[1] | 0x80]).unwrap();
+    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 2);
+    k2.region_read(&d2, (7 << 40) + p + 8, &mut ctl).unwrap();
+    assert_eq!(ctl[1] & 0x80, 0, "the FLR bit reads back 0");
+    // The last close resets a device whose reset works (vfio_pci_core_disable).
+    k2.close(d2);
+    assert_eq!(h2.reset_count(pa("0000:01:00.0")), 3);
+    k.close(d);
     assert_eq!(host.reset_count(pa(EDU)), 0);
 }
 

@@ -7,6 +7,12 @@
 //! `pci_intrs` = drivers/vfio/pci/vfio_pci_intrs.c, `pci_rdwr` = drivers/vfio/pci/vfio_pci_rdwr.c,
 //! `iommufd/*` = drivers/iommu/iommufd/*, `device_cdev.c` = drivers/vfio/device_cdev.c).
 //!
+//! Not modelled: no-IOMMU device cdevs, privilege checks (CAP_SYS_RAWIO, CAP_IPC_LOCK
+//! apart from [`MockKernelConfig::cap_ipc_lock`]), slot resets, dirty-page tracking,
+//! PASID attach, host drivers refusing to bind into a group owned by a user, vfio's
+//! split between the virtual and the hardware config space (one image with write masks
+//! here), `VFIO_DEVICE_FEATURE` and `VFIO_DEVICE_IOEVENTFD`.
+//!
 //! Descriptors handed out by the mock are numbered from [`MOCK_FD_BASE`] upwards so that
 //! they are never mistaken for (or collide with) real descriptors of the process.
 //! Interrupts are delivered on real eventfds: `SET_IRQS` duplicates the caller's eventfd
@@ -190,6 +196,7 @@ struct GroupState {
 struct Dma {
     size: u64,
     vaddr: u64,
+    vaddr_invalid: bool,
     read: bool,
     write: bool,
 }
@@ -293,6 +300,7 @@ pub struct KernelState {
     bars: BTreeMap<(PciAddress, u32), OwnedFd>,
     extra: BTreeMap<(PciAddress, u32), Vec<u8>>,
     mmaps: BTreeMap<usize, (PciAddress, usize)>,
+    models: BTreeMap<PciAddress, (u32, Box<dyn DeviceModel>)>,
     pub(crate) noiommu_ids: BTreeMap<PciAddress, u32>,
     faults: Vec<Fault>,
     calls: BTreeMap<KernelOp, u64>,
@@ -317,6 +325,7 @@ impl Default for KernelState {
             bars: BTreeMap::new(),
             extra: BTreeMap::new(),
             mmaps: BTreeMap::new(),
+            models: BTreeMap::new(),
             noiommu_ids: BTreeMap::new(),
             faults: Vec::new(),
             calls: BTreeMap::new(),
@@ -371,69 +380,165 @@ impl MockHost {
     /// whether an eventfd was signalled. INTx is masked automatically when delivered
     /// (`vfio_intx_handler`) and held pending while masked.
     pub fn raise_irq(&self, address: PciAddress, index: u32, vector: u32) -> bool {
-        let mut st = self.state();
-        let Some(dev) = st.kernel.devs.get_mut(&address) else { return false };
-        let irq = &mut dev.irq;
-        match index {
-            INTX => {
-                if irq.kind != Some(INTX) || vector != 0 {
-                    return false;
-                }
-                poll_unmask_fd(irq);
-                if irq.intx_masked {
-                    irq.intx_pending = true;
-                    false
-                } else {
-                    irq.intx_masked = true;
-                    irq.intx_trigger.as_ref().is_some_and(signal)
-                }
-            }
-            MSI | MSIX => irq.kind == Some(index) && irq.vectors.get(&vector).is_some_and(signal),
-            ERR => vector == 0 && irq.err_trigger.as_ref().is_some_and(signal),
-            REQ => vector == 0 && irq.req_trigger.as_ref().is_some_and(signal),
-            _ => false,
-        }
+        raise_irq_locked(&mut self.state(), address, index, vector)
     }
 
     /// A device reads guest memory by DMA at `iova` through the mock IOMMU. Fails with
     /// EFAULT (an IOMMU fault) when any byte is not mapped readable for the device.
     pub fn dma_read(&self, address: PciAddress, iova: u64, buf: &mut [u8]) -> KResult<()> {
-        let st = self.state();
-        let chunks = translate(&st, address, iova, buf.len() as u64, false)?;
-        let mut done = 0usize;
-        for (vaddr, len) in chunks {
-            check_mapped(vaddr, len)?;
-            // SAFETY: the range was mapped by the process for DMA (checked at map time and
-            // again just now with madvise); we copy out of it into our own buffer.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    vaddr as *const u8,
-                    buf[done..].as_mut_ptr(),
-                    len as usize,
-                )
-            };
-            done += len as usize;
-        }
-        Ok(())
+        dma_read_locked(&self.state(), address, iova, buf)
     }
 
     /// A device writes guest memory by DMA at `iova` through the mock IOMMU. Fails with
     /// EFAULT (an IOMMU fault) when any byte is not mapped writable for the device.
     pub fn dma_write(&self, address: PciAddress, iova: u64, buf: &[u8]) -> KResult<()> {
-        let st = self.state();
-        let chunks = translate(&st, address, iova, buf.len() as u64, true)?;
-        let mut done = 0usize;
-        for (vaddr, len) in chunks {
-            check_mapped(vaddr, len)?;
-            // SAFETY: the process mapped this range writable for DMA and it is still
-            // mapped (madvise above); a device writing it is what DMA means.
-            unsafe {
-                std::ptr::copy_nonoverlapping(buf[done..].as_ptr(), vaddr as *mut u8, len as usize)
-            };
-            done += len as usize;
-        }
-        Ok(())
+        dma_write_locked(&self.state(), address, iova, buf)
     }
+
+    /// Backs BAR `bar` of a device with a device model: the BAR is then offered without
+    /// the MMAP flag (as vfio-pci does for BARs it must trap), so every access reaches
+    /// the model. Returns `false` when no device has that address or the BAR is absent.
+    pub fn attach_model(&self, address: PciAddress, bar: u32, model: Box<dyn DeviceModel>) -> bool {
+        let mut st = self.state();
+        let Some(dev) = st.devices.get(&address) else { return false };
+        if bar_len(dev, bar) == 0 {
+            return false;
+        }
+        st.kernel.models.insert(address, (bar, model));
+        true
+    }
+}
+
+/// A simulated device's behaviour behind one BAR. Accesses arrive as the user issued
+/// them (offset in the BAR and the bytes), with a context to raise interrupts and do
+/// DMA through the mock IOMMU.
+///
+/// Callbacks run with the host state locked: use the [`ModelCtx`], never a
+/// [`MockHost`] handle, from inside them.
+pub trait DeviceModel: Send + std::fmt::Debug {
+    /// A read of `data.len()` bytes at `offset`; fill `data`.
+    fn read(&mut self, ctx: &mut ModelCtx<'_>, offset: u64, data: &mut [u8]);
+    /// A write of `data` at `offset`.
+    fn write(&mut self, ctx: &mut ModelCtx<'_>, offset: u64, data: &[u8]);
+    /// The device was reset (FLR or bus reset).
+    fn reset(&mut self) {}
+}
+
+/// What a [`DeviceModel`] may do while handling an access.
+pub struct ModelCtx<'a> {
+    st: &'a mut HostState,
+    address: PciAddress,
+}
+
+impl ModelCtx<'_> {
+    /// The device's address.
+    pub fn address(&self) -> PciAddress {
+        self.address
+    }
+
+    /// Raises interrupt `vector` of IRQ `index` (see [`MockHost::raise_irq`]).
+    pub fn raise_irq(&mut self, index: u32, vector: u32) -> bool {
+        raise_irq_locked(self.st, self.address, index, vector)
+    }
+
+    /// Raises the device's interrupt the way a conventional device does: MSI vector 0
+    /// when MSI is enabled, else INTx.
+    pub fn raise_interrupt(&mut self) -> bool {
+        let msi = self.st.kernel.devs.get(&self.address).is_some_and(|d| d.irq.kind == Some(MSI));
+        raise_irq_locked(self.st, self.address, if msi { MSI } else { INTX }, 0)
+    }
+
+    /// DMA from guest memory (see [`MockHost::dma_read`]).
+    pub fn dma_read(&mut self, iova: u64, buf: &mut [u8]) -> KResult<()> {
+        dma_read_locked(self.st, self.address, iova, buf)
+    }
+
+    /// DMA to guest memory (see [`MockHost::dma_write`]).
+    pub fn dma_write(&mut self, iova: u64, buf: &[u8]) -> KResult<()> {
+        dma_write_locked(self.st, self.address, iova, buf)
+    }
+}
+
+fn raise_irq_locked(st: &mut HostState, address: PciAddress, index: u32, vector: u32) -> bool {
+    let Some(dev) = st.kernel.devs.get_mut(&address) else { return false };
+    let irq = &mut dev.irq;
+    match index {
+        INTX => {
+            if irq.kind != Some(INTX) || vector != 0 {
+                return false;
+            }
+            poll_unmask_fd(irq);
+            if irq.intx_masked {
+                irq.intx_pending = true;
+                false
+            } else {
+                irq.intx_masked = true;
+                irq.intx_trigger.as_ref().is_some_and(signal)
+            }
+        }
+        MSI | MSIX => irq.kind == Some(index) && irq.vectors.get(&vector).is_some_and(signal),
+        ERR => vector == 0 && irq.err_trigger.as_ref().is_some_and(signal),
+        REQ => vector == 0 && irq.req_trigger.as_ref().is_some_and(signal),
+        _ => false,
+    }
+}
+
+fn dma_read_locked(st: &HostState, address: PciAddress, iova: u64, buf: &mut [u8]) -> KResult<()> {
+    let chunks = translate(st, address, iova, buf.len() as u64, false)?;
+    let mut done = 0usize;
+    for (vaddr, len) in chunks {
+        check_mapped(vaddr, len)?;
+        // SAFETY: the range was mapped by the process for DMA (checked at map time and
+        // again just now with madvise); we copy out of it into our own buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                vaddr as *const u8,
+                buf[done..].as_mut_ptr(),
+                len as usize,
+            )
+        };
+        done += len as usize;
+    }
+    Ok(())
+}
+
+fn dma_write_locked(st: &HostState, address: PciAddress, iova: u64, buf: &[u8]) -> KResult<()> {
+    let chunks = translate(st, address, iova, buf.len() as u64, true)?;
+    let mut done = 0usize;
+    for (vaddr, len) in chunks {
+        check_mapped(vaddr, len)?;
+        // SAFETY: the process mapped this range writable for DMA and it is still mapped
+        // (madvise above); a device writing it is what DMA means.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf[done..].as_ptr(), vaddr as *mut u8, len as usize)
+        };
+        done += len as usize;
+    }
+    Ok(())
+}
+
+/// Calls the model behind `addr` (taken out of the state for the call).
+fn with_model<R>(
+    st: &mut HostState,
+    addr: PciAddress,
+    f: impl FnOnce(&mut dyn DeviceModel, &mut ModelCtx<'_>) -> R,
+) -> Option<R> {
+    let (bar, mut model) = st.kernel.models.remove(&addr)?;
+    let r = {
+        let mut ctx = ModelCtx { st: &mut *st, address: addr };
+        f(model.as_mut(), &mut ctx)
+    };
+    st.kernel.models.insert(addr, (bar, model));
+    Some(r)
+}
+
+fn model_bar(k: &KernelState, addr: PciAddress) -> Option<u32> {
+    k.models.get(&addr).map(|m| m.0)
+}
+
+fn reset_device(st: &mut HostState, addr: PciAddress) {
+    st.kernel.devs.entry(addr).or_default().resets += 1;
+    with_model(st, addr, |m, _| m.reset());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -512,6 +617,35 @@ fn check_mapped(addr: u64, len: u64) -> KResult<()> {
     } else {
         Ok(())
     }
+}
+
+/// What `pin_user_pages` needs (mm/gup.c check_vma_flags): the range mapped, readable,
+/// and writable when the device may write (FOLL_WRITE); EFAULT otherwise.
+fn check_pinnable(addr: u64, len: u64, write: bool) -> KResult<()> {
+    check_mapped(addr, len)?;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Ok(()) };
+    let end = addr.saturating_add(len);
+    let mut cur = addr & !(PAGE - 1);
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if b <= cur || a >= end {
+            continue;
+        }
+        let p = perms.as_bytes();
+        if p.first() != Some(&b'r') || (write && p.get(1) != Some(&b'w')) {
+            return Err(Errno::EFAULT);
+        }
+        cur = cur.max(b);
+        if cur >= end {
+            break;
+        }
+    }
+    Ok(())
 }
 
 fn pages_spanned(uptr: u64, len: u64) -> u64 {
@@ -631,6 +765,32 @@ fn bar_len(d: &SimDevice, i: u32) -> u64 {
 
 fn rom_bar_size(d: &SimDevice) -> u64 {
     d.spec.rom.as_ref().map_or(0, |r| (r.len() as u64).max(2048).next_power_of_two())
+}
+
+/// drivers/pci/rom.c pci_get_rom_size: the bytes covered by valid images (0x55AA
+/// signature, "PCIR" data structure; image length at PCIR+16 in 512-byte units; the
+/// last-image flag at PCIR+21 bit 7), capped at the ROM BAR size.
+fn rom_image_len(d: &SimDevice) -> usize {
+    let Some(rom) = d.spec.rom.as_deref() else { return 0 };
+    let size = rom_bar_size(d) as usize;
+    let mut image = 0usize;
+    loop {
+        if rom.get(image..image + 2) != Some(&[0x55, 0xaa][..]) {
+            break;
+        }
+        let Some(p) = rom.get(image + 24..image + 26) else { break };
+        let pds = image + u16::from_le_bytes([p[0], p[1]]) as usize;
+        if rom.get(pds..pds + 4) != Some(&b"PCIR"[..]) {
+            break;
+        }
+        let last = rom.get(pds + 21).is_some_and(|b| b & 0x80 != 0);
+        let length = rom.get(pds + 16..pds + 18).map_or(0, |l| u16::from_le_bytes([l[0], l[1]]));
+        image += usize::from(length) * 512;
+        if image >= size || length == 0 || last {
+            break;
+        }
+    }
+    image.min(size)
 }
 
 /// The MSI-X table location: (bar, offset, size in bytes).
@@ -917,7 +1077,8 @@ impl VfioKernel for MockKernel {
         let k = &mut st.kernel;
         // group.c vfio_group_fops_open: one open at a time; EBUSY while a member is
         // bound through its cdev (cdev_device_open_cnt).
-        if k.groups.get(&id).is_some_and(|g| g.opened) {
+        // Device fds hold the group file, so it stays open after its fd is closed.
+        if k.groups.get(&id).is_some_and(|g| g.opened || g.device_fds > 0) {
             return Err(Errno::EBUSY);
         }
         if members.iter().any(|a| k.devs.get(a).is_some_and(|d| d.cdev.is_some())) {
@@ -1008,7 +1169,9 @@ impl VfioKernel for MockKernel {
             match ext {
                 VFIO_TYPE1_IOMMU => u32::from(cfg.type1),
                 TYPE1V2 => u32::from(cfg.type1v2),
-                VFIO_UNMAP_ALL | VFIO_UPDATE_VADDR => u32::from(cfg.type1 || cfg.type1v2),
+                VFIO_UNMAP_ALL => u32::from(cfg.type1 || cfg.type1v2),
+                // Answered by the container's IOMMU only (0 before SET_IOMMU).
+                VFIO_UPDATE_VADDR => u32::from(iommu.is_some()),
                 VFIO_DMA_CC_IOMMU => u32::from(iommu.is_some()),
                 _ => 0,
             }
@@ -1139,12 +1302,18 @@ impl VfioKernel for MockKernel {
         let last = map.iova.checked_add(map.size - 1).ok_or(wrap)?;
         map.vaddr.checked_add(map.size - 1).ok_or(wrap)?;
         if set_vaddr {
-            // VFIO_DMA_MAP_FLAG_VADDR updates an invalidated mapping; none are ever
-            // invalidated here, so the exact mapping must exist and is left alone.
-            return match t.dmas.get(&map.iova) {
-                Some(d) if d.size == map.size => Ok(()),
-                _ => Err(Errno::EINVAL),
-            };
+            // VFIO_DMA_MAP_FLAG_VADDR: ENOENT without an overlapping mapping, EINVAL unless
+            // it is exactly an invalidated one; then the new vaddr is recorded.
+            let hit =
+                t.dmas.range(..=last).next_back().filter(|(i, d)| *i + (d.size - 1) >= map.iova);
+            let Some((&at, _)) = hit else { return Err(Errno::ENOENT) };
+            let d = t.dmas.get_mut(&at).ok_or(Errno::ENOENT)?;
+            if !d.vaddr_invalid || at != map.iova || d.size != map.size {
+                return Err(Errno::EINVAL);
+            }
+            d.vaddr = map.vaddr;
+            d.vaddr_invalid = false;
+            return Ok(());
         }
         // vfio_find_dma: any overlap -> EEXIST.
         if t.dmas.range(..=last).next_back().is_some_and(|(i, d)| i + (d.size - 1) >= map.iova) {
@@ -1159,7 +1328,7 @@ impl VfioKernel for MockKernel {
         }
         // vfio_pin_pages_remote: pin_user_pages fails with EFAULT on unmapped memory, and
         // the locked_vm accounting fails with ENOMEM beyond RLIMIT_MEMLOCK.
-        check_mapped(map.vaddr, map.size)?;
+        check_pinnable(map.vaddr, map.size, write)?;
         let pages = map.size / PAGE;
         let limit = cfg.memlock_limit / PAGE;
         if !cfg.cap_ipc_lock && k.locked_mm + pages > limit {
@@ -1171,7 +1340,10 @@ impl VfioKernel for MockKernel {
             return Err(Errno::EBADF);
         };
         t.avail -= 1;
-        t.dmas.insert(map.iova, Dma { size: map.size, vaddr: map.vaddr, read, write });
+        t.dmas.insert(
+            map.iova,
+            Dma { size: map.size, vaddr: map.vaddr, vaddr_invalid: false, read, write },
+        );
         Ok(())
     }
 
@@ -1220,10 +1392,7 @@ impl VfioKernel for MockKernel {
             let wrap = if cfg.wrap_einval { Errno::EINVAL } else { Errno::EOVERFLOW };
             (unmap.iova, unmap.iova.checked_add(unmap.size - 1).ok_or(wrap)?)
         };
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0 {
-            // Invalidating vaddrs is not modelled beyond its argument checks.
-            return Err(Errno::EINVAL);
-        }
+        let invalidate = unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0;
         let overlaps = |t: &Type1, at: u64| -> Option<(u64, u64)> {
             t.dmas
                 .range(..=at)
@@ -1255,6 +1424,23 @@ impl VfioKernel for MockKernel {
                 }
                 if !t.v2 && iova > i {
                     break;
+                }
+                if invalidate {
+                    // VFIO_DMA_UNMAP_FLAG_VADDR: mark the vaddr invalid, keep the mapping;
+                    // invalidating twice is EINVAL (earlier ones in this call revert).
+                    if t.dmas.get(&i).is_some_and(|d| d.vaddr_invalid) {
+                        for j in t.dmas.range(first..i).map(|(j, _)| *j).collect::<Vec<_>>() {
+                            if let Some(d) = t.dmas.get_mut(&j) {
+                                d.vaddr_invalid = false;
+                            }
+                        }
+                        return Err(Errno::EINVAL);
+                    }
+                    if let Some(d) = t.dmas.get_mut(&i) {
+                        d.vaddr_invalid = true;
+                        unmapped += d.size;
+                    }
+                    continue;
                 }
                 if let Some(d) = t.dmas.remove(&i) {
                     unmapped += d.size;
@@ -1436,7 +1622,8 @@ impl VfioKernel for MockKernel {
                 } else {
                     let mut f = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
                     let bar = dev.spec.bars[index as usize];
-                    if bar.is_some_and(|b| b.mmap && b.kind != BarKind::Io) {
+                    let trapped = model_bar(&st.kernel, d.addr) == Some(index);
+                    if bar.is_some_and(|b| b.mmap && b.kind != BarKind::Io) && !trapped {
                         f |= VFIO_REGION_INFO_FLAG_MMAP;
                         if let Some((tb, toff, tsize)) = msix_table(dev).filter(|t| t.0 == index) {
                             if cfg.msix_mappable {
@@ -1469,8 +1656,13 @@ impl VfioKernel for MockKernel {
                 }
             }
             ROM_INDEX => {
+                // The ROM BAR size, readable only when pci_map_rom finds a valid image.
                 let s = rom_bar_size(dev);
-                (s, if s > 0 { VFIO_REGION_INFO_FLAG_READ } else { 0 })
+                if s > 0 && rom_image_len(dev) > 0 {
+                    (s, VFIO_REGION_INFO_FLAG_READ)
+                } else {
+                    (0, 0)
+                }
             }
             VGA_INDEX => {
                 // Only VGA-class devices with CONFIG_VFIO_PCI_VGA have it; else EINVAL.
@@ -1578,7 +1770,7 @@ impl VfioKernel for MockKernel {
         }
         // pci_try_reset_function saves and restores the config state around the FLR,
         // so the config image reads back as before; the device's own state is reset.
-        st.kernel.devs.entry(d.addr).or_default().resets += 1;
+        reset_device(&mut st, d.addr);
         Ok(())
     }
 
@@ -1729,7 +1921,7 @@ impl VfioKernel for MockKernel {
         }
         drop(owned);
         for a in affected {
-            st.kernel.devs.entry(a).or_default().resets += 1;
+            reset_device(&mut st, a);
         }
         Ok(())
     }
@@ -1794,7 +1986,9 @@ impl VfioKernel for MockKernel {
         let mut st = self.enter(KernelOp::DeviceAttachIommufdPt)?;
         let k = &mut st.kernel;
         let d = device_fd(k, device)?;
-        let Some((ictx, _)) = d.bound else { return Err(Errno::EINVAL) };
+        // vfio_device_fops_unl_ioctl: cdev-only ioctls; a group-opened device passes them
+        // to vfio-pci, which does not know them (ENOTTY).
+        let Some((ictx, _)) = d.bound else { return Err(Errno::ENOTTY) };
         // device_cdev.c vfio_df_ioctl_attach_pt.
         if attach.argsz < 12 || attach.flags & !1 != 0 {
             return Err(Errno::EINVAL);
@@ -1840,7 +2034,7 @@ impl VfioKernel for MockKernel {
                 if iova % align != 0 || a.len % align != 0 || a.uptr % align != 0 {
                     return Err(Errno::EADDRINUSE);
                 }
-                check_mapped(a.uptr, a.len)?;
+                check_pinnable(a.uptr, a.len, a.write)?;
                 pin += pages_spanned(a.uptr, a.len);
             }
             if !cfg.cap_ipc_lock && k.locked_user + pin > cfg.memlock_limit / PAGE {
@@ -1881,7 +2075,7 @@ impl VfioKernel for MockKernel {
         let k = &mut st.kernel;
         let d = device_fd(k, device)?;
         if d.bound.is_none() {
-            return Err(Errno::EINVAL);
+            return Err(Errno::ENOTTY);
         }
         // device_cdev.c vfio_df_ioctl_detach_pt; detaching when not attached is a no-op.
         if detach.argsz < 8 || detach.flags != 0 {
@@ -1894,12 +2088,19 @@ impl VfioKernel for MockKernel {
     fn region_read(&self, device: &KernelFd, offset: u64, buf: &mut [u8]) -> KResult<usize> {
         let mut st = self.enter(KernelOp::RegionRead)?;
         let d = device_fd(&st.kernel, device)?;
+        // vfio_pci_core_read: a zero-length read returns 0 before any check.
+        if buf.is_empty() {
+            return Ok(0);
+        }
         region_rw(&mut st, d.addr, offset, Rw::Read(buf))
     }
 
     fn region_write(&self, device: &KernelFd, offset: u64, buf: &[u8]) -> KResult<usize> {
         let mut st = self.enter(KernelOp::RegionWrite)?;
         let d = device_fd(&st.kernel, device)?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
         region_rw(&mut st, d.addr, offset, Rw::Write(buf))
     }
 
@@ -1918,7 +2119,9 @@ impl VfioKernel for MockKernel {
         if index >= NUM_REGIONS + dev.spec.extra_regions.len() as u32 || index >= ROM_INDEX {
             return Err(Errno::EINVAL);
         }
-        let bar = dev.spec.bars[index as usize].filter(|b| b.mmap && b.kind != BarKind::Io);
+        let trapped = model_bar(k, d.addr) == Some(index);
+        let bar =
+            dev.spec.bars[index as usize].filter(|b| b.mmap && b.kind != BarKind::Io && !trapped);
         let Some(bar) = bar else { return Err(Errno::EINVAL) };
         let phys = bar.size.div_ceil(PAGE) * PAGE;
         if start.checked_add(len as u64).is_none_or(|e| e > phys) {
@@ -2033,7 +2236,7 @@ impl VfioKernel for MockKernel {
         // With a domain attached the pages are pinned now (EFAULT / ENOMEM).
         let mut pinned = 0;
         if attached {
-            check_mapped(map.user_va, map.length)?;
+            check_pinnable(map.user_va, map.length, map.flags & IOAS_MAP_WRITEABLE != 0)?;
             pinned = pages_spanned(map.user_va, map.length);
             if !cfg.cap_ipc_lock && k.locked_user + pinned > cfg.memlock_limit / PAGE {
                 return Err(Errno::ENOMEM);
@@ -2339,6 +2542,14 @@ fn close_device(k: &mut KernelState, devices: &mut BTreeMap<PciAddress, SimDevic
         ds.open_count = ds.open_count.saturating_sub(1);
         if ds.open_count == 0 {
             ds.irq = IrqState::default();
+            // vfio_pci_core_disable: a device whose reset works is reset on the way out,
+            // then the config saved at open is restored.
+            if devices.get(&d.addr).is_some_and(|dev| dev.spec.flr) {
+                ds.resets += 1;
+                if let Some((_, m)) = k.models.get_mut(&d.addr) {
+                    m.reset();
+                }
+            }
             if let (Some(saved), Some(dev)) = (ds.saved_config.take(), devices.get_mut(&d.addr)) {
                 dev.config = saved;
             }
@@ -2442,6 +2653,31 @@ enum Rw<'a> {
 fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> KResult<usize> {
     let index = (offset >> OFFSET_SHIFT) as u32;
     let pos = offset & ((1 << OFFSET_SHIFT) - 1);
+    if model_bar(&st.kernel, addr) == Some(index) {
+        // A model-backed BAR: same bounds and memory-decode rules, then the model.
+        let dev = st.devices.get(&addr).ok_or(Errno::ENODEV)?;
+        let size = bar_len(dev, index);
+        if pos >= size {
+            return Err(Errno::EINVAL);
+        }
+        let io = dev.spec.bars[index as usize].is_some_and(|b| b.kind == BarKind::Io);
+        if !io && dev.config[4] & 2 == 0 {
+            return Err(Errno::EIO);
+        }
+        let room = (size - pos) as usize;
+        return Ok(match rw {
+            Rw::Read(buf) => {
+                let n = buf.len().min(room);
+                with_model(st, addr, |m, ctx| m.read(ctx, pos, &mut buf[..n]));
+                n
+            }
+            Rw::Write(buf) => {
+                let n = buf.len().min(room);
+                with_model(st, addr, |m, ctx| m.write(ctx, pos, &buf[..n]));
+                n
+            }
+        });
+    }
     let HostState { devices, kernel: k, .. } = st;
     let dev = devices.get_mut(&addr).ok_or(Errno::ENODEV)?;
     let nregions = NUM_REGIONS + dev.spec.extra_regions.len() as u32;
@@ -2449,7 +2685,25 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
         return Err(Errno::EINVAL);
     }
     match index {
-        CONFIG_INDEX => config_rw(dev, pos, rw),
+        CONFIG_INDEX => {
+            // vfio_exp_config_write: setting "Initiate FLR" in the PCIe device control
+            // register resets the function (when it can do FLR).
+            let flr_at = find_cap(&dev.config, 0x10).map(|p| (p + 9) as u64);
+            let flr = match (&rw, flr_at) {
+                (Rw::Write(buf), Some(at)) if dev.spec.flr && at >= pos => {
+                    buf.get((at - pos) as usize).is_some_and(|b| b & 0x80 != 0)
+                }
+                _ => false,
+            };
+            let n = config_rw(dev, pos, rw)?;
+            if flr {
+                k.devs.entry(addr).or_default().resets += 1;
+                if let Some((_, m)) = k.models.get_mut(&addr) {
+                    m.reset();
+                }
+            }
+            Ok(n)
+        }
         ROM_INDEX => {
             // vfio_pci_rw: the ROM is read-only; reads past the image return 0xff.
             let Rw::Read(buf) = rw else { return Err(Errno::EINVAL) };
@@ -2457,10 +2711,17 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
             if pos >= size {
                 return Err(Errno::EINVAL);
             }
+            // pci_map_rom fails on an invalid image (ENOMEM from vfio_pci_bar_rw); bytes
+            // past the images (pci_get_rom_size) read as 0xff.
+            let valid = rom_image_len(dev);
+            if valid == 0 {
+                return Err(Errno::ENOMEM);
+            }
             let n = buf.len().min((size - pos) as usize);
             let rom = dev.spec.rom.as_deref().unwrap_or(&[]);
             for (i, b) in buf[..n].iter_mut().enumerate() {
-                *b = rom.get(pos as usize + i).copied().unwrap_or(0xff);
+                let o = pos as usize + i;
+                *b = if o < valid { rom.get(o).copied().unwrap_or(0xff) } else { 0xff };
             }
             Ok(n)
         }
@@ -2768,6 +3029,10 @@ fn set_irqs(
             }
             if dtype == VFIO_IRQ_SET_DATA_EVENTFD {
                 let enabling = irq.kind.is_none();
+                // vfio_msi_enable -> pci_alloc_irq_vectors(1, start + count): ERANGE for 0.
+                if enabling && start + count == 0 {
+                    return Err(Errno::ERANGE);
+                }
                 if enabling {
                     irq.kind = Some(index);
                     irq.nvec = start + count;
@@ -2777,7 +3042,10 @@ fn set_irqs(
                 let mut res = Ok(());
                 for i in 0..count {
                     let v = start + i;
-                    if v >= irq.nvec {
+                    let fd = fd_at(i as usize);
+                    // vfio_msi_set_vector_signal: fd -1 only tears down; a new vector past
+                    // those allocated needs dynamic MSI-X (pci_irq_vector: EINVAL).
+                    if fd >= 0 && v >= irq.nvec {
                         if index == MSIX && dyn_msix {
                             irq.nvec = v + 1;
                         } else {
@@ -2786,7 +3054,6 @@ fn set_irqs(
                         }
                     }
                     irq.vectors.remove(&v);
-                    let fd = fd_at(i as usize);
                     if fd >= 0 {
                         match dup_eventfd(fd) {
                             Ok(o) => {

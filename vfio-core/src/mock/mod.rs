@@ -11,10 +11,13 @@
 //! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
 
 pub mod kernel;
+pub mod models;
 pub mod spec;
 pub mod sysfs;
 
-pub use kernel::{FaultWhen, KernelState, MockKernel, MockKernelConfig, MOCK_FD_BASE};
+pub use kernel::{
+    DeviceModel, FaultWhen, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE,
+};
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
 pub use sysfs::{FaultOp, SimFs, SysState};
 
