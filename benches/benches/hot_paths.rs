@@ -8,20 +8,39 @@
 //! and written to `target/vfio-bench/real.json`. `VFIO_BENCH_INTERFACE=container|iommufd`
 //! picks the interface (default: auto).
 //!
-//! Without a device the real-device part is skipped with a message.
+//! Everywhere, criterion benchmarks run the same operations on the mock kernel: that is
+//! the library's own cost per call (the mock stands in for the kernel), plus the pure
+//! parts (IOVA allocator, config decode) and the batch-map comparison. Set
+//! `VFIO_BENCH_SMOKE=1` for a quick run that only checks everything works.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
 use vfio_benches::{c, compare, table, Candidate, Comparison};
 use vfio_core::container::Container;
+use vfio_core::dma::{Backing, BatchEntry};
+use vfio_core::iova::IovaAllocator;
 use vfio_core::kernel::RealKernel;
+use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
 use vfio_core::{AddressSpace, DmaPerm, Interface, IrqIndex, PciAddress, Vfio};
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
 use vmm_sys_util::eventfd::EventFd;
 
-const ROUNDS: usize = 15;
+fn smoke() -> bool {
+    std::env::var_os("VFIO_BENCH_SMOKE").is_some()
+}
+
+fn rounds() -> usize {
+    if smoke() {
+        3
+    } else {
+        15
+    }
+}
 
 fn env_device(var: &str) -> Option<PciAddress> {
     let v = std::env::var(var).ok()?;
@@ -118,7 +137,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
             // SAFETY: a valid container fd; the ioctl writes no memory.
             Candidate::new("C", || assert!(unsafe { c::vb_api_version(ffd) } >= 0)),
         ],
-        ROUNDS,
+        rounds(),
         2000,
     ));
 
@@ -157,7 +176,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
                 p.container.vfio_dma_unmap(iova, size as usize).unwrap();
             }));
         }
-        rows.push(compare(&format!("DMA map + unmap {label}"), &mut cands, ROUNDS, 200));
+        rows.push(compare(&format!("DMA map + unmap {label}"), &mut cands, rounds(), 200));
     }
 
     // Interrupts: software trigger to eventfd wake-up, and setup.
@@ -186,7 +205,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
     rows.push(compare(
         &format!("{irq:?} setup + teardown, {nvec} vector(s)"),
         &mut cands,
-        ROUNDS,
+        rounds(),
         50,
     ));
 
@@ -212,7 +231,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
             p.efd.read().unwrap();
         }));
     }
-    rows.push(compare("IRQ software trigger -> eventfd wake-up", &mut cands, ROUNDS, 500));
+    rows.push(compare("IRQ software trigger -> eventfd wake-up", &mut cands, rounds(), 500));
     dev.disable_irqs(irq)?;
 
     // BAR and config access.
@@ -242,7 +261,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
                 std::hint::black_box(unsafe { c::vb_mmio_read32(p.cast()) });
             }),
         ];
-        rows.push(compare("BAR0 32-bit read through mmap", cands, ROUNDS, 2000));
+        rows.push(compare("BAR0 32-bit read through mmap", cands, rounds(), 2000));
         // SAFETY: the mapping made above.
         unsafe { libc::munmap(p, 4096) };
     }
@@ -267,7 +286,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
                 std::hint::black_box(b);
             }));
         }
-        rows.push(compare(name, &mut cands, ROUNDS, 1000));
+        rows.push(compare(name, &mut cands, rounds(), 1000));
     };
     if bar0.size >= 4 {
         pread_row("BAR0 32-bit read through pread", 0, bar0.offset);
@@ -276,7 +295,173 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
     Ok(rows)
 }
 
+fn mock_host() -> (MockHost, Vfio) {
+    let host = MockHost::new([
+        DeviceSpec::nvme("0000:01:00.0").group(2).driver("vfio-pci"),
+        DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci"),
+    ]);
+    host.set_kernel_config(MockKernelConfig {
+        cap_ipc_lock: true,
+        dma_entry_limit: u32::MAX,
+        ..MockKernelConfig::default()
+    });
+    let vfio = Vfio::new(host.kernel(), host.fs());
+    (host, vfio)
+}
+
+/// The library over the mock kernel, in both interfaces.
+fn mock_benches(c: &mut Criterion) {
+    let (host, vfio) = mock_host();
+    let nvme = PciAddress::parse("0000:01:00.0").unwrap();
+    let anon = Mem::new(1 << 30);
+    for (label, interface) in [("container", Interface::Container), ("iommufd", Interface::Iommufd)]
+    {
+        let dev = vfio.open(nvme, interface).unwrap();
+        let space = dev.address_space();
+        let mut g = c.benchmark_group(format!("mock/{label}/dma map+unmap"));
+        for (name, size) in
+            [("4KiB", 4096u64), ("64KiB", 65536), ("2MiB", 2 << 20), ("1GiB", 1 << 30)]
+        {
+            g.throughput(Throughput::Bytes(size));
+            g.bench_function(BenchmarkId::new("anonymous", name), |b| {
+                b.iter(|| {
+                    // SAFETY: `anon` outlives the mapping, undone right away.
+                    unsafe { space.map(anon.ptr as u64, 1 << 32, size, DmaPerm::ReadWrite) }
+                        .unwrap();
+                    space.unmap(1 << 32, size).unwrap();
+                })
+            });
+        }
+        g.finish();
+        let mut g = c.benchmark_group(format!("mock/{label}/irq"));
+        let fds = dev.new_eventfds(64).unwrap();
+        for n in [1usize, 16, 64] {
+            g.bench_function(BenchmarkId::new("msix setup+teardown", n), |b| {
+                b.iter(|| {
+                    dev.enable_irqs_all(IrqIndex::Msix, 0, &fds[..n]).unwrap();
+                    dev.disable_irqs(IrqIndex::Msix).unwrap();
+                })
+            });
+        }
+        dev.enable_irqs_all(IrqIndex::Msix, 0, &fds[..1]).unwrap();
+        g.bench_function("trigger -> eventfd wake-up", |b| {
+            b.iter(|| {
+                dev.trigger_irqs(IrqIndex::Msix, 0, 1).unwrap();
+                fds[0].read().unwrap();
+            })
+        });
+        dev.disable_irqs(IrqIndex::Msix).unwrap();
+        g.finish();
+        let mut g = c.benchmark_group(format!("mock/{label}/access"));
+        let bar = dev.bar(0).unwrap();
+        g.bench_function("BAR0 read32 mmap", |b| b.iter(|| bar.read::<u32>(0x8).unwrap()));
+        g.bench_function("BAR0 read32 pread", |b| {
+            b.iter(|| {
+                let mut x = [0u8; 4];
+                dev.read_region(0, 0x8, &mut x).unwrap();
+                x
+            })
+        });
+        g.bench_function("config read32", |b| b.iter(|| dev.config_read_u32(0).unwrap()));
+        g.finish();
+    }
+
+    // Hugetlb backing, where the host has huge pages reserved.
+    {
+        let dev = vfio.open(nvme, Interface::Container).unwrap();
+        let pool = vfio_core::DmaPool::new(dev.address_space()).unwrap();
+        match pool.alloc_with(2 << 20, Backing::Huge2M, DmaPerm::ReadWrite) {
+            Ok(buf) => {
+                drop(buf);
+                c.bench_function("mock/container/dma alloc+map+unmap/hugetlb 2MiB", |b| {
+                    b.iter(|| {
+                        pool.alloc_with(2 << 20, Backing::Huge2M, DmaPerm::ReadWrite).unwrap()
+                    })
+                });
+            }
+            Err(e) => println!("bench: hugetlb benchmarks skipped: {e}"),
+        }
+    }
+
+    // Batch map of 1000 contiguous 4 KiB buffers against one call per buffer.
+    {
+        let dev = vfio.open(nvme, Interface::Container).unwrap();
+        let pool = vfio_core::DmaPool::new(dev.address_space()).unwrap();
+        let k = host.kernel();
+        let entries: Vec<BatchEntry> = (0..1000u64)
+            .map(|i| BatchEntry {
+                vaddr: anon.ptr as u64 + i * 4096,
+                iova: (1 << 32) + i * 4096,
+                size: 4096,
+            })
+            .collect();
+        let before = k.calls(vfio_core::kernel::KernelOp::MapDma);
+        // SAFETY: `anon` outlives the mappings, dropped right away.
+        drop(unsafe { pool.map_batch(&entries, DmaPerm::ReadWrite) }.unwrap());
+        let batch_calls = k.calls(vfio_core::kernel::KernelOp::MapDma) - before;
+        let before = k.calls(vfio_core::kernel::KernelOp::MapDma);
+        let singles: Vec<_> = entries
+            .iter()
+            // SAFETY: as above.
+            .map(|e| {
+                unsafe { pool.map_user_at(e.vaddr, e.iova, e.size, DmaPerm::ReadWrite) }.unwrap()
+            })
+            .collect();
+        drop(singles);
+        let single_calls = k.calls(vfio_core::kernel::KernelOp::MapDma) - before;
+        println!("bench: 1000 contiguous 4 KiB buffers: batch map {batch_calls} MAP_DMA call(s), one per buffer {single_calls}");
+        let mut g = c.benchmark_group("mock/container/map 1000 x 4KiB");
+        g.bench_function("map_batch", |b| {
+            // SAFETY: as above.
+            b.iter(|| drop(unsafe { pool.map_batch(&entries, DmaPerm::ReadWrite) }.unwrap()))
+        });
+        g.bench_function("one call per buffer", |b| {
+            b.iter(|| {
+                let v: Vec<_> = entries
+                    .iter()
+                    // SAFETY: as above.
+                    .map(|e| {
+                        unsafe { pool.map_user_at(e.vaddr, e.iova, e.size, DmaPerm::ReadWrite) }
+                            .unwrap()
+                    })
+                    .collect();
+                drop(v)
+            })
+        });
+        g.finish();
+    }
+
+    // Pure parts.
+    let ranges = [
+        vfio_core::info::IovaRange { start: 0, last: 0xfedf_ffff },
+        vfio_core::info::IovaRange { start: 0xfef0_0000, last: (1 << 48) - 1 },
+    ];
+    c.bench_function("iova allocator alloc+free 4KiB (1000 live)", |b| {
+        let mut a = IovaAllocator::new(&ranges, 4096);
+        let live: Vec<u64> = (0..1000).map(|_| a.alloc(4096, 0).unwrap()).collect();
+        for x in live.iter().step_by(2) {
+            a.free(*x, 4096);
+        }
+        b.iter(|| {
+            let x = a.alloc(4096, 0).unwrap();
+            a.free(x, 4096);
+        })
+    });
+    let image = DeviceSpec::nvme("0000:01:00.0").config_image();
+    c.bench_function("decode a device's config space (info)", |b| {
+        b.iter(|| vfio_core::pci::config::decode(&image).unwrap())
+    });
+}
+
 fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(if smoke() { 50 } else { 500 }))
+        .measurement_time(Duration::from_millis(if smoke() { 100 } else { 1500 }))
+        .sample_size(if smoke() { 10 } else { 30 })
+        .configure_from_args();
+    mock_benches(&mut c);
+    c.final_summary();
+
     let Some(addr) = env_device("VFIO_BENCH_DEVICE") else {
         println!("bench: real-device benchmarks skipped: set VFIO_BENCH_DEVICE=ADDRESS (a device bound to vfio-pci, as root)");
         return;
