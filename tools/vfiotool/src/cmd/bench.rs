@@ -516,7 +516,7 @@ impl<'a> Progress<'a> {
 
     fn tick(&mut self, label: &str, done: u64, total: u64) {
         let Some(out) = self.out.as_mut() else { return };
-        let pct = if total == 0 { 100 } else { done * 100 / total };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         if pct == self.last {
             return;
         }
@@ -813,9 +813,14 @@ mod tests {
         ];
         let lines = render_histogram(&b, 20);
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0], "  256ns-512ns |####################| 10");
-        assert_eq!(lines[1], " 512ns-1.0us |                    | 0");
+        assert_eq!(lines[0], "256ns-512ns |####################| 10");
+        assert_eq!(lines[1], "512ns-1.0us |                    | 0");
         assert_eq!(lines[2], "1.0us-2.0us |##                  | 1");
+        // Ranges are right-aligned to the longest.
+        let b = [Bucket { lo: 0, hi: 1, count: 4 }, Bucket { lo: 256, hi: 511, count: 2 }];
+        let lines = render_histogram(&b, 4);
+        assert_eq!(lines, ["    0ns-2ns |####| 4", "256ns-512ns |##  | 2"]);
+        assert!(render_histogram(&[], 10).is_empty());
     }
 
     #[test]
