@@ -131,6 +131,7 @@ fn info_vfio_section_in_type1v2_mode() {
         "    IRQ INTx: 1 vector(s), eventfd maskable automasked\n",
         "    IRQ MSI: 1 vector(s), eventfd noresize\n",
         "    IRQ MSI-X: none\n",
+        "    IRQ ERR: none\n",
         "    Reset: no VFIO_DEVICE_RESET",
         "    Hot reset: unavailable: ",
         "    IOMMU page sizes: 4K 2M 1G\n",
@@ -316,7 +317,7 @@ fn bench_reports_every_section_in_both_modes() {
         assert_eq!(v["schema"], "vfiotool.bench/1");
         assert_eq!(v["interface"], want);
         assert_eq!(v["register"]["mapped"], true);
-        assert_eq!(v["irq_index"], "Msi");
+        assert_eq!(v["irq_index"], "MSI");
         let names: Vec<(String, Option<u64>)> = v["sections"]
             .as_array()
             .unwrap()

@@ -20,7 +20,7 @@ use vfio_core::{
 };
 
 use crate::cli::{Context, InterfaceArg};
-use crate::cmd::info::human_size;
+use crate::cmd::info::{human_size, irq_name};
 
 /// The `schema` value of `bench --json`.
 pub const SCHEMA: &str = "vfiotool.bench/1";
@@ -152,8 +152,17 @@ pub fn format_ns(ns: u64) -> String {
 }
 
 /// Text lines of a histogram: the range, a bar of `#` scaled so that the fullest bucket
-/// is `width` characters (a non-empty bucket gets at least one), and the count.
+/// is `width` characters (a non-empty bucket gets at least one), and the count. A run of
+/// two or more empty buckets is shown as one line over their whole range.
 pub fn render_histogram(buckets: &[Bucket], width: usize) -> Vec<String> {
+    let mut merged: Vec<Bucket> = Vec::with_capacity(buckets.len());
+    for b in buckets {
+        match merged.last_mut() {
+            Some(prev) if prev.count == 0 && b.count == 0 => prev.hi = b.hi,
+            _ => merged.push(*b),
+        }
+    }
+    let buckets = &merged[..];
     let most = buckets.iter().map(|b| b.count).max().unwrap_or(0);
     let ranges: Vec<String> = buckets
         .iter()
@@ -495,8 +504,9 @@ pub struct BenchReport {
     pub iterations: u32,
     /// The register of the MMIO measurements.
     pub register: Register,
-    /// The interrupt index of the interrupt measurements (`null`: the device has none).
-    pub irq_index: Option<IrqIndex>,
+    /// The interrupt index of the interrupt measurements: `INTx`, `MSI` or `MSI-X`
+    /// (`null`: the device has none).
+    pub irq_index: Option<&'static str>,
     /// The measurements, in the order made.
     pub sections: Vec<Section>,
 }
@@ -642,7 +652,7 @@ pub fn measure(
             trig = trig.skipped(why);
         }
         Some(index) => {
-            let label = format!("IRQ setup {index:?}");
+            let label = format!("IRQ setup {}", irq_name(index));
             match bench_irq_setup(dev, index, n, &mut |d| progress.tick(&label, d, n.into())) {
                 Ok((a, b)) => {
                     on = on.with_samples(Ok(a));
@@ -654,7 +664,7 @@ pub fn measure(
                 }
             }
             progress.clear();
-            let label = format!("IRQ trigger {index:?}");
+            let label = format!("IRQ trigger {}", irq_name(index));
             let r = bench_irq_trigger(dev, index, n, &mut |d| progress.tick(&label, d, n.into()));
             progress.clear();
             trig = trig.with_samples(r);
@@ -667,7 +677,7 @@ pub fn measure(
         interface: interface_name(&dev.address_space()),
         iterations: n,
         register,
-        irq_index: irq,
+        irq_index: irq.map(irq_name),
         sections,
     })
 }
@@ -688,7 +698,7 @@ pub fn render(r: &BenchReport) -> String {
         if reg.mapped { "mmap'd" } else { "pread/pwrite on the device fd" }
     );
     if let Some(i) = r.irq_index {
-        o += &format!("Interrupts: {i:?} vector 0\n");
+        o += &format!("Interrupts: {i} vector 0\n");
     }
     o += &format!(
         "\n{:<12} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
@@ -816,6 +826,19 @@ mod tests {
         assert_eq!(lines[0], "256ns-512ns |####################| 10");
         assert_eq!(lines[1], "512ns-1.0us |                    | 0");
         assert_eq!(lines[2], "1.0us-2.0us |##                  | 1");
+        // Empty runs collapse into one line.
+        let b = [
+            Bucket { lo: 32, hi: 63, count: 5 },
+            Bucket { lo: 64, hi: 127, count: 0 },
+            Bucket { lo: 128, hi: 255, count: 0 },
+            Bucket { lo: 256, hi: 511, count: 0 },
+            Bucket { lo: 512, hi: 1023, count: 1 },
+        ];
+        let lines = render_histogram(&b, 5);
+        assert_eq!(
+            lines,
+            ["  32ns-64ns |#####| 5", " 64ns-512ns |     | 0", "512ns-1.0us |#    | 1"]
+        );
         // Ranges are right-aligned to the longest.
         let b = [Bucket { lo: 0, hi: 1, count: 4 }, Bucket { lo: 256, hi: 511, count: 2 }];
         let lines = render_histogram(&b, 4);

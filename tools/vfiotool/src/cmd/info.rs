@@ -150,7 +150,8 @@ pub fn region_name(index: u32) -> String {
     }
 }
 
-fn irq_name(i: IrqIndex) -> &'static str {
+/// The usual name of an IRQ index: `INTx`, `MSI`, `MSI-X`, `ERR`, `REQ`.
+pub fn irq_name(i: IrqIndex) -> &'static str {
     match i {
         IrqIndex::Intx => "INTx",
         IrqIndex::Msi => "MSI",
@@ -226,6 +227,15 @@ pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Vfio
         .into_iter()
         .filter(|i| i.raw() < num_irqs)
         .map(|i| match dev.irq_info(i) {
+            // vfio-pci answers EINVAL for an index the device cannot have (ERR on a
+            // conventional PCI device): none.
+            Err(e) if e.errno() == Some(vfio_core::kernel::Errno::EINVAL) => VfioIrq {
+                name: irq_name(i),
+                index: i.raw(),
+                count: 0,
+                flags: Vec::new(),
+                error: None,
+            },
             Ok(info) => VfioIrq {
                 name: irq_name(i),
                 index: i.raw(),
