@@ -205,7 +205,8 @@ fn info_says_why_vfio_could_not_open_and_keeps_the_rest() {
     // The group also holds a device on a DMA-capable host driver: not viable.
     let mut other = DeviceSpec::edu("0000:00:06.0").group(1).driver("e1000e");
     other.device = 0x1000;
-    let h = MockHost::new([DeviceSpec::edu(EDU).group(1).driver("vfio-pci"), other]);
+    let h = MockHost::new([DeviceSpec::edu(EDU).group(1).driver("vfio-pci"), other])
+        .with_sys(|s| s.load_vfio());
     h.set_kernel_config(MockKernelConfig { iommufd: false, ..MockKernelConfig::default() });
     let r = run(&h, &["info", EDU]);
     assert_eq!(r.code, 0, "{}", r.err);
@@ -443,4 +444,60 @@ fn bench_reports_a_failing_section_and_exits_nonzero() {
     assert_eq!(r.code, 1, "{}", r.out);
     assert!(r.out.contains("irq_enable") && r.out.contains("failed: "), "{}", r.out);
     assert!(r.out.lines().any(|l| l.starts_with("dma_map")), "{}", r.out);
+}
+
+/// A captured tree (as `vfiotool snapshot` writes it: device nodes as empty files) with
+/// the device on vfio-pci: nothing may reach the kernel, whose groups are another host's.
+#[test]
+fn a_captured_tree_never_reaches_the_kernel() {
+    use std::os::unix::fs::symlink;
+    use vfio_core::hostfs::RealFs;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let dev = root.join("sys/bus/pci/devices").join(EDU);
+    std::fs::create_dir_all(&dev).unwrap();
+    let h = host("iommufd");
+    let config = h.state().devices[&a(EDU)].config.clone();
+    std::fs::write(dev.join("config"), &config[..256]).unwrap();
+    std::fs::write(dev.join("rom"), rom_file()).unwrap();
+    std::fs::create_dir_all(root.join("sys/bus/pci/drivers/vfio-pci")).unwrap();
+    symlink("../../../bus/pci/drivers/vfio-pci", dev.join("driver")).unwrap();
+    std::fs::create_dir_all(root.join("sys/kernel/iommu_groups/1/devices")).unwrap();
+    symlink("../../../kernel/iommu_groups/1", dev.join("iommu_group")).unwrap();
+    std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
+    for n in ["dev/vfio/vfio", "dev/vfio/1", "dev/iommu"] {
+        std::fs::write(root.join(n), b"").unwrap();
+    }
+
+    let kernel = MockHost::new([]).kernel();
+    let run_tree = |args: &[&str]| {
+        let (out, err) = (Buf::default(), Buf::default());
+        let mut ctx = Context {
+            fs: Arc::new(RealFs::new(root)),
+            kernel: kernel.clone(),
+            out: Box::new(out.clone()),
+            err: Box::new(err.clone()),
+        };
+        let mut argv = vec!["vfiotool"];
+        argv.extend_from_slice(args);
+        let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
+        Run { code, out: out.text(), err: err.text() }
+    };
+    let r = run_tree(&["info", EDU]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let line = r.out.lines().find(|l| l.contains("VFIO:")).unwrap();
+    assert!(line.contains("not opened") && line.contains("captured tree"), "{line}");
+    let out = root.join("x.rom");
+    let r = run_tree(&["rom", "dump", EDU, "-o", out.to_str().unwrap()]);
+    assert!(r.out.contains("(read through sysfs)"), "{}{}", r.out, r.err);
+    let r = run_tree(&["rom", "dump", EDU, "-o", out.to_str().unwrap(), "--source", "vfio"]);
+    assert_eq!(r.code, 1);
+    assert!(r.err.contains("not device nodes"), "{}", r.err);
+    let r = run_tree(&["bench", EDU]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+    for op in [KernelOp::OpenContainer, KernelOp::OpenIommufd, KernelOp::OpenGroup] {
+        assert_eq!(kernel.calls(op), 0, "{op:?}");
+    }
 }

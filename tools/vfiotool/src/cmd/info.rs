@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use vfio_core::host::pci_ids::PciIds;
-use vfio_core::hostfs::HostFs;
+use vfio_core::hostfs::{HostFs, NodeKind};
 use vfio_core::info::RegionFlags;
 use vfio_core::irq::IrqFlags;
 use vfio_core::pci::caps::CapabilityFields;
@@ -179,6 +179,28 @@ pub fn page_sizes(bitmap: u64) -> Vec<u64> {
     (0..64).filter(|b| bitmap & (1u64 << b) != 0).map(|b| 1u64 << b).collect()
 }
 
+/// Checks that the host view has live VFIO device nodes (`/dev/vfio/vfio` or
+/// `/dev/iommu` as character devices). A captured tree (`--sysfs-root`) holds empty files
+/// in their place: opening a device through it would reach this machine's kernel with
+/// another machine's group numbers, so it is refused.
+pub fn check_live_vfio(fs: &dyn HostFs) -> Result<()> {
+    let live = ["/dev/vfio/vfio", "/dev/iommu"]
+        .iter()
+        .any(|p| fs.metadata(Path::new(p)).is_ok_and(|m| m.kind == NodeKind::CharDevice));
+    if live {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: "VFIO through this host view (/dev/vfio/vfio and /dev/iommu are not device nodes)"
+            .into(),
+        hint: Some(
+            "on a captured tree (--sysfs-root) only sysfs is read; on a live host load VFIO: \
+             modprobe vfio-pci"
+                .into(),
+        ),
+    })
+}
+
 /// Opens `addr` through VFIO and reads what the kernel reports about it. Never fails: a
 /// device that cannot be opened gives a section with `opened: false` and the reason.
 pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> VfioSection {
@@ -191,7 +213,7 @@ pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Vfio
         reset: None,
         iommu: None,
     };
-    let dev = match vfio.open(addr, interface) {
+    let dev = match check_live_vfio(vfio.fs().as_ref()).and_then(|()| vfio.open(addr, interface)) {
         Ok(d) => d,
         Err(e) => {
             sec.error = Some(e.to_string());

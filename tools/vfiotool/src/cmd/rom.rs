@@ -42,12 +42,17 @@ impl From<RomSourceArg> for RomSource {
 
 impl RomSource {
     /// The concrete source for `addr`: `Auto` becomes `Vfio` when the device is bound to
-    /// vfio-pci (sysfs cannot read the ROM of a device vfio-pci holds on every kernel,
-    /// and VFIO needs no ROM BAR toggling), else `Sysfs`.
+    /// vfio-pci and the host view has live VFIO device nodes (VFIO needs no ROM BAR
+    /// toggling), else `Sysfs`.
     pub fn resolve(self, vfio: &Vfio, addr: PciAddress) -> RomSource {
         match self {
             RomSource::Auto => match vfio.locate(addr) {
-                Ok(loc) if loc.driver.as_deref() == Some("vfio-pci") => RomSource::Vfio,
+                Ok(loc)
+                    if loc.driver.as_deref() == Some("vfio-pci")
+                        && crate::cmd::info::check_live_vfio(vfio.fs().as_ref()).is_ok() =>
+                {
+                    RomSource::Vfio
+                }
                 _ => RomSource::Sysfs,
             },
             other => other,
@@ -116,6 +121,7 @@ pub fn trim_to_images(mut data: Vec<u8>) -> Vec<u8> {
 /// Reads a device's ROM through the VFIO ROM region (the device must be bound to
 /// vfio-pci; opening it may make the kernel reset it).
 pub fn read_vfio_rom(vfio: &Vfio, addr: PciAddress) -> Result<Vec<u8>> {
+    crate::cmd::info::check_live_vfio(vfio.fs().as_ref())?;
     let dev = vfio.open(addr, Interface::Auto)?;
     let region = dev.region(regions::ROM)?;
     if region.size == 0 || !region.flags.contains(RegionFlags::READ) {
