@@ -763,8 +763,7 @@ pub fn run(args: &BenchArgs, ctx: &mut Context) -> Result<i32> {
     }
     let sizes = parse_sizes(&args.sizes)?;
     let vfio = Vfio::new(ctx.kernel.clone(), ctx.fs.clone());
-    crate::cmd::info::check_live_vfio(ctx.fs.as_ref())?;
-    let dev = vfio.open(addr, args.interface.into())?;
+    let dev = crate::cmd::info::open_live(&vfio, addr, args.interface.into())?;
     let report = measure(&dev, args, offset, write, &sizes, &mut *ctx.err)?;
     drop(dev);
     let text = if args.json {

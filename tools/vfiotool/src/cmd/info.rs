@@ -14,7 +14,7 @@ use vfio_core::pci::config::{
     decode_with, parse_sysfs_resource, Bar, BarKind, DecodeOptions, DecodedConfig, Header,
 };
 use vfio_core::rom::{self, RomReport};
-use vfio_core::{AddressSpace, Error, Interface, IrqIndex, PciAddress, Result, Vfio};
+use vfio_core::{AddressSpace, Device, Error, Interface, IrqIndex, PciAddress, Result, Vfio};
 
 use crate::cli::{Context, InfoArgs};
 use crate::cmd::rom::{read_sysfs_rom, summary};
@@ -201,6 +201,15 @@ pub fn check_live_vfio(fs: &dyn HostFs) -> Result<()> {
     })
 }
 
+/// Opens a device through VFIO after [`check_live_vfio`]; a device not bound to
+/// vfio-pci gets the "bind it first" error without the kernel being asked.
+pub fn open_live(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Result<Device> {
+    if vfio.locate(addr)?.driver.as_deref() == Some("vfio-pci") {
+        check_live_vfio(vfio.fs().as_ref())?;
+    }
+    vfio.open(addr, interface)
+}
+
 /// Opens `addr` through VFIO and reads what the kernel reports about it. Never fails: a
 /// device that cannot be opened gives a section with `opened: false` and the reason.
 pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> VfioSection {
@@ -213,7 +222,7 @@ pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Vfio
         reset: None,
         iommu: None,
     };
-    let dev = match check_live_vfio(vfio.fs().as_ref()).and_then(|()| vfio.open(addr, interface)) {
+    let dev = match open_live(vfio, addr, interface) {
         Ok(d) => d,
         Err(e) => {
             sec.error = Some(e.to_string());

@@ -121,8 +121,7 @@ pub fn trim_to_images(mut data: Vec<u8>) -> Vec<u8> {
 /// Reads a device's ROM through the VFIO ROM region (the device must be bound to
 /// vfio-pci; opening it may make the kernel reset it).
 pub fn read_vfio_rom(vfio: &Vfio, addr: PciAddress) -> Result<Vec<u8>> {
-    crate::cmd::info::check_live_vfio(vfio.fs().as_ref())?;
-    let dev = vfio.open(addr, Interface::Auto)?;
+    let dev = crate::cmd::info::open_live(vfio, addr, Interface::Auto)?;
     let region = dev.region(regions::ROM)?;
     if region.size == 0 || !region.flags.contains(RegionFlags::READ) {
         return Err(Error::NotFound {
