@@ -485,3 +485,48 @@ pub fn dump(args: &RomDumpArgs, ctx: &mut Context) -> Result<i32> {
     writeln!(ctx.out, "ROM: {}", summary(&report)).map_err(w)?;
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-image legacy ROM of `blocks` 512-byte blocks, marked last.
+    fn image(blocks: u8) -> Vec<u8> {
+        let len = usize::from(blocks) * 512;
+        let mut r = vec![0u8; len];
+        r[0] = 0x55;
+        r[1] = 0xaa;
+        r[2] = blocks;
+        r[0x18] = 0x20; // PCIR at 0x20
+        r[0x20..0x24].copy_from_slice(b"PCIR");
+        r[0x20 + 0x0a] = 0x18; // PCIR length
+        r[0x20 + 0x10] = blocks; // image length in 512-byte units
+        r[0x20 + 0x15] = 0x80; // last image
+        let sum = r.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        r[len - 1] = 0u8.wrapping_sub(sum);
+        r
+    }
+
+    #[test]
+    fn trim_keeps_the_images_and_drops_bar_padding() {
+        let img = image(2);
+        let mut padded = img.clone();
+        padded.resize(8192, 0xff);
+        assert_eq!(trim_to_images(padded), img);
+        // Exactly the image: unchanged.
+        assert_eq!(trim_to_images(img.clone()), img);
+    }
+
+    #[test]
+    fn trim_leaves_data_that_is_no_rom_whole() {
+        let blank = vec![0xffu8; 4096];
+        assert_eq!(trim_to_images(blank.clone()), blank);
+        // An image without the last-image flag: the chain's end is unknown.
+        let mut img = image(2);
+        img[0x20 + 0x15] = 0;
+        let mut padded = img.clone();
+        padded.resize(4096, 0xff);
+        assert_eq!(trim_to_images(padded.clone()), padded);
+        assert!(trim_to_images(Vec::new()).is_empty());
+    }
+}
