@@ -27,6 +27,9 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Measure passthrough latency on a device bound to vfio-pci: MMIO reads (writes only
+    /// with `--write`), DMA map/unmap, interrupt setup, software-triggered interrupts.
+    Bench(cmd::bench::BenchArgs),
     /// Bind a device, a slot or an IOMMU group to vfio-pci (transactional, undoable).
     Bind(cmd::bind::BindArgs),
     /// Check the host for PCI passthrough; exits non-zero when a check fails.
@@ -83,24 +86,58 @@ pub struct InfoArgs {
     /// Print JSON (the schema is in the user guide).
     #[arg(long)]
     pub json: bool,
+    /// Do not open the device through VFIO even when it is bound to vfio-pci (opening
+    /// makes the kernel reset the device when it can).
+    #[arg(long)]
+    pub no_vfio: bool,
+    /// The kernel interface to open a vfio-pci device through.
+    #[arg(long, value_enum, default_value_t = InterfaceArg::Auto)]
+    pub interface: InterfaceArg,
+}
+
+/// The kernel interface a device is opened through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum InterfaceArg {
+    /// iommufd when `/dev/iommu` and the device's cdev exist, else the legacy container.
+    #[default]
+    Auto,
+    /// The legacy container (`/dev/vfio/vfio` and the group).
+    Container,
+    /// iommufd and the device cdev.
+    Iommufd,
+}
+
+impl From<InterfaceArg> for vfio_core::Interface {
+    fn from(a: InterfaceArg) -> Self {
+        match a {
+            InterfaceArg::Auto => vfio_core::Interface::Auto,
+            InterfaceArg::Container => vfio_core::Interface::Container,
+            InterfaceArg::Iommufd => vfio_core::Interface::Iommufd,
+        }
+    }
 }
 
 /// `rom` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RomCommand {
-    /// Check a ROM file, or a device's ROM read through sysfs: images, code types, ids,
+    /// Check a ROM file, or a device's ROM (read through VFIO or sysfs): images, code types, ids,
     /// checksums, UEFI (OVMF) capability. Exit 0 when valid, 2 when invalid.
     Check(RomCheckArgs),
-    /// Dump a device's ROM to a file through sysfs (`echo 1 > rom; cat rom; echo 0 > rom`).
+    /// Dump a device's ROM to a file: through the VFIO ROM region when the device is bound
+    /// to vfio-pci, else through sysfs (`echo 1 > rom; cat rom; echo 0 > rom`).
     Dump(RomDumpArgs),
 }
 
 /// Where a device's ROM is read from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RomSourceArg {
-    /// The sysfs `rom` attribute of the device.
+    /// VFIO when the device is bound to vfio-pci, else sysfs.
     #[default]
+    Auto,
+    /// The sysfs `rom` attribute of the device.
     Sysfs,
+    /// The ROM region (index 6) of the device opened through VFIO (vfio-pci only).
+    Vfio,
 }
 
 /// Arguments of `rom check`.
@@ -113,7 +150,7 @@ pub struct RomCheckArgs {
     #[arg(long, value_name = "VVVV:DDDD")]
     pub device: Option<String>,
     /// Where to read a device's ROM from.
-    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Auto)]
     pub source: RomSourceArg,
     /// Print JSON.
     #[arg(long)]
@@ -129,7 +166,7 @@ pub struct RomDumpArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
     /// Where to read the ROM from.
-    #[arg(long, value_enum, default_value_t = RomSourceArg::Sysfs)]
+    #[arg(long, value_enum, default_value_t = RomSourceArg::Auto)]
     pub source: RomSourceArg,
     /// Print what would be done without touching the device.
     #[arg(long)]
@@ -165,6 +202,7 @@ pub fn main_with_env() -> i32 {
 /// Runs a parsed command; errors are printed as one line on `ctx.err`.
 pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
     let result = match &cli.command {
+        Command::Bench(args) => cmd::bench::run(args, ctx),
         Command::Bind(args) => cmd::bind::run(args, ctx),
         Command::Doctor(args) => cmd::doctor::run(args, ctx),
         Command::Groups(args) => cmd::groups::run(args, ctx),

@@ -5,13 +5,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use vfio_core::hostfs::HostFs;
+use vfio_core::host::pci_ids::PciIds;
+use vfio_core::hostfs::{HostFs, NodeKind};
+use vfio_core::info::RegionFlags;
+use vfio_core::irq::IrqFlags;
 use vfio_core::pci::caps::CapabilityFields;
 use vfio_core::pci::config::{
     decode_with, parse_sysfs_resource, Bar, BarKind, DecodeOptions, DecodedConfig, Header,
 };
 use vfio_core::rom::{self, RomReport};
-use vfio_core::{Error, PciAddress, Result};
+use vfio_core::{AddressSpace, Device, Error, Interface, IrqIndex, PciAddress, Result, Vfio};
 
 use crate::cli::{Context, InfoArgs};
 use crate::cmd::rom::{read_sysfs_rom, summary};
@@ -29,8 +32,294 @@ pub struct Names<'a> {
     pub device: Option<&'a str>,
     /// Subsystem name.
     pub subsystem: Option<&'a str>,
-    /// Class name (the most specific known: prog-if, sub class or base class).
+    /// Class name (the sub class, else the base class).
     pub class: Option<&'a str>,
+    /// Programming-interface name, when pci.ids has one.
+    pub prog_if: Option<&'a str>,
+}
+
+impl<'a> Names<'a> {
+    /// Looks the ids of a decoded config space up in `ids`.
+    pub fn lookup(ids: &'a PciIds, c: &DecodedConfig) -> Self {
+        let (sv, sd) = match &c.header {
+            Header::Endpoint(h) => (Some(h.subsystem_vendor_id), Some(h.subsystem_id)),
+            _ => (None, None),
+        };
+        Names {
+            vendor: ids.vendor(c.vendor_id),
+            device: ids.device(c.vendor_id, c.device_id),
+            subsystem: sv.zip(sd).and_then(|(sv, sd)| {
+                ids.subsystem(c.vendor_id, c.device_id, sv, sd).or_else(|| ids.vendor(sv))
+            }),
+            class: ids.class(c.class.code),
+            prog_if: ids.prog_if(c.class.code),
+        }
+    }
+}
+
+/// One VFIO region of the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioRegion {
+    /// Region index.
+    pub index: u32,
+    /// `BAR0`..`BAR5`, `ROM`, `CONFIG`, `VGA`, or `REGION<n>` for device-specific ones.
+    pub name: String,
+    /// Size in bytes (0: the device lacks it).
+    pub size: u64,
+    /// Readable with pread.
+    pub read: bool,
+    /// Writable with pwrite.
+    pub write: bool,
+    /// Can be mmap'd.
+    pub mmap: bool,
+    /// The areas that may be mmap'd.
+    pub mmap_areas: Vec<vfio_core::info::MmapArea>,
+    /// The MSI-X table may be mmap'd along with the rest of the BAR.
+    pub msix_mappable: bool,
+    /// Device-specific `[type, subtype]`, when the region has one.
+    pub region_type: Option<(u32, u32)>,
+}
+
+/// One IRQ index of the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioIrq {
+    /// `INTx`, `MSI`, `MSI-X`, `ERR` or `REQ`.
+    pub name: &'static str,
+    /// Kernel index.
+    pub index: u32,
+    /// Vectors offered (0: none).
+    pub count: u32,
+    /// `eventfd`, `maskable`, `automasked`, `noresize`.
+    pub flags: Vec<&'static str>,
+    /// Why the info could not be read (the index does not exist on this device).
+    pub error: Option<String>,
+}
+
+/// Reset support as VFIO reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioReset {
+    /// `VFIO_DEVICE_RESET` works (function-level, PM or slot reset of this device alone).
+    pub can_reset: bool,
+    /// The devices a bus or slot hot reset would reset too (the device itself included);
+    /// `null` when unavailable (see `hot_reset_error`).
+    pub hot_reset_affects: Option<Vec<String>>,
+    /// Why the hot-reset information is unavailable.
+    pub hot_reset_error: Option<String>,
+}
+
+/// The IOMMU as seen through the address space the device was opened in.
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioIommu {
+    /// Page sizes the IOMMU maps, in bytes; `null` when the interface does not say
+    /// (iommufd).
+    pub page_sizes: Option<Vec<u64>>,
+    /// Usable IOVA ranges (inclusive), `[]` when unrestricted.
+    pub iova_ranges: Vec<vfio_core::info::IovaRange>,
+    /// Why the information is unavailable (no-IOMMU mode, an error).
+    pub error: Option<String>,
+}
+
+/// The device as VFIO shows it (only for devices bound to vfio-pci).
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioSection {
+    /// Whether the device could be opened.
+    pub opened: bool,
+    /// Why it could not (one line), when it could not.
+    pub error: Option<String>,
+    /// `"container (Type1v2)"`, `"container (Type1)"`, `"container (NoIommu)"` or
+    /// `"iommufd"`.
+    pub interface: Option<String>,
+    /// Regions by index.
+    pub regions: Vec<VfioRegion>,
+    /// IRQ indexes.
+    pub irqs: Vec<VfioIrq>,
+    /// Reset support.
+    pub reset: Option<VfioReset>,
+    /// IOMMU page sizes and IOVA ranges.
+    pub iommu: Option<VfioIommu>,
+}
+
+/// The name of region `index` of a vfio-pci device.
+pub fn region_name(index: u32) -> String {
+    match index {
+        0..=5 => format!("BAR{index}"),
+        6 => "ROM".into(),
+        7 => "CONFIG".into(),
+        8 => "VGA".into(),
+        n => format!("REGION{n}"),
+    }
+}
+
+/// The usual name of an IRQ index: `INTx`, `MSI`, `MSI-X`, `ERR`, `REQ`.
+pub fn irq_name(i: IrqIndex) -> &'static str {
+    match i {
+        IrqIndex::Intx => "INTx",
+        IrqIndex::Msi => "MSI",
+        IrqIndex::Msix => "MSI-X",
+        IrqIndex::Err => "ERR",
+        IrqIndex::Req => "REQ",
+    }
+}
+
+fn irq_flag_names(f: IrqFlags) -> Vec<&'static str> {
+    [
+        (IrqFlags::EVENTFD, "eventfd"),
+        (IrqFlags::MASKABLE, "maskable"),
+        (IrqFlags::AUTOMASKED, "automasked"),
+        (IrqFlags::NORESIZE, "noresize"),
+    ]
+    .into_iter()
+    .filter(|(b, _)| f.contains(*b))
+    .map(|(_, n)| n)
+    .collect()
+}
+
+/// Bits of a page-size bitmap as sizes in bytes, smallest first.
+pub fn page_sizes(bitmap: u64) -> Vec<u64> {
+    (0..64).filter(|b| bitmap & (1u64 << b) != 0).map(|b| 1u64 << b).collect()
+}
+
+/// Checks that the host view has live VFIO device nodes (`/dev/vfio/vfio` or
+/// `/dev/iommu` as character devices). A captured tree (`--sysfs-root`) holds empty files
+/// in their place: opening a device through it would reach this machine's kernel with
+/// another machine's group numbers, so it is refused.
+pub fn check_live_vfio(fs: &dyn HostFs) -> Result<()> {
+    let live = ["/dev/vfio/vfio", "/dev/iommu"]
+        .iter()
+        .any(|p| fs.metadata(Path::new(p)).is_ok_and(|m| m.kind == NodeKind::CharDevice));
+    if live {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        what: "VFIO through this host view (/dev/vfio/vfio and /dev/iommu are not device nodes)"
+            .into(),
+        hint: Some(
+            "on a captured tree (--sysfs-root) only sysfs is read; on a live host load VFIO: \
+             modprobe vfio-pci"
+                .into(),
+        ),
+    })
+}
+
+/// Opens a device through VFIO after [`check_live_vfio`]; a device not bound to
+/// vfio-pci gets the "bind it first" error without the kernel being asked.
+pub fn open_live(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Result<Device> {
+    if vfio.locate(addr)?.driver.as_deref() == Some("vfio-pci") {
+        check_live_vfio(vfio.fs().as_ref())?;
+    }
+    vfio.open(addr, interface)
+}
+
+/// Opens `addr` through VFIO and reads what the kernel reports about it. Never fails: a
+/// device that cannot be opened gives a section with `opened: false` and the reason.
+pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> VfioSection {
+    let mut sec = VfioSection {
+        opened: false,
+        error: None,
+        interface: None,
+        regions: Vec::new(),
+        irqs: Vec::new(),
+        reset: None,
+        iommu: None,
+    };
+    let dev = match open_live(vfio, addr, interface) {
+        Ok(d) => d,
+        Err(e) => {
+            sec.error = Some(e.to_string());
+            return sec;
+        }
+    };
+    sec.opened = true;
+    let space = dev.address_space();
+    sec.interface = Some(match &space {
+        AddressSpace::Container(c) => match c.iommu_type() {
+            Some(t) => format!("container ({t:?})"),
+            None => "container".into(),
+        },
+        AddressSpace::Ioas(_) => "iommufd".into(),
+    });
+    sec.regions = dev
+        .regions()
+        .iter()
+        .map(|r| VfioRegion {
+            index: r.index,
+            name: region_name(r.index),
+            size: r.size,
+            read: r.flags.contains(RegionFlags::READ),
+            write: r.flags.contains(RegionFlags::WRITE),
+            mmap: r.flags.contains(RegionFlags::MMAP),
+            mmap_areas: r.mmap_areas.clone(),
+            msix_mappable: r.msix_mappable,
+            region_type: r.region_type,
+        })
+        .collect();
+    let num_irqs = dev.info().num_irqs;
+    sec.irqs = IrqIndex::ALL
+        .into_iter()
+        .filter(|i| i.raw() < num_irqs)
+        .map(|i| match dev.irq_info(i) {
+            // vfio-pci answers EINVAL for an index the device cannot have (ERR on a
+            // conventional PCI device): none.
+            Err(e) if e.errno() == Some(vfio_core::kernel::Errno::EINVAL) => VfioIrq {
+                name: irq_name(i),
+                index: i.raw(),
+                count: 0,
+                flags: Vec::new(),
+                error: None,
+            },
+            Ok(info) => VfioIrq {
+                name: irq_name(i),
+                index: i.raw(),
+                count: info.count,
+                flags: irq_flag_names(info.flags),
+                error: None,
+            },
+            Err(e) => VfioIrq {
+                name: irq_name(i),
+                index: i.raw(),
+                count: 0,
+                flags: Vec::new(),
+                error: Some(e.to_string()),
+            },
+        })
+        .collect();
+    let (affects, hot_err) = match dev.hot_reset_info() {
+        Ok(list) => (Some(list.iter().map(|a| a.address.to_string()).collect()), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    sec.reset = Some(VfioReset {
+        can_reset: dev.can_reset(),
+        hot_reset_affects: affects,
+        hot_reset_error: hot_err,
+    });
+    sec.iommu = Some(match &space {
+        AddressSpace::Container(c) if c.iommu_type() == Some(vfio_core::IommuType::NoIommu) => {
+            VfioIommu {
+                page_sizes: None,
+                iova_ranges: Vec::new(),
+                error: Some(
+                    "no-IOMMU mode: no translation, the device uses physical addresses".into(),
+                ),
+            }
+        }
+        AddressSpace::Container(c) => match c.iommu_info() {
+            Ok(i) => VfioIommu {
+                page_sizes: Some(page_sizes(i.page_sizes)),
+                iova_ranges: i.iova_ranges,
+                error: None,
+            },
+            Err(e) => {
+                VfioIommu { page_sizes: None, iova_ranges: Vec::new(), error: Some(e.to_string()) }
+            }
+        },
+        AddressSpace::Ioas(ioas) => match ioas.iova_ranges() {
+            Ok(r) => VfioIommu { page_sizes: None, iova_ranges: r, error: None },
+            Err(e) => {
+                VfioIommu { page_sizes: None, iova_ranges: Vec::new(), error: Some(e.to_string()) }
+            }
+        },
+    });
+    sec
 }
 
 /// Another member of the device's IOMMU group.
@@ -99,8 +388,9 @@ pub struct DeviceInfo<'a> {
     pub rom: Option<RomInfo>,
     /// The decoded config space.
     pub config: DecodedConfig,
-    /// VFIO regions and interrupts; `null` until the device is opened through VFIO.
-    pub vfio: Option<serde_json::Value>,
+    /// The device as VFIO shows it; `null` unless it is bound to vfio-pci (or with
+    /// `--no-vfio`).
+    pub vfio: Option<VfioSection>,
     /// The config-space image as read (shown by `-vv`, not in JSON).
     #[serde(skip)]
     pub config_bytes: Vec<u8>,
@@ -209,7 +499,13 @@ pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<
 /// Runs `info`.
 pub fn run(args: &InfoArgs, ctx: &mut Context) -> Result<i32> {
     let addr = PciAddress::parse(&args.address)?;
-    let info = collect(ctx.fs.as_ref(), addr, args.verbose >= 1)?;
+    let ids = crate::cmd::ids(ctx);
+    let mut info = collect(ctx.fs.as_ref(), addr, args.verbose >= 1)?;
+    info.names = Names::lookup(&ids, &info.config);
+    if !args.no_vfio && info.driver.as_deref() == Some("vfio-pci") {
+        let vfio = Vfio::new(ctx.kernel.clone(), ctx.fs.clone());
+        info.vfio = Some(vfio_section(&vfio, addr, args.interface.into()));
+    }
     let text = if args.json {
         serde_json::to_string_pretty(&info).unwrap_or_default() + "\n"
     } else {
@@ -395,7 +691,10 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
     };
     let n = &info.names;
     let class = match n.class {
-        Some(name) => format!("{name} [{:06x}]", c.class.code),
+        Some(name) => match n.prog_if {
+            Some(p) => format!("{name} ({p}) [{:06x}]", c.class.code),
+            None => format!("{name} [{:06x}]", c.class.code),
+        },
         None => format!("class {:06x}", c.class.code),
     };
     let names = match (n.vendor, n.device) {
@@ -626,6 +925,11 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
             }
         }
     }
+    if let Some(v) = &info.vfio {
+        for l in render_vfio(v, verbose) {
+            line(l);
+        }
+    }
     for d in &c.diagnostics {
         line(format!("  Damaged: {}", d.message));
     }
@@ -637,6 +941,112 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
         o.push_str(&hexdump(&info.config_bytes));
     }
     o
+}
+
+/// The human lines of the VFIO section. Regions the device lacks are listed only with
+/// `-v`.
+pub fn render_vfio(v: &VfioSection, verbose: u8) -> Vec<String> {
+    let mut out = Vec::new();
+    if !v.opened {
+        out.push(format!("  VFIO: not opened: {}", v.error.as_deref().unwrap_or("unknown reason")));
+        return out;
+    }
+    out.push(format!("  VFIO: opened through {}", v.interface.as_deref().unwrap_or("?")));
+    for r in &v.regions {
+        if r.size == 0 && verbose == 0 {
+            continue;
+        }
+        if r.size == 0 {
+            out.push(format!("    Region {} {}: absent", r.index, r.name));
+            continue;
+        }
+        let mut access = String::new();
+        if r.read {
+            access.push('r');
+        }
+        if r.write {
+            access.push('w');
+        }
+        if access.is_empty() {
+            access.push('-');
+        }
+        let size = match human_size(r.size) {
+            s if s.ends_with(char::is_numeric) => format!("{s} bytes"),
+            s => s,
+        };
+        let mut l = format!("    Region {} {}: {size}, {access}", r.index, r.name);
+        if r.mmap {
+            let whole = r.mmap_areas.len() == 1
+                && r.mmap_areas[0].offset == 0
+                && r.mmap_areas[0].size == r.size;
+            if whole {
+                l += ", mmap";
+            } else {
+                let areas: Vec<String> = r
+                    .mmap_areas
+                    .iter()
+                    .map(|a| format!("{:#x}+{}", a.offset, human_size(a.size)))
+                    .collect();
+                l += &format!(", mmap [{}]", areas.join(", "));
+            }
+        }
+        if r.msix_mappable {
+            l += ", MSI-X table mappable";
+        }
+        if let Some((t, st)) = r.region_type {
+            l += &format!(", type {t:#x}/{st:#x}");
+        }
+        out.push(l);
+    }
+    for i in &v.irqs {
+        out.push(match &i.error {
+            Some(e) => format!("    IRQ {}: unavailable: {e}", i.name),
+            None if i.count == 0 => format!("    IRQ {}: none", i.name),
+            None => format!(
+                "    IRQ {}: {} vector(s), {}",
+                i.name,
+                i.count,
+                if i.flags.is_empty() { "-".to_string() } else { i.flags.join(" ") }
+            ),
+        });
+    }
+    if let Some(r) = &v.reset {
+        out.push(format!(
+            "    Reset: {}",
+            if r.can_reset {
+                "VFIO_DEVICE_RESET available"
+            } else {
+                "no VFIO_DEVICE_RESET (no function-level, PM or slot reset)"
+            }
+        ));
+        out.push(match (&r.hot_reset_affects, &r.hot_reset_error) {
+            (Some(list), _) => format!("    Hot reset resets: {}", list.join(", ")),
+            (None, Some(e)) => format!("    Hot reset: unavailable: {e}"),
+            (None, None) => "    Hot reset: unavailable".into(),
+        });
+    }
+    if let Some(m) = &v.iommu {
+        if let Some(e) = &m.error {
+            out.push(format!("    IOMMU: {e}"));
+        } else {
+            let pages = match &m.page_sizes {
+                Some(p) => p.iter().map(|s| human_size(*s)).collect::<Vec<_>>().join(" "),
+                None => "not reported by this interface".into(),
+            };
+            out.push(format!("    IOMMU page sizes: {pages}"));
+            let ranges = if m.iova_ranges.is_empty() {
+                "unrestricted".to_string()
+            } else {
+                m.iova_ranges
+                    .iter()
+                    .map(|r| format!("{:#x}-{:#x}", r.start, r.last))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            out.push(format!("    IOVA ranges: {ranges}"));
+        }
+    }
+    out
 }
 
 /// A hex dump in the `lspci -x` layout.

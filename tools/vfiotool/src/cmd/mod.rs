@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod bench;
 pub mod bind;
 pub mod doctor;
 pub mod groups;

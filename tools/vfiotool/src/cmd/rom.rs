@@ -3,9 +3,11 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use vfio_core::device::regions;
 use vfio_core::hostfs::HostFs;
+use vfio_core::info::RegionFlags;
 use vfio_core::rom::{self, RomReport, Severity, MAX_ROM_BYTES};
-use vfio_core::{Error, PciAddress, Result};
+use vfio_core::{Error, Interface, PciAddress, Result, Vfio};
 
 use crate::cli::{Context, RomCheckArgs, RomDumpArgs, RomSourceArg};
 
@@ -20,31 +22,67 @@ const CHUNK: usize = 64 << 10;
 /// [`MAX_ROM_BYTES`]) or an error that says what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RomSource {
+    /// VFIO when the device is bound to vfio-pci, else sysfs (see [`RomSource::resolve`]).
+    Auto,
     /// The sysfs `rom` attribute: enabled by writing "1", read, disabled by writing "0".
     Sysfs,
+    /// The ROM region (index 6) of the device opened through VFIO.
+    Vfio,
 }
 
 impl From<RomSourceArg> for RomSource {
     fn from(a: RomSourceArg) -> Self {
         match a {
+            RomSourceArg::Auto => RomSource::Auto,
             RomSourceArg::Sysfs => RomSource::Sysfs,
+            RomSourceArg::Vfio => RomSource::Vfio,
         }
     }
 }
 
 impl RomSource {
-    /// Reads the ROM of `addr`.
-    pub fn read(self, fs: &dyn HostFs, addr: PciAddress) -> Result<Vec<u8>> {
+    /// The concrete source for `addr`: `Auto` becomes `Vfio` when the device is bound to
+    /// vfio-pci and the host view has live VFIO device nodes (VFIO needs no ROM BAR
+    /// toggling), else `Sysfs`.
+    pub fn resolve(self, vfio: &Vfio, addr: PciAddress) -> RomSource {
         match self {
-            RomSource::Sysfs => read_sysfs_rom(fs, addr),
+            RomSource::Auto => match vfio.locate(addr) {
+                Ok(loc)
+                    if loc.driver.as_deref() == Some("vfio-pci")
+                        && crate::cmd::info::check_live_vfio(vfio.fs().as_ref()).is_ok() =>
+                {
+                    RomSource::Vfio
+                }
+                _ => RomSource::Sysfs,
+            },
+            other => other,
+        }
+    }
+
+    /// Reads the ROM of `addr`.
+    pub fn read(self, vfio: &Vfio, addr: PciAddress) -> Result<Vec<u8>> {
+        match self.resolve(vfio, addr) {
+            RomSource::Vfio => read_vfio_rom(vfio, addr),
+            _ => read_sysfs_rom(vfio.fs().as_ref(), addr),
         }
     }
 
     /// What reading does, for `--dry-run` and messages.
-    pub fn describe(self, addr: PciAddress) -> Vec<String> {
+    pub fn describe(self, vfio: &Vfio, addr: PciAddress) -> Vec<String> {
         let rom = sysfs_rom_path(addr);
-        match self {
-            RomSource::Sysfs => vec![
+        match self.resolve(vfio, addr) {
+            RomSource::Vfio => vec![
+                format!("open {addr} through VFIO (iommufd or the container of its group)"),
+                format!(
+                    "read the ROM region (index {}) with pread in {} KiB chunks (at most {} MiB)",
+                    regions::ROM,
+                    CHUNK >> 10,
+                    MAX_ROM_BYTES >> 20
+                ),
+                "keep the images up to the one marked last (what sysfs `rom` returns)".into(),
+                format!("close {addr}"),
+            ],
+            _ => vec![
                 format!("write \"1\" to {} (enables the ROM BAR)", rom.display()),
                 format!(
                     "read {} in {} KiB chunks (at most {} MiB)",
@@ -59,6 +97,47 @@ impl RomSource {
             ],
         }
     }
+}
+
+/// The bytes of a ROM BAR image up to the end of the image marked last, as the kernel's
+/// `pci_get_rom_size` measures it (a ROM BAR read through VFIO is as large as the BAR and
+/// padded with 0xFF). Data that does not parse as a chain of images is returned whole.
+pub fn trim_to_images(mut data: Vec<u8>) -> Vec<u8> {
+    let report = rom::parse(&data);
+    let end = report
+        .images
+        .iter()
+        .take_while(|i| i.signature_valid && i.pcir.is_some())
+        .find(|i| i.last)
+        .map(|i| i.offset + i.length);
+    if let Some(end) = end {
+        if end > 0 && end <= data.len() as u64 {
+            data.truncate(end as usize);
+        }
+    }
+    data
+}
+
+/// Reads a device's ROM through the VFIO ROM region (the device must be bound to
+/// vfio-pci; opening it may make the kernel reset it).
+pub fn read_vfio_rom(vfio: &Vfio, addr: PciAddress) -> Result<Vec<u8>> {
+    let dev = crate::cmd::info::open_live(vfio, addr, Interface::Auto)?;
+    let region = dev.region(regions::ROM)?;
+    if region.size == 0 || !region.flags.contains(RegionFlags::READ) {
+        return Err(Error::NotFound {
+            what: format!("ROM of {addr} (the VFIO ROM region is empty)"),
+            hint: Some(
+                "the device has no expansion ROM BAR; use the vendor's ROM file instead".into(),
+            ),
+        });
+    }
+    let size = region.size.min(MAX_ROM_BYTES);
+    let mut data = vec![0u8; size as usize];
+    for (i, chunk) in data.chunks_mut(CHUNK).enumerate() {
+        dev.read_region(regions::ROM, (i * CHUNK) as u64, chunk)
+            .map_err(|e| e.with_hint("is the device powered (not in D3cold)? check dmesg"))?;
+    }
+    Ok(trim_to_images(data))
 }
 
 /// `/sys/bus/pci/devices/BDF/rom`.
@@ -178,7 +257,8 @@ pub fn check(args: &RomCheckArgs, ctx: &mut Context) -> Result<i32> {
                 hint: Some("see `vfiotool list`; to check a file, give its path".into()),
             });
         }
-        let data = RomSource::from(args.source).read(ctx.fs.as_ref(), addr)?;
+        let vfio = Vfio::new(ctx.kernel.clone(), ctx.fs.clone());
+        let data = RomSource::from(args.source).read(&vfio, addr)?;
         let mut r = rom::parse(&data);
         let ids = match expected {
             Some(ids) => ids,
@@ -359,17 +439,18 @@ pub fn dump(args: &RomDumpArgs, ctx: &mut Context) -> Result<i32> {
             hint: Some("see `vfiotool list`".into()),
         });
     }
-    let source = RomSource::from(args.source);
+    let vfio = Vfio::new(ctx.kernel.clone(), ctx.fs.clone());
+    let source = RomSource::from(args.source).resolve(&vfio, addr);
     if args.dry_run {
         writeln!(ctx.out, "Would dump the ROM of {addr} to {}:", args.output.display())
             .map_err(w)?;
-        for step in source.describe(addr) {
+        for step in source.describe(&vfio, addr) {
             writeln!(ctx.out, "  {step}").map_err(w)?;
         }
         writeln!(ctx.out, "  write the bytes to {}", args.output.display()).map_err(w)?;
         return Ok(0);
     }
-    let data = source.read(ctx.fs.as_ref(), addr)?;
+    let data = source.read(&vfio, addr)?;
     let report = rom::parse(&data);
     let blank = data.is_empty() || data.iter().all(|&b| b == 0xff) || data.iter().all(|&b| b == 0);
     if blank {
@@ -393,8 +474,59 @@ pub fn dump(args: &RomDumpArgs, ctx: &mut Context) -> Result<i32> {
         return Ok(EXIT_INVALID);
     }
     std::fs::write(&args.output, &data).map_err(|e| Error::host("write", &args.output, e))?;
-    writeln!(ctx.out, "Wrote {} bytes from {addr} to {}", data.len(), args.output.display())
-        .map_err(w)?;
+    writeln!(
+        ctx.out,
+        "Wrote {} bytes from {addr} (read through {}) to {}",
+        data.len(),
+        if source == RomSource::Vfio { "VFIO" } else { "sysfs" },
+        args.output.display()
+    )
+    .map_err(w)?;
     writeln!(ctx.out, "ROM: {}", summary(&report)).map_err(w)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-image legacy ROM of `blocks` 512-byte blocks, marked last.
+    fn image(blocks: u8) -> Vec<u8> {
+        let len = usize::from(blocks) * 512;
+        let mut r = vec![0u8; len];
+        r[0] = 0x55;
+        r[1] = 0xaa;
+        r[2] = blocks;
+        r[0x18] = 0x20; // PCIR at 0x20
+        r[0x20..0x24].copy_from_slice(b"PCIR");
+        r[0x20 + 0x0a] = 0x18; // PCIR length
+        r[0x20 + 0x10] = blocks; // image length in 512-byte units
+        r[0x20 + 0x15] = 0x80; // last image
+        let sum = r.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        r[len - 1] = 0u8.wrapping_sub(sum);
+        r
+    }
+
+    #[test]
+    fn trim_keeps_the_images_and_drops_bar_padding() {
+        let img = image(2);
+        let mut padded = img.clone();
+        padded.resize(8192, 0xff);
+        assert_eq!(trim_to_images(padded), img);
+        // Exactly the image: unchanged.
+        assert_eq!(trim_to_images(img.clone()), img);
+    }
+
+    #[test]
+    fn trim_leaves_data_that_is_no_rom_whole() {
+        let blank = vec![0xffu8; 4096];
+        assert_eq!(trim_to_images(blank.clone()), blank);
+        // An image without the last-image flag: the chain's end is unknown.
+        let mut img = image(2);
+        img[0x20 + 0x15] = 0;
+        let mut padded = img.clone();
+        padded.resize(4096, 0xff);
+        assert_eq!(trim_to_images(padded.clone()), padded);
+        assert!(trim_to_images(Vec::new()).is_empty());
+    }
 }
