@@ -122,14 +122,11 @@ impl PciIds {
         self.subsystems.get(&(vendor, device, sv, sd)).map(String::as_str)
     }
 
-    /// The most precise name of a 24-bit class code: prog-if, else subclass, else class.
+    /// The name of a 24-bit class code as lspci shows it: the subclass's name, else the
+    /// base class's. The programming interface has its own name: [`PciIds::prog_if`].
     pub fn class(&self, class: u32) -> Option<&str> {
-        let (c, s, p) = ((class >> 16) as u8, (class >> 8) as u8, class as u8);
-        self.subclasses
-            .get(&(c, s))
-            .or_else(|| self.classes.get(&c))
-            .map(String::as_str)
-            .or_else(|| self.prog_ifs.get(&(c, s, p)).map(String::as_str))
+        let (c, s) = ((class >> 16) as u8, (class >> 8) as u8);
+        self.subclasses.get(&(c, s)).or_else(|| self.classes.get(&c)).map(String::as_str)
     }
 
     /// The prog-if name of a class code.
