@@ -46,7 +46,9 @@ pub enum LabError {
     #[error("module {0} is not in the stock kernel package (or its modules.dep)")]
     MissingModule(String),
     /// The VM did not print the exit marker before the timeout.
-    #[error("the VM did not finish within {0} s (killed); raise --timeout or look at the console above")]
+    #[error(
+        "the VM did not finish within {0} s (killed); raise --timeout or look at the console above"
+    )]
     Timeout(u64),
     /// QEMU ended without the guest printing its exit marker.
     #[error("QEMU exited ({status}) before the guest command finished; see the console above")]
@@ -62,11 +64,7 @@ pub enum LabError {
 impl LabError {
     /// Builds an [`LabError::Io`] from an operation, a path and an error.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LabError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        LabError::Io { op, path: path.into(), source }
     }
 }
 

@@ -8,20 +8,12 @@ use crate::error::{LabError, Result};
 
 /// Debian packages the VM needs on the host (QEMU, busybox, initramfs tools, the iPXE ROMs,
 /// kmod's depmod for the stock modules, xz for decompressing them).
-pub const VM_PACKAGES: &[&str] = &[
-    "qemu-system-x86",
-    "busybox-static",
-    "cpio",
-    "ipxe-qemu",
-    "xz-utils",
-    "kmod",
-    "pciutils",
-];
+pub const VM_PACKAGES: &[&str] =
+    &["qemu-system-x86", "busybox-static", "cpio", "ipxe-qemu", "xz-utils", "kmod", "pciutils"];
 
 /// Debian packages the custom kernel build needs.
-pub const BUILD_PACKAGES: &[&str] = &[
-    "make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "xz-utils",
-];
+pub const BUILD_PACKAGES: &[&str] =
+    &["make", "gcc", "flex", "bison", "bc", "libelf-dev", "libssl-dev", "xz-utils"];
 
 /// Renders a command line for messages.
 pub fn describe(cmd: &Command) -> String {
@@ -39,10 +31,7 @@ pub fn run_quiet(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| LabError::Command {
-            command: what.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| LabError::Command { command: what.clone(), detail: e.to_string() })?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -60,15 +49,9 @@ pub fn run_inherit(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .stdin(Stdio::null())
         .status()
-        .map_err(|e| LabError::Command {
-            command: what.clone(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| LabError::Command { command: what.clone(), detail: e.to_string() })?;
     if !status.success() {
-        return Err(LabError::Command {
-            command: what,
-            detail: status.to_string(),
-        });
+        return Err(LabError::Command { command: what, detail: status.to_string() });
     }
     Ok(())
 }

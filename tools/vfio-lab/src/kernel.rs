@@ -175,9 +175,7 @@ pub fn load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<String>> {
         if seen.contains(name) {
             return Ok(());
         }
-        let (file, ds) = deps
-            .get(name)
-            .ok_or_else(|| LabError::MissingModule(name.to_string()))?;
+        let (file, ds) = deps.get(name).ok_or_else(|| LabError::MissingModule(name.to_string()))?;
         seen.insert(name.to_string());
         for d in ds {
             visit(d, deps, seen, out)?;
@@ -207,10 +205,7 @@ fn ensure_stock(cache: &Path) -> Result<Kernel> {
     let dir = cache.join("stock").join(&pkg);
     let ready = dir.join("ready");
     let root = dir.join("root");
-    let kver = pkg
-        .trim_start_matches("linux-image-")
-        .trim_end_matches("-unsigned")
-        .to_string();
+    let kver = pkg.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_string();
     let modroot = root.join("lib/modules").join(&kver);
     if !ready.exists() {
         let deb = download_deb(cache, &pkg)?;
@@ -236,19 +231,13 @@ fn ensure_stock(cache: &Path) -> Result<Kernel> {
     let modules = load_order(&dep, &wanted)?
         .into_iter()
         .map(|f| {
-            let ko = f
-                .trim_end_matches(".xz")
-                .trim_end_matches(".zst")
-                .to_string();
+            let ko = f.trim_end_matches(".xz").trim_end_matches(".zst").to_string();
             let params = STOCK_MODULES
                 .iter()
                 .find(|(n, _)| mod_name(n) == mod_name(&ko))
                 .map(|(_, p)| p.to_string())
                 .unwrap_or_default();
-            GuestModule {
-                path: modroot.join(ko),
-                params,
-            }
+            GuestModule { path: modroot.join(ko), params }
         })
         .collect();
     Ok(Kernel {
@@ -271,9 +260,7 @@ pub fn custom_key(source_version: &str, fragment: &[u8]) -> String {
 
 /// The `Version:` field of `apt-cache show` output (first stanza).
 pub fn parse_show_version(show: &str) -> Option<String> {
-    show.lines()
-        .find_map(|l| l.strip_prefix("Version:"))
-        .map(|v| v.trim().to_string())
+    show.lines().find_map(|l| l.strip_prefix("Version:")).map(|v| v.trim().to_string())
 }
 
 /// Fragment lines (`CONFIG_X=y`, `# CONFIG_X is not set`) missing from a final `.config`.
@@ -282,7 +269,9 @@ pub fn missing_options(fragment: &str, config: &str) -> Vec<String> {
     fragment
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("CONFIG_") || (l.starts_with("# CONFIG_") && l.ends_with(" is not set")))
+        .filter(|l| {
+            l.starts_with("CONFIG_") || (l.starts_with("# CONFIG_") && l.ends_with(" is not set"))
+        })
         .filter(|l| {
             if have.contains(l) {
                 return false;
@@ -310,12 +299,17 @@ fn write(p: &Path, data: &[u8]) -> Result<()> {
 }
 
 fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
-    let fragment = std::fs::read(fragment_file).map_err(|e| LabError::io("read", fragment_file, e))?;
-    let show = run_quiet(Command::new("apt-cache").args(["show", "--no-all-versions", "linux-source-6.12"]))
-        .map_err(|e| LabError::NoPackage {
-            what: "linux-source-6.12".into(),
-            hint: format!("{e}; run `apt-get update` on Debian 12"),
-        })?;
+    let fragment =
+        std::fs::read(fragment_file).map_err(|e| LabError::io("read", fragment_file, e))?;
+    let show = run_quiet(Command::new("apt-cache").args([
+        "show",
+        "--no-all-versions",
+        "linux-source-6.12",
+    ]))
+    .map_err(|e| LabError::NoPackage {
+        what: "linux-source-6.12".into(),
+        hint: format!("{e}; run `apt-get update` on Debian 12"),
+    })?;
     let version = parse_show_version(&show).ok_or_else(|| LabError::NoPackage {
         what: "linux-source-6.12".into(),
         hint: "apt-cache show printed no Version; run `apt-get update`".into(),
@@ -325,12 +319,7 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     let image = dir.join("bzImage");
     let description = format!("linux-source-6.12 {version} + vfio-lab.config ({key})");
     if image.exists() {
-        return Ok(Kernel {
-            kind: KernelKind::Custom,
-            image,
-            modules: Vec::new(),
-            description,
-        });
+        return Ok(Kernel { kind: KernelKind::Custom, image, modules: Vec::new(), description });
     }
     host::ensure_packages(host::BUILD_PACKAGES)?;
     let src_parent = cache.join("src").join(&version);
@@ -351,7 +340,8 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     let build = dir.join("build");
     mkdir(&build)?;
     let log_path = dir.join("build.log");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| LabError::io("create", &log_path, e))?;
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|e| LabError::io("create", &log_path, e))?;
     let jobs = std::thread::available_parallelism().map(|n| n.get() + 1).unwrap_or(3);
     let o = format!("O={}", build.display());
     let fragment_s = String::from_utf8_lossy(&fragment).into_owned();
@@ -374,10 +364,7 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     }
     let config = read(&build.join(".config"))?;
     if let Some(option) = missing_options(&fragment_s, &config).into_iter().next() {
-        return Err(LabError::ConfigDropped {
-            option,
-            fragment: fragment_file.to_path_buf(),
-        });
+        return Err(LabError::ConfigDropped { option, fragment: fragment_file.to_path_buf() });
     }
     let start = Instant::now();
     eprintln!(
@@ -393,10 +380,7 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| LabError::Command {
-            command: "make bzImage".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| LabError::Command { command: "make bzImage".into(), detail: e.to_string() })?;
     // stderr goes to the log through a thread; stdout is counted for progress.
     let err = child.stderr.take().expect("piped stderr");
     let log_err = log.try_clone().map_err(|e| LabError::io("open", &log_path, e))?;
@@ -408,9 +392,8 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     });
     let mut compiled = 0u64;
     let mut last = Instant::now();
-    for line in BufReader::new(child.stdout.take().expect("piped stdout"))
-        .lines()
-        .map_while(|l| l.ok())
+    for line in
+        BufReader::new(child.stdout.take().expect("piped stdout")).lines().map_while(|l| l.ok())
     {
         let _ = writeln!(log, "{line}");
         if line.trim_start().starts_with("CC ") {
@@ -424,16 +407,19 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
             );
         }
     }
-    let status = child.wait().map_err(|e| LabError::Command {
-        command: "make bzImage".into(),
-        detail: e.to_string(),
-    })?;
+    let status = child
+        .wait()
+        .map_err(|e| LabError::Command { command: "make bzImage".into(), detail: e.to_string() })?;
     let _ = err_thread.join();
     if !status.success() {
         let text = std::fs::read_to_string(&log_path).unwrap_or_default();
         return Err(LabError::Command {
             command: "make bzImage".into(),
-            detail: format!("{status}; last lines of {}:\n{}", log_path.display(), host::tail(&text, 30)),
+            detail: format!(
+                "{status}; last lines of {}:\n{}",
+                log_path.display(),
+                host::tail(&text, 30)
+            ),
         });
     }
     let built = build.join("arch/x86/boot/bzImage");
@@ -444,12 +430,7 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
         "vfio-lab: custom kernel built in {} s ({compiled} files)",
         start.elapsed().as_secs()
     );
-    Ok(Kernel {
-        kind: KernelKind::Custom,
-        image,
-        modules: Vec::new(),
-        description,
-    })
+    Ok(Kernel { kind: KernelKind::Custom, image, modules: Vec::new(), description })
 }
 
 #[cfg(test)]

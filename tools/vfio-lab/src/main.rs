@@ -1,8 +1,8 @@
 //! `vfio-lab`: boots a QEMU VM with virtio-iommu and test devices and runs the toolkit in it.
 //!
 //! The VM (q35 under TCG) has a virtio-iommu, an edu device, an e1000e with the iPXE option
-//! ROM, an NVMe controller and a PCIe-to-PCI bridge with two devices behind it (one IOMMU
-//! group holding several devices). Two kernels: Debian's stock 6.12 (vfio as modules, legacy
+//! ROM, an NVMe controller and a PCIe root port with a two-function device behind it (one
+//! IOMMU group holding two devices). Two kernels: Debian's stock 6.12 (vfio as modules, legacy
 //! container only) and a custom 6.12 with iommufd, the vfio device cdev and no-IOMMU mode.
 
 #![warn(missing_docs)]
@@ -206,18 +206,14 @@ fn boot(
         .map_err(|e| LabError::io("create temporary directory", std::env::temp_dir(), e))?;
     let disk = work.path().join("nvme.img");
     let f = std::fs::File::create(&disk).map_err(|e| LabError::io("create", &disk, e))?;
-    f.set_len(16 << 20)
-        .map_err(|e| LabError::io("resize", &disk, e))?;
+    f.set_len(16 << 20).map_err(|e| LabError::io("resize", &disk, e))?;
     let nonce = nonce();
     let spec = InitramfsSpec {
         bins: payload.bins.clone(),
         tests: payload.tests.clone(),
         modules: kernel.modules.clone(),
         env: topology::guest_env(kernel.kind.name(), iommu),
-        files: vec![(
-            PathBuf::from(topology::E1000E_ROM),
-            topology::GUEST_E1000E_ROM.to_string(),
-        )],
+        files: vec![(PathBuf::from(topology::E1000E_ROM), topology::GUEST_E1000E_ROM.to_string())],
         action: action.clone(),
         nonce: nonce.clone(),
     };
@@ -237,11 +233,7 @@ fn boot(
     match action {
         GuestAction::Shell => vm::interactive(&cfg),
         GuestAction::Run(_) => {
-            let echo = if vm.verbose {
-                vm::Echo::All
-            } else {
-                vm::Echo::Command
-            };
+            let echo = if vm.verbose { vm::Echo::All } else { vm::Echo::Command };
             vm::run(&cfg, &nonce, Duration::from_secs(vm.timeout), echo)
         }
     }
@@ -268,13 +260,7 @@ fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
         let label = format!("{} kernel, iommu={}", kind.name(), iommu.name());
         println!("\n==> vfio-lab suite: {label} ({})", kernel.description);
         let start = Instant::now();
-        let r = boot(
-            &kernel,
-            iommu,
-            GuestAction::Run(vec!["/lab/suite.sh".into()]),
-            vm,
-            &payload,
-        );
+        let r = boot(&kernel, iommu, GuestAction::Run(vec!["/lab/suite.sh".into()]), vm, &payload);
         let secs = start.elapsed().as_secs();
         let verdict = match &r {
             Ok(0) => "ok".to_string(),
@@ -305,22 +291,14 @@ fn run_cli(cli: Cli) -> Result<i32> {
             prepare_vm_host()?;
             let payload = payload(&b.vm)?;
             let kernel = kernel::ensure(b.kernel)?;
-            let iommu = if b.no_iommu {
-                IommuMode::None
-            } else {
-                IommuMode::Virtio
-            };
+            let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
             boot(&kernel, iommu, GuestAction::Run(cmd), &b.vm, &payload)
         }
         Cmd::Shell { boot: b } => {
             prepare_vm_host()?;
             let payload = payload(&b.vm)?;
             let kernel = kernel::ensure(b.kernel)?;
-            let iommu = if b.no_iommu {
-                IommuMode::None
-            } else {
-                IommuMode::Virtio
-            };
+            let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
             boot(&kernel, iommu, GuestAction::Shell, &b.vm, &payload)
         }
         Cmd::Suite { vm, kernel } => cmd_suite(&vm, kernel),
@@ -363,8 +341,9 @@ mod tests {
 
     #[test]
     fn run_takes_the_command_after_dashes() {
-        let cli = Cli::try_parse_from(["vfio-lab", "run", "--kernel", "stock", "--", "vfiotool", "list"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["vfio-lab", "run", "--kernel", "stock", "--", "vfiotool", "list"])
+                .unwrap();
         match cli.command {
             Cmd::Run { boot, cmd } => {
                 assert_eq!(boot.kernel, KernelKind::Stock);
@@ -400,10 +379,7 @@ mod tests {
             Cmd::Demo { vm } => vm,
             _ => unreachable!(),
         };
-        let p = Payload {
-            bins: vec![],
-            tests: vec![],
-        };
+        let p = Payload { bins: vec![], tests: vec![] };
         let e = boot(&k, IommuMode::None, GuestAction::Shell, &vm, &p).unwrap_err();
         assert!(matches!(e, LabError::Usage(_)), "{e}");
     }

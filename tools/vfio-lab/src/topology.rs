@@ -73,7 +73,9 @@ pub const DEVICES: &[LabDevice] = &[
         id: "8086:10d3",
         driver: Some("e1000e"),
         role: "Intel 82574L NIC with the iPXE option ROM; host driver e1000e",
-        qemu: Some("e1000e,netdev=lab0,romfile=/usr/lib/ipxe/qemu/efi-e1000e.rom,bus=pcie.0,addr=0x5"),
+        qemu: Some(
+            "e1000e,netdev=lab0,romfile=/usr/lib/ipxe/qemu/efi-e1000e.rom,bus=pcie.0,addr=0x5",
+        ),
     },
     LabDevice {
         env: "VFIO_LAB_NVME",
@@ -88,32 +90,24 @@ pub const DEVICES: &[LabDevice] = &[
         bdf: "0000:00:07.0",
         id: "1b36:000c",
         driver: Some("pcieport"),
-        role: "PCIe root port leading to the PCI bridge",
+        role: "PCIe root port (with ACS: its own group) leading to bus 01",
         qemu: Some("pcie-root-port,id=rp1,chassis=1,slot=1,bus=pcie.0,addr=0x7"),
     },
     LabDevice {
-        env: "VFIO_LAB_PCI_BRIDGE",
-        bdf: "0000:01:00.0",
-        id: "1b36:000e",
-        driver: None,
-        role: "PCIe-to-PCI bridge: the devices behind it share one IOMMU group",
-        qemu: Some("pcie-pci-bridge,id=pb1,bus=rp1,addr=0x0"),
-    },
-    LabDevice {
         env: "VFIO_LAB_EDU2",
-        bdf: "0000:02:01.0",
+        bdf: "0000:01:00.0",
         id: "1234:11e8",
         driver: None,
-        role: "second edu, behind the bridge (multi-device group)",
-        qemu: Some("edu,bus=pb1,addr=0x1"),
+        role: "second edu, function 0 of a multifunction slot behind the root port",
+        qemu: Some("edu,bus=rp1,addr=0x0.0x0,multifunction=on"),
     },
     LabDevice {
         env: "VFIO_LAB_TESTDEV",
-        bdf: "0000:02:02.0",
+        bdf: "0000:01:00.1",
         id: "1b36:0005",
         driver: None,
-        role: "pci-testdev, behind the bridge (multi-device group)",
-        qemu: Some("pci-testdev,bus=pb1,addr=0x2"),
+        role: "pci-testdev, function 1 of the same slot: shares edu2's IOMMU group (no ACS)",
+        qemu: Some("pci-testdev,bus=rp1,addr=0x0.0x1"),
     },
 ];
 
@@ -212,15 +206,11 @@ pub fn guest_env(kernel: &str, iommu: IommuMode) -> Vec<(String, String)> {
     v.push(("VFIO_LAB_E1000E_ROM".into(), GUEST_E1000E_ROM.into()));
     v.push((
         "VFIO_LAB_MULTI_GROUP".into(),
-        [
-            "VFIO_LAB_PCI_BRIDGE",
-            "VFIO_LAB_EDU2",
-            "VFIO_LAB_TESTDEV",
-        ]
-        .iter()
-        .map(|e| DEVICES.iter().find(|d| d.env == *e).map(|d| d.bdf).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join(" "),
+        ["VFIO_LAB_EDU2", "VFIO_LAB_TESTDEV"]
+            .iter()
+            .map(|e| DEVICES.iter().find(|d| d.env == *e).map(|d| d.bdf).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" "),
     ));
     v
 }
@@ -297,7 +287,7 @@ mod tests {
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(get("VFIO_LAB_KERNEL"), "stock");
         assert_eq!(get("VFIO_LAB_EDU"), "0000:00:04.0");
-        assert_eq!(get("VFIO_LAB_MULTI_GROUP"), "0000:01:00.0 0000:02:01.0 0000:02:02.0");
+        assert_eq!(get("VFIO_LAB_MULTI_GROUP"), "0000:01:00.0 0000:01:00.1");
         assert_eq!(get("VFIO_LAB_NVME_DRIVER"), "nvme");
         assert_eq!(get("VFIO_LAB_EDU_DRIVER"), "");
         assert_eq!(get("VFIO_LAB_EDU_ID"), "1234:11e8");

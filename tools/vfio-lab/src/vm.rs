@@ -122,9 +122,7 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
         }
         None => {
             show_boot_log(&boot_log, echo);
-            Err(LabError::NoMarker {
-                status: qemu_status.to_string(),
-            })
+            Err(LabError::NoMarker { status: qemu_status.to_string() })
         }
     }
 }
@@ -149,13 +147,10 @@ fn show_boot_log(log: &[String], echo: Echo) {
 /// Boots the VM with the serial console on this terminal (for `shell`).
 pub fn interactive(cfg: &VmConfig) -> Result<i32> {
     let args = qemu_args(cfg);
-    let status = Command::new(&cfg.qemu)
-        .args(&args)
-        .status()
-        .map_err(|e| LabError::Command {
-            command: cfg.qemu.display().to_string(),
-            detail: e.to_string(),
-        })?;
+    let status = Command::new(&cfg.qemu).args(&args).status().map_err(|e| LabError::Command {
+        command: cfg.qemu.display().to_string(),
+        detail: e.to_string(),
+    })?;
     Ok(status.code().unwrap_or(1))
 }
 
