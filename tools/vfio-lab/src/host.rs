@@ -95,19 +95,36 @@ pub fn ensure_packages(pkgs: &[&str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("vfio-lab: installing {}", missing.join(" "));
-    let prefix = root_prefix();
-    let mk = |args: &[&str]| {
-        let mut all: Vec<String> = prefix.clone();
-        all.extend(args.iter().map(|s| s.to_string()));
-        let mut c = Command::new(&all[0]);
-        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
-        c
-    };
-    run_quiet(&mut mk(&["apt-get", "update"]))?;
+    apt_update()?;
     let mut args = vec!["apt-get", "install", "-y", "--no-install-recommends"];
     args.extend(&missing);
-    run_quiet(&mut mk(&args))?;
+    run_quiet(&mut as_root(&args))?;
     Ok(())
+}
+
+/// A command run as root (directly when root, through `sudo -n` otherwise).
+fn as_root(args: &[&str]) -> Command {
+    let mut all: Vec<String> = root_prefix();
+    all.extend(args.iter().map(|s| s.to_string()));
+    let mut c = Command::new(&all[0]);
+    c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// Refreshes apt's package lists.
+pub fn apt_update() -> Result<()> {
+    run_quiet(&mut as_root(&["apt-get", "update"])).map(|_| ())
+}
+
+/// Runs an `apt-cache` query; when `accept` rejects the answer (fresh machine, empty lists),
+/// runs `apt-get update` once and asks again.
+pub fn apt_cache(args: &[&str], accept: impl Fn(&str) -> bool) -> Result<String> {
+    let first = run_quiet(Command::new("apt-cache").args(args)).unwrap_or_default();
+    if accept(&first) {
+        return Ok(first);
+    }
+    apt_update()?;
+    run_quiet(Command::new("apt-cache").args(args))
 }
 
 /// The workspace root (this crate lives in `tools/vfio-lab`).

@@ -193,11 +193,10 @@ pub fn load_order(modules_dep: &str, wanted: &[&str]) -> Result<Vec<String>> {
 
 fn ensure_stock(cache: &Path) -> Result<Kernel> {
     host::ensure_packages(&["xz-utils", "kmod"])?;
-    let search = run_quiet(Command::new("apt-cache").args([
-        "search",
-        "--names-only",
-        r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$",
-    ]))?;
+    let search = host::apt_cache(
+        &["search", "--names-only", r"^linux-image-6\.12\.[0-9]+\+deb[0-9]+-amd64-unsigned$"],
+        |out| pick_stock_package(out).is_some(),
+    )?;
     let pkg = pick_stock_package(&search).ok_or_else(|| LabError::NoPackage {
         what: "linux-image-6.12.*-amd64-unsigned".into(),
         hint: "run `apt-get update` on a Debian 12 host with bookworm-updates/security".into(),
@@ -301,11 +300,9 @@ fn write(p: &Path, data: &[u8]) -> Result<()> {
 fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     let fragment =
         std::fs::read(fragment_file).map_err(|e| LabError::io("read", fragment_file, e))?;
-    let show = run_quiet(Command::new("apt-cache").args([
-        "show",
-        "--no-all-versions",
-        "linux-source-6.12",
-    ]))
+    let show = host::apt_cache(&["show", "--no-all-versions", "linux-source-6.12"], |out| {
+        parse_show_version(out).is_some()
+    })
     .map_err(|e| LabError::NoPackage {
         what: "linux-source-6.12".into(),
         hint: format!("{e}; run `apt-get update` on Debian 12"),
