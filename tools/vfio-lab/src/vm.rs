@@ -1,6 +1,6 @@
 //! Booting the VM and reading its serial console.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -76,7 +76,6 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
     let mut boot_log: Vec<String> = Vec::new();
     let mut begun = false;
     let mut status: Option<i32> = None;
-    let out = std::io::stdout();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -93,9 +92,7 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
                     None => {}
                 }
                 if echo == Echo::All || (begun && status.is_none()) {
-                    let mut o = out.lock();
-                    let _ = writeln!(o, "{line}");
-                    let _ = o.flush();
+                    println!("{line}");
                 } else {
                     boot_log.push(line);
                 }
@@ -136,12 +133,11 @@ fn show_boot_log(log: &[String], echo: Echo) {
     if echo == Echo::All || log.is_empty() {
         return;
     }
-    let mut e = std::io::stderr().lock();
-    let _ = writeln!(e, "---- vfio-lab: guest console (outside the command) ----");
+    eprintln!("---- vfio-lab: guest console (outside the command) ----");
     for l in log {
-        let _ = writeln!(e, "{l}");
+        eprintln!("{l}");
     }
-    let _ = writeln!(e, "---- end of guest console ----");
+    eprintln!("---- end of guest console ----");
 }
 
 /// Boots the VM with the serial console on this terminal (for `shell`).
@@ -157,6 +153,64 @@ pub fn interactive(cfg: &VmConfig) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::IommuMode;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A VM config whose "QEMU" is a shell script printing `body`'s output.
+    fn fake(dir: &std::path::Path, body: &str) -> VmConfig {
+        let q = dir.join("fake-qemu");
+        std::fs::write(&q, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
+        VmConfig {
+            qemu: q,
+            accel: "tcg".into(),
+            memory_mib: 64,
+            cpus: 1,
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            nvme_image: "/d".into(),
+            iommu: IommuMode::Virtio,
+            cmdline: String::new(),
+        }
+    }
+
+    #[test]
+    fn guest_status_becomes_the_result() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = fake(
+            d.path(),
+            "printf 'boot\\r\\nVFIO-LAB-BEGIN t1\\r\\nout\\r\\nVFIO-LAB-EXIT t1 3\\r\\n'",
+        );
+        assert_eq!(run(&cfg, "t1", Duration::from_secs(600), Echo::Command).unwrap(), 3);
+        let cfg = fake(d.path(), "echo 'VFIO-LAB-BEGIN t2'; echo 'VFIO-LAB-EXIT t2 0'");
+        assert_eq!(run(&cfg, "t2", Duration::from_secs(600), Echo::All).unwrap(), 0);
+    }
+
+    #[test]
+    fn exit_without_marker_fails() {
+        let d = tempfile::tempdir().unwrap();
+        // A marker with another boot's token does not count.
+        let cfg = fake(d.path(), "echo 'VFIO-LAB-EXIT old 0'; exit 1");
+        let e = run(&cfg, "new", Duration::from_secs(600), Echo::Command).unwrap_err();
+        assert!(matches!(e, LabError::NoMarker { .. }), "{e}");
+    }
+
+    #[test]
+    fn hung_vm_is_killed_at_the_timeout() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = fake(d.path(), "echo 'VFIO-LAB-BEGIN t3'; exec sleep 1000");
+        let e = run(&cfg, "t3", Duration::from_secs(1), Echo::Command).unwrap_err();
+        assert!(matches!(e, LabError::Timeout(1)), "{e}");
+    }
+
+    #[test]
+    fn missing_qemu_is_a_command_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = fake(d.path(), "");
+        cfg.qemu = "/nonexistent/qemu".into();
+        let e = run(&cfg, "x", Duration::from_secs(1), Echo::Command).unwrap_err();
+        assert!(e.to_string().contains("qemu-system-x86"), "{e}");
+    }
 
     #[test]
     fn markers_parse_for_this_nonce_only() {
