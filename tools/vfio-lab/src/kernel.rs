@@ -203,6 +203,7 @@ fn ensure_stock(cache: &Path) -> Result<Kernel> {
     })?;
     let dir = cache.join("stock").join(&pkg);
     let ready = dir.join("ready");
+    let _lock = lock(cache, &format!("stock-{pkg}"))?;
     let root = dir.join("root");
     let kver = pkg.trim_start_matches("linux-image-").trim_end_matches("-unsigned").to_string();
     let modroot = root.join("lib/modules").join(&kver);
@@ -289,6 +290,27 @@ pub fn missing_options(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
+/// Takes an exclusive lock in the cache (released when the file is dropped), so that two
+/// lab runs do not fetch or build the same kernel at once.
+fn lock(cache: &Path, name: &str) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = cache.join("locks");
+    mkdir(&dir)?;
+    let p = dir.join(name);
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| LabError::io("open", &p, e))?;
+    // SAFETY: the descriptor is valid for the lifetime of `f`; flock has no memory effects.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    if rc != 0 {
+        return Err(LabError::io("lock", &p, std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
 fn read(p: &Path) -> Result<String> {
     std::fs::read_to_string(p).map_err(|e| LabError::io("read", p, e))
 }
@@ -314,6 +336,7 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     let key = custom_key(&version, &fragment);
     let dir = cache.join("custom").join(&key);
     let image = dir.join("bzImage");
+    let _lock = lock(cache, &format!("custom-{key}"))?;
     let description = format!("linux-source-6.12 {version} + vfio-lab.config ({key})");
     if image.exists() {
         return Ok(Kernel { kind: KernelKind::Custom, image, modules: Vec::new(), description });
@@ -433,6 +456,21 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_lock_is_exclusive_and_released_on_drop() {
+        use std::os::fd::AsRawFd;
+        let d = tempfile::tempdir().unwrap();
+        let held = lock(d.path(), "k").unwrap();
+        let other = std::fs::File::open(d.path().join("locks/k")).unwrap();
+        // SAFETY: valid descriptor; a non-blocking flock attempt.
+        let busy = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(busy, -1);
+        drop(held);
+        // SAFETY: as above.
+        let free = unsafe { libc::flock(other.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(free, 0);
+    }
 
     #[test]
     fn picks_newest_plain_amd64_image() {
