@@ -67,7 +67,7 @@ if [ "$VFIO_LAB_KERNEL" = custom ]; then
         say "/dev/vfio: $(ls /dev/vfio | tr '\n' ' ') devices: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ')"
         if [ -n "$cdev" ] && [ -c "$cdev" ]; then say "no-IOMMU device has a cdev"; else say "no-IOMMU device has no cdev"; fi
     else
-        check "edu has a device cdev /dev/vfio/devices/vfioN" [ -n "$cdev" ] && [ -c "$cdev" ]
+        check "edu has a device cdev /dev/vfio/devices/vfioN" [ -c "${cdev:-/nonexistent}" ]
     fi
 else
     check "stock kernel: no /dev/iommu" [ ! -e /dev/iommu ]

@@ -97,9 +97,10 @@ pub fn init_script(spec: &InitramfsSpec) -> String {
     }
     // Power-off shuts devices down in reverse creation order: the virtio-iommu goes before
     // the devices it translates, and nvme's shutdown then waits 60 s for a DMA that faults.
-    // Unbinding every driver first (the IOMMU's virtio-pci last) avoids that.
+    // Unbinding the device drivers first (keeping the IOMMU's virtio-pci) avoids that.
     s.push_str(&format!(
         "sync\necho \"{EXIT} {} $rc\"\n\
+         [ \"$rc\" = 0 ] || {{ echo 'vfio-lab: guest kernel log (last 60 lines):'; dmesg | tail -n 60; }}\n\
          for d in /sys/bus/pci/devices/*/driver; do\n\
          \x20   case \"$(readlink \"$d\")\" in */virtio-pci|*/pcieport) ;; *) echo \"$(basename \"$(dirname \"$d\")\")\" > \"$d/unbind\" 2>/dev/null ;; esac\n\
          done\n\
