@@ -32,6 +32,14 @@ else
     check "vfio no-IOMMU mode is on" [ "$(cat /sys/module/vfio/parameters/enable_unsafe_noiommu_mode 2>/dev/null)" = Y ]
 fi
 
+# --- interrupt remapping: virtio-iommu has none, so VFIO must be told to attach anyway --------
+p=/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts
+check "vfio_iommu_type1 allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
+if [ "$VFIO_LAB_KERNEL" = custom ]; then
+    p=/sys/module/iommufd/parameters/allow_unsafe_interrupts
+    check "iommufd allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
+fi
+
 # --- hugepages ---------------------------------------------------------------------------
 check "hugetlbfs is mounted" grep -q ' /dev/hugepages hugetlbfs ' /proc/mounts
 check "hugepages are reserved" [ "$(cat /proc/sys/vm/nr_hugepages)" -gt 0 ]
