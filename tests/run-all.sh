@@ -6,6 +6,21 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Packages some tests compare against: lspci (pciutils) for `info`, the real option ROMs of
+# ipxe-qemu and seabios for `rom`. Without them those tests skip with a reason.
+step "prerequisites"
+need=()
+command -v lspci >/dev/null 2>&1 || need+=(pciutils)
+[ -d /usr/lib/ipxe/qemu ] || need+=(ipxe-qemu)
+[ -d /usr/share/seabios ] || need+=(seabios)
+if [ ${#need[@]} -eq 0 ]; then
+    echo "all present"
+elif [ "$(id -u)" = 0 ]; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"
+else
+    echo "not root: ${need[*]} not installed; the tests that need them will skip"
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -19,26 +19,33 @@ pub fn filter(args: &ListArgs) -> vfio_core::Result<DeviceFilter> {
     })
 }
 
-/// The text table.
+/// The driver column: the driver, and the override when it names another driver.
+fn driver_text(d: &PciDevice) -> String {
+    let mut driver = d.driver.clone().unwrap_or_else(|| "-".into());
+    if let Some(o) = d.driver_override.as_ref().filter(|o| Some(*o) != d.driver.as_ref()) {
+        driver += &format!(" (override {o})");
+    }
+    driver
+}
+
+/// The text table; columns widen to fit their longest entry.
 pub fn table(devs: &[PciDevice]) -> String {
+    let drivers: Vec<String> = devs.iter().map(driver_text).collect();
+    let dw = drivers.iter().map(String::len).max().unwrap_or(0).max(6);
     let mut s = format!(
-        "{:<13} {:<15} {:<14} {:<6} {:<9} {}\n",
+        "{:<13} {:<15} {:<dw$} {:<6} {:<9} {}\n",
         "ADDRESS", "VENDOR:DEV:CLS", "DRIVER", "GROUP", "ISOLATED", "NAME"
     );
-    for d in devs {
+    for (d, driver) in devs.iter().zip(drivers) {
         let group = d.iommu_group.map_or("-".into(), |g| g.to_string());
         let iso = match d.isolated {
-            Some(true) => "yes".to_string(),
-            Some(false) => "no".to_string(),
-            None => "-".to_string(),
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "-",
         };
-        let mut driver = d.driver.clone().unwrap_or_else(|| "-".into());
-        if let Some(o) = &d.driver_override {
-            driver += &format!(" (override {o})");
-        }
         let class = d.class_name.clone().unwrap_or_else(|| format!("class {:06x}", d.class));
         s += &format!(
-            "{:<13} {:<15} {:<14} {:<6} {:<9} {} [{}]\n",
+            "{:<13} {:<15} {:<dw$} {:<6} {:<9} {} [{}]\n",
             d.address.to_string(),
             d.ids(),
             driver,
