@@ -1,7 +1,8 @@
 //! `lab-vfio-smoke`: an in-VM check that the lab's kernel and IOMMU let VFIO's legacy
 //! container path work end to end on edu: bind through sysfs, container + group, SET_IOMMU
 //! (type1v2, or no-IOMMU without an IOMMU), device fd, BAR0 reads and writes through the
-//! region offset, and (with an IOMMU) a DMA map and unmap. It checks the lab environment, not
+//! region offset, and (with an IOMMU) a DMA map and unmap; then, where /dev/iommu exists, the
+//! same through iommufd and the device cdev. It checks the lab environment, not
 //! the library: it speaks to the kernel directly. The suite runs it from `/tests`.
 
 use std::ffi::CString;
@@ -29,6 +30,66 @@ const GROUP_GET_DEVICE_FD: u64 = io(106);
 const DEVICE_GET_REGION_INFO: u64 = io(108);
 const IOMMU_MAP_DMA: u64 = io(113);
 const IOMMU_UNMAP_DMA: u64 = io(114);
+
+const DEVICE_BIND_IOMMUFD: u64 = io(118);
+const DEVICE_ATTACH_IOMMUFD_PT: u64 = io(119);
+const IOMMU_IOAS_ALLOC: u64 = io(0x81);
+const IOMMU_IOAS_MAP: u64 = io(0x85);
+const IOMMU_IOAS_UNMAP: u64 = io(0x86);
+const IOAS_MAP_FIXED_IOVA: u32 = 1;
+const IOAS_MAP_WRITEABLE: u32 = 2;
+const IOAS_MAP_READABLE: u32 = 4;
+
+/// `struct vfio_device_bind_iommufd` up to `out_devid` (Linux 6.12).
+#[repr(C)]
+#[derive(Default)]
+struct BindIommufd {
+    argsz: u32,
+    flags: u32,
+    iommufd: i32,
+    out_devid: u32,
+}
+
+/// `struct vfio_device_attach_iommufd_pt` up to `pt_id` (Linux 6.12).
+#[repr(C)]
+#[derive(Default)]
+struct AttachPt {
+    argsz: u32,
+    flags: u32,
+    pt_id: u32,
+}
+
+/// `struct iommu_ioas_alloc`.
+#[repr(C)]
+#[derive(Default)]
+struct IoasAlloc {
+    size: u32,
+    flags: u32,
+    out_ioas_id: u32,
+}
+
+/// `struct iommu_ioas_map`.
+#[repr(C)]
+#[derive(Default)]
+struct IoasMap {
+    size: u32,
+    flags: u32,
+    ioas_id: u32,
+    reserved: u32,
+    user_va: u64,
+    length: u64,
+    iova: u64,
+}
+
+/// `struct iommu_ioas_unmap`.
+#[repr(C)]
+#[derive(Default)]
+struct IoasUnmap {
+    size: u32,
+    ioas_id: u32,
+    iova: u64,
+    length: u64,
+}
 
 /// edu's identification register value.
 const EDU_IDENT: u32 = 0x0100_00ed;
@@ -141,6 +202,15 @@ fn run(bdf: &str, noiommu: bool) -> Step<()> {
     // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
     let device: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(dfd) };
     let device = std::fs::File::from(device);
+    check_bar0(&device)?;
+    if !noiommu {
+        dma_map_unmap(&container)?;
+    }
+    Ok(())
+}
+
+/// Reads edu's ident and exercises its liveness register through the device fd.
+fn check_bar0(device: &std::fs::File) -> Step<()> {
     let mut region = vfio_region_info {
         argsz: argsz::<vfio_region_info>(),
         flags: 0,
@@ -149,7 +219,7 @@ fn run(bdf: &str, noiommu: bool) -> Step<()> {
         size: 0,
         offset: 0,
     };
-    ioctl_ptr(&device, DEVICE_GET_REGION_INFO, &mut region, "VFIO_DEVICE_GET_REGION_INFO(BAR0)")?;
+    ioctl_ptr(device, DEVICE_GET_REGION_INFO, &mut region, "VFIO_DEVICE_GET_REGION_INFO(BAR0)")?;
     println!("smoke: BAR0 size {:#x} at fd offset {:#x}", region.size, region.offset);
     let mut b = [0u8; 4];
     device.read_exact_at(&mut b, region.offset).map_err(|e| format!("read BAR0+0: {e}"))?;
@@ -165,33 +235,106 @@ fn run(bdf: &str, noiommu: bool) -> Step<()> {
         return Err(format!("liveness read {:#x}", u32::from_le_bytes(b)));
     }
     println!("smoke: BAR0 ident {ident:#010x}, liveness ok");
-    if !noiommu {
-        dma_map_unmap(&container)?;
+    Ok(())
+}
+
+/// A private anonymous buffer for DMA mappings.
+struct Buffer(*mut libc::c_void, usize);
+
+impl Buffer {
+    fn new(len: usize) -> Step<Buffer> {
+        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(errno("mmap"));
+        }
+        Ok(Buffer(p, len))
     }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` and is unmapped only here.
+        unsafe { libc::munmap(self.0, self.1) };
+    }
+}
+
+/// The iommufd path (custom kernel): bind the device cdev to /dev/iommu, attach it to a new
+/// IOAS, map and unmap a buffer at a fixed IOVA, read BAR0.
+fn run_iommufd(bdf: &str) -> Step<()> {
+    let dir = format!("/sys/bus/pci/devices/{bdf}/vfio-dev");
+    let name = std::fs::read_dir(&dir)
+        .map_err(|e| format!("read {dir}: {e}"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("vfio"))
+        .ok_or_else(|| format!("no vfioN in {dir}"))?;
+    let device = open_rw(&format!("/dev/vfio/devices/{name}"))?;
+    let iommufd = open_rw("/dev/iommu")?;
+    let mut bind = BindIommufd {
+        argsz: argsz::<BindIommufd>(),
+        iommufd: iommufd.as_raw_fd(),
+        ..Default::default()
+    };
+    ioctl_ptr(&device, DEVICE_BIND_IOMMUFD, &mut bind, "VFIO_DEVICE_BIND_IOMMUFD")?;
+    let mut alloc = IoasAlloc { size: argsz::<IoasAlloc>(), ..Default::default() };
+    ioctl_ptr(&iommufd, IOMMU_IOAS_ALLOC, &mut alloc, "IOMMU_IOAS_ALLOC")?;
+    let mut attach =
+        AttachPt { argsz: argsz::<AttachPt>(), pt_id: alloc.out_ioas_id, ..Default::default() };
+    ioctl_ptr(&device, DEVICE_ATTACH_IOMMUFD_PT, &mut attach, "VFIO_DEVICE_ATTACH_IOMMUFD_PT")?;
+    println!(
+        "smoke: iommufd: /dev/vfio/devices/{name} bound (devid {}), attached to IOAS {}",
+        bind.out_devid, alloc.out_ioas_id
+    );
+    check_bar0(&device)?;
+    const LEN: usize = 4096;
+    const IOVA: u64 = 0x20_0000;
+    let buf = Buffer::new(LEN)?;
+    let mut map = IoasMap {
+        size: argsz::<IoasMap>(),
+        flags: IOAS_MAP_FIXED_IOVA | IOAS_MAP_READABLE | IOAS_MAP_WRITEABLE,
+        ioas_id: alloc.out_ioas_id,
+        user_va: buf.0 as u64,
+        length: LEN as u64,
+        iova: IOVA,
+        ..Default::default()
+    };
+    ioctl_ptr(&iommufd, IOMMU_IOAS_MAP, &mut map, "IOMMU_IOAS_MAP")?;
+    // Unmap everything: iova 0, length u64::MAX.
+    let mut unmap = IoasUnmap {
+        size: argsz::<IoasUnmap>(),
+        ioas_id: alloc.out_ioas_id,
+        iova: 0,
+        length: u64::MAX,
+    };
+    ioctl_ptr(&iommufd, IOMMU_IOAS_UNMAP, &mut unmap, "IOMMU_IOAS_UNMAP(all)")?;
+    if unmap.length != LEN as u64 {
+        return Err(format!(
+            "IOAS unmap-all reported {:#x} bytes, expected {LEN:#x}",
+            unmap.length
+        ));
+    }
+    println!("smoke: iommufd: IOAS map at {IOVA:#x} + unmap-all of {LEN} bytes ok");
     Ok(())
 }
 
 fn dma_map_unmap(container: &std::fs::File) -> Step<()> {
     const LEN: usize = 4096;
     const IOVA: u64 = 0x10_0000;
-    // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-    let buf = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            LEN,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if buf == libc::MAP_FAILED {
-        return Err(errno("mmap"));
-    }
+    let buf = Buffer::new(LEN)?;
     let mut map = vfio_iommu_type1_dma_map {
         argsz: argsz::<vfio_iommu_type1_dma_map>(),
         flags: VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-        vaddr: buf as u64,
+        vaddr: buf.0 as u64,
         iova: IOVA,
         size: LEN as u64,
     };
@@ -205,8 +348,7 @@ fn dma_map_unmap(container: &std::fs::File) -> Step<()> {
     };
     let unmapped = mapped
         .and_then(|_| ioctl_ptr(container, IOMMU_UNMAP_DMA, &mut unmap, "VFIO_IOMMU_UNMAP_DMA"));
-    // SAFETY: `buf` is the mapping created above, unmapped from the IOMMU or never mapped.
-    unsafe { libc::munmap(buf, LEN) };
+    drop(buf);
     unmapped?;
     if unmap.size != LEN as u64 {
         return Err(format!("unmap reported {:#x} bytes, expected {LEN:#x}", unmap.size));
@@ -221,7 +363,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let noiommu = std::env::var("VFIO_LAB_IOMMU").as_deref() == Ok("none");
-    let result = run(&bdf, noiommu);
+    let iommufd = std::path::Path::new("/dev/iommu").exists() && !noiommu;
+    let mut result = run(&bdf, noiommu);
+    if result.is_ok() && iommufd {
+        // The legacy container is closed by now; the same binding serves the cdev.
+        result = run_iommufd(&bdf);
+    }
     restore(&bdf);
     match result {
         Ok(()) => {
@@ -251,6 +398,11 @@ mod tests {
         assert_eq!(DEVICE_GET_REGION_INFO, 0x3b6c);
         assert_eq!(IOMMU_MAP_DMA, 0x3b71);
         assert_eq!(IOMMU_UNMAP_DMA, 0x3b72);
+        assert_eq!(DEVICE_BIND_IOMMUFD, 0x3b76);
+        assert_eq!(DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
+        assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
+        assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
+        assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
     }
 
     #[test]
@@ -259,5 +411,10 @@ mod tests {
         assert_eq!(argsz::<vfio_region_info>(), 32);
         assert_eq!(argsz::<vfio_iommu_type1_dma_map>(), 32);
         assert_eq!(argsz::<vfio_iommu_type1_dma_unmap>(), 24);
+        assert_eq!(argsz::<BindIommufd>(), 16);
+        assert_eq!(argsz::<AttachPt>(), 12);
+        assert_eq!(argsz::<IoasAlloc>(), 12);
+        assert_eq!(argsz::<IoasMap>(), 40);
+        assert_eq!(argsz::<IoasUnmap>(), 24);
     }
 }
