@@ -147,26 +147,47 @@ pub struct StaticBuild {
 /// The target triple the static binaries are built for.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// The target directory of the static builds: `$CARGO_TARGET_DIR/lab-static`.
+fn static_target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("lab-static")
+}
+
+/// A `cargo build` of static release binaries for the guest.
+fn static_cargo() -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--target", STATIC_TARGET])
+        .arg("--target-dir")
+        .arg(static_target_dir())
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+/// Builds one binary of one package statically and returns its path.
+pub fn build_static_bin(package: &str, bin: &str) -> Result<PathBuf> {
+    let mut cmd = static_cargo();
+    cmd.args(["-p", package, "--bin", bin]);
+    eprintln!("vfio-lab: building {}", describe(&cmd));
+    run_inherit(&mut cmd)?;
+    Ok(static_target_dir().join(STATIC_TARGET).join("release").join(bin))
+}
+
 /// Builds the project's binaries statically (glibc, `+crt-static`) in a separate target
 /// directory and returns the executables produced.
 pub fn build_static(spec: &StaticBuild) -> Result<Vec<PathBuf>> {
     if spec.packages.is_empty() {
         return Ok(Vec::new());
     }
-    let base = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let target_dir = base.join("lab-static");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--release", "--target", STATIC_TARGET, "--bins"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let target_dir = static_target_dir();
+    let mut cmd = static_cargo();
+    cmd.arg("--bins");
     if spec.examples {
         cmd.arg("--examples");
     }
