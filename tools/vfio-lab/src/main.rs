@@ -308,8 +308,13 @@ fn run_cli(cli: Cli) -> Result<i32> {
             boot(&kernel, iommu, GuestAction::Shell, &b.vm, &payload)
         }
         Cmd::Suite { vm, kernel } => cmd_suite(&vm, kernel),
-        Cmd::Demo { vm } => {
+        Cmd::Demo { mut vm } => {
             prepare_vm_host()?;
+            // The demo runs the edu driver example of vfio-core besides vfiotool.
+            if !vm.packages.iter().any(|p| p == "vfio-core") {
+                vm.packages.push("vfio-core".into());
+            }
+            vm.examples = true;
             let payload = payload(&vm)?;
             let kernel = kernel::ensure(KernelKind::Custom)?;
             boot(

@@ -320,10 +320,27 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
             });
         }
         if vfio && iommu_group(fs, a).is_none() {
-            return Err(Error::Unsupported {
-                what: format!("VFIO for {a}, which has no IOMMU group"),
-                hint: Some("enable the IOMMU first; run 'vfiotool doctor'".into()),
-            });
+            // Some IOMMUs (virtio-iommu, firmware-described ones) give a device its group
+            // only when a driver probes it: with an IOMMU active, or in no-IOMMU mode, the
+            // group appears when vfio-pci takes the device (checked after the bind).
+            if !iommu_active(fs) && !noiommu_enabled(fs) {
+                return Err(Error::Unsupported {
+                    what: format!("VFIO for {a}, which has no IOMMU group"),
+                    hint: Some("enable the IOMMU first; run 'vfiotool doctor'".into()),
+                });
+            }
+            if user.is_some() {
+                return Err(Error::Unsupported {
+                    what: format!("--user for {a}, which has no IOMMU group yet"),
+                    hint: Some(format!(
+                        "its group appears when vfio-pci takes it: run 'vfiotool bind {a}', then \
+                         the same command with --user"
+                    )),
+                });
+            }
+            plan.warnings.push(format!(
+                "{a} has no IOMMU group yet: the IOMMU gives it one when vfio-pci takes it"
+            ));
         }
         if !fs.exists(&p.join("driver_override")) {
             return Err(Error::Unsupported {
@@ -417,6 +434,17 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
     Ok(plan)
 }
 
+/// Whether an IOMMU is active (`/sys/class/iommu` lists one).
+fn iommu_active(fs: &dyn HostFs) -> bool {
+    fs.read_dir(Path::new("/sys/class/iommu")).is_ok_and(|v| !v.is_empty())
+}
+
+/// Whether vfio's unsafe no-IOMMU mode is on.
+fn noiommu_enabled(fs: &dyn HostFs) -> bool {
+    fs.read_string(Path::new("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"))
+        .is_ok_and(|v| v == "Y" || v == "1")
+}
+
 fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
     for e in &plan.devices {
         let a = PciAddress::parse(&e.address)?;
@@ -434,8 +462,26 @@ fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
     }
     let mut nodes = vec![];
     if plan.driver == "vfio-pci" {
-        for g in &plan.groups {
-            let n = format!("/dev/vfio/{g}");
+        // The groups now: a device may have got its group only when vfio-pci took it.
+        let mut groups = plan.groups.clone();
+        for e in &plan.devices {
+            let a = PciAddress::parse(&e.address)?;
+            match iommu_group(fs, a) {
+                Some(g) => groups.push(g),
+                None => {
+                    return Err(Error::BindFailed {
+                        device: e.address.clone(),
+                        driver: plan.driver.clone(),
+                        reason: "it has no IOMMU group on vfio-pci".into(),
+                    })
+                }
+            }
+        }
+        groups.sort();
+        groups.dedup();
+        for g in &groups {
+            let noiommu = format!("/dev/vfio/noiommu-{g}");
+            let n = if fs.exists(Path::new(&noiommu)) { noiommu } else { format!("/dev/vfio/{g}") };
             if !fs.exists(Path::new(&n)) {
                 return Err(Error::BindFailed {
                     device: plan.devices.first().map(|e| e.address.clone()).unwrap_or_default(),
@@ -940,5 +986,31 @@ mod tests {
         let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]);
         let e = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("no IOMMU group"), "{e}");
+    }
+
+    /// virtio-iommu gives a driverless device its group only when vfio-pci probes it (seen
+    /// in the VM lab): with an IOMMU active the bind goes ahead and finds the group after.
+    #[test]
+    fn a_group_that_appears_at_probe_time_is_found_after_the_bind() {
+        let mut edu = DeviceSpec::edu("0000:00:04.0").group(3);
+        edu.group_at_probe = true;
+        let with_iommu = MockHost::new([edu.clone()]).with_sys(|s| *s = SysState::intel_ready());
+        let fs = with_iommu.fs();
+        assert_eq!(iommu_group(&*fs, a("0000:00:04.0")), None);
+        let plan = plan_bind(&*fs, &BindRequest::vfio("0000:00:04.0")).unwrap();
+        assert!(plan.warnings.iter().any(|w| w.contains("no IOMMU group yet")), "{plan:?}");
+        let out = bind(&*fs, &BindRequest::vfio("0000:00:04.0")).unwrap();
+        assert_eq!(out.dev_nodes, vec!["/dev/vfio/3"]);
+        restore(&*fs, Some(a("0000:00:04.0"))).unwrap();
+        assert_eq!(iommu_group(&*fs, a("0000:00:04.0")), None);
+        // --user cannot be planned before the group exists: a clear error, nothing done.
+        let mut req = BindRequest::vfio("0000:00:04.0");
+        req.user = Some("0".into());
+        let e = bind(&*fs, &req).unwrap_err().to_string();
+        assert!(e.contains("then the same command with --user"), "{e}");
+        // Without an IOMMU (and without no-IOMMU mode) it is refused as before.
+        let without = MockHost::new([edu]).with_sys(|s| s.load_vfio());
+        let e = plan_bind(&*without.fs(), &BindRequest::vfio("0000:00:04.0")).unwrap_err();
+        assert!(e.to_string().contains("enable the IOMMU first"), "{e}");
     }
 }

@@ -92,6 +92,7 @@ impl HostState {
     pub fn group_of(&self, address: PciAddress) -> Option<(u32, bool)> {
         let d = self.devices.get(&address)?;
         match d.spec.iommu_group {
+            Some(_) if d.spec.group_at_probe && d.driver.is_none() => None,
             Some(g) => Some((g, false)),
             None => self.kernel.noiommu_ids.get(&address).map(|g| (*g, true)),
         }

@@ -125,6 +125,10 @@ pub struct DeviceSpec {
     pub driver: Option<String>,
     /// IOMMU group (`None`: no IOMMU covers the device).
     pub iommu_group: Option<u32>,
+    /// The IOMMU gives the device its group only when a driver probes it (virtio-iommu
+    /// and other IOMMUs configured at probe time): `iommu_group` is hidden while the
+    /// device has no driver.
+    pub group_at_probe: bool,
     /// Interrupt pin used (INTx).
     pub intx: bool,
     /// MSI vectors (0: no MSI capability).
@@ -167,6 +171,7 @@ impl DeviceSpec {
             rom: None,
             driver: None,
             iommu_group: None,
+            group_at_probe: false,
             intx: false,
             msi_vectors: 0,
             msix: None,
