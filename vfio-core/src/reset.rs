@@ -20,7 +20,7 @@ pub struct AffectedDevice {
 }
 
 const INFO_HDR: usize = 12; // argsz, flags, count
-const DEP_SIZE: usize = 8; // segment u16, bus u8, devfn u8, group_id/devid u32
+const DEP_SIZE: usize = 8; // group_id/devid u32, segment u16, bus u8, devfn u8
 
 /// Flag of `vfio_pci_hot_reset_info`: entries carry device ids (cdev interface).
 pub const HOT_RESET_FLAG_DEV_ID: u32 = 1 << 0;
@@ -59,10 +59,11 @@ impl Device {
                     return Ok((0..count.min(room))
                         .filter_map(|i| {
                             let at = INFO_HDR + DEP_SIZE * i;
-                            let seg = u16::from_ne_bytes([buf[at], buf[at + 1]]);
-                            let bus = buf[at + 2];
-                            let devfn = buf[at + 3];
-                            let id = u32::from_ne_bytes(buf[at + 4..at + 8].try_into().unwrap());
+                            // struct vfio_pci_dependent_device: the id union first.
+                            let id = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap());
+                            let seg = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+                            let bus = buf[at + 6];
+                            let devfn = buf[at + 7];
                             Some(AffectedDevice {
                                 address: PciAddress::new(seg.into(), bus, devfn >> 3, devfn & 7)?,
                                 group_or_devid: id,
