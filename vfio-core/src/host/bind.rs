@@ -16,6 +16,10 @@
 //!
 //! Guards refuse a device the host itself uses (the boot display, a NIC with routes, a
 //! storage controller with mounted filesystems) unless forced.
+//!
+//! Everything that changes bindings or the journal ([`bind`], [`execute`], [`restore`],
+//! [`unbind`]) holds the host lock ([`crate::host::lock`]) while it runs, so that two
+//! runs at once cannot interleave their journal updates.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::host::devices::{group_members, is_bridge_class};
 use crate::host::filter::AddressFilter;
+use crate::host::lock::HostLock;
 use crate::host::{
     current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
     resolve_link, write_text,
@@ -62,17 +67,52 @@ pub struct JournalEntry {
 }
 
 /// Reads the journal (empty when there is none).
+///
+/// Entries are checked before anything acts on them: the address must parse, driver
+/// names must be plain names (no `/`, not `.` or `..`), and a node owner must name a
+/// node under `/dev/vfio/`, so that a damaged or planted journal cannot steer
+/// `restore` into writing or `chown`ing other files.
 pub fn read_journal(fs: &dyn HostFs) -> Result<Vec<JournalEntry>> {
+    let invalid = |reason: String| Error::Invalid {
+        what: "journal",
+        input: JOURNAL.into(),
+        reason: format!("{reason}; fix or remove the file, then check the devices by hand"),
+    };
     match fs.read(Path::new(JOURNAL)) {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(vec![]),
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
-            what: "journal",
-            input: JOURNAL.into(),
-            reason: format!("{e}; fix or remove the file, then check the devices by hand"),
-        }),
+        Ok(bytes) => {
+            let entries: Vec<JournalEntry> =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+            for e in &entries {
+                check_entry(e).map_err(&invalid)?;
+            }
+            Ok(entries)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
         Err(e) => Err(Error::host("read", JOURNAL, e)),
     }
+}
+
+fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\n'])
+}
+
+fn check_entry(e: &JournalEntry) -> std::result::Result<(), String> {
+    let a = &e.address;
+    PciAddress::parse(a).map_err(|err| format!("entry {a:?}: {err}"))?;
+    for d in [Some(&e.target), e.driver.as_ref(), e.driver_override.as_ref()].into_iter().flatten()
+    {
+        if !d.is_empty() && !plain_name(d) {
+            return Err(format!("entry {a}: {d:?} is not a driver name"));
+        }
+    }
+    if let Some(o) = &e.node_owner {
+        let rest = o.path.strip_prefix("/dev/vfio/").unwrap_or("");
+        if !plain_name(rest) {
+            return Err(format!("entry {a}: {:?} is not a /dev/vfio node", o.path));
+        }
+    }
+    Ok(())
 }
 
 fn write_journal(fs: &dyn HostFs, entries: &[JournalEntry]) -> Result<()> {
@@ -465,6 +505,7 @@ fn drop_journal(fs: &dyn HostFs, addresses: &[String]) -> Result<()> {
 /// Writes the journal and runs the first `n` steps of a plan, then stops, without
 /// verifying or rolling back: the state a crash in the middle of a bind leaves.
 pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<()> {
+    let _lock = HostLock::acquire(fs)?;
     if !plan.devices.is_empty() {
         merge_journal(fs, &plan.devices)?;
     }
@@ -476,6 +517,11 @@ pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<(
 
 /// Carries out a plan: journal, steps, verification; rolls back on any failure.
 pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
+    let _lock = HostLock::acquire(fs)?;
+    execute_locked(fs, plan)
+}
+
+fn execute_locked(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
     if !plan.devices.is_empty() {
         merge_journal(fs, &plan.devices)?;
     }
@@ -509,8 +555,9 @@ pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
 
 /// Plans and carries out a bind.
 pub fn bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindOutcome> {
+    let _lock = HostLock::acquire(fs)?;
     let plan = plan_bind(fs, req)?;
-    execute(fs, &plan)
+    execute_locked(fs, &plan)
 }
 
 /// Puts one device back as a journal entry recorded it.
@@ -591,6 +638,11 @@ pub struct Restored {
 /// their journal entries. Entries that fail stay in the journal; the first error is
 /// returned after every entry was tried.
 pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
+    let _lock = HostLock::acquire(fs)?;
+    restore_locked(fs, address)
+}
+
+fn restore_locked(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
     let entries = read_journal(fs)?;
     let chosen: Vec<&JournalEntry> = entries
         .iter()
@@ -625,8 +677,9 @@ pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Resto
 /// otherwise clears `driver_override` and lets the kernel probe its native driver.
 pub fn unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Restored> {
     crate::host::require_device(fs, a)?;
+    let _lock = HostLock::acquire(fs)?;
     if read_journal(fs)?.iter().any(|e| PciAddress::parse(&e.address).ok() == Some(a)) {
-        return restore(fs, Some(a))?
+        return restore_locked(fs, Some(a))?
             .pop()
             .ok_or_else(|| Error::NotFound { what: format!("journal entry of {a}"), hint: None });
     }
