@@ -28,9 +28,15 @@ fi
 
 targets="${FUZZ_TARGETS:-$(cargo +nightly fuzz list)}"
 # The code is safe Rust: panics and assertion failures are what a run looks for, so the
-# sanitizer is left out and code generation split to keep the build short. Set
-# FUZZ_SANITIZER=address to add AddressSanitizer.
-flags=(--sanitizer "${FUZZ_SANITIZER:-none}" --codegen-units 16)
+# sanitizer is left out and the targets built unoptimized (with debug assertions and
+# overflow checks) to keep the build short. For long runs, FUZZ_PROFILE=release builds
+# optimized code and FUZZ_SANITIZER=address adds AddressSanitizer.
+case "${FUZZ_PROFILE:-dev}" in
+    dev) profile=--dev ;;
+    release) profile=--release ;;
+    *) echo "FUZZ_PROFILE is dev or release" >&2; exit 2 ;;
+esac
+flags=("$profile" --debug-assertions --sanitizer "${FUZZ_SANITIZER:-none}")
 
 echo "fuzz: building $(echo $targets | wc -w) targets (${flags[*]})"
 build() {

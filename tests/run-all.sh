@@ -14,3 +14,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "fuzz/run.sh 5 (every fuzz target, 5 s each)"
+fuzz/run.sh 5

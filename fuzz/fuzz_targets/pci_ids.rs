@@ -7,11 +7,17 @@ use vfio_core::host::pci_ids::PciIds;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let ids = PciIds::parse(&text);
-    let _ = ids.vendor(0x8086);
-    let _ = ids.device(0x8086, 0x1234);
-    let _ = ids.subsystem(0x8086, 0x1234, 0x8086, 0);
-    let _ = ids.class(0x030000);
-    let _ = ids.prog_if(0x0c0330);
-    // A second parse of the same text gives the same database.
-    assert_eq!(format!("{ids:?}"), format!("{:?}", PciIds::parse(&text)));
+    // Lookups with ids taken from the input: every name found comes from the text.
+    let id = |i: usize| data.get(i).copied().unwrap_or(0) as u16 * 0x101;
+    let names = [
+        ids.vendor(id(0)),
+        ids.device(id(0), id(1)),
+        ids.subsystem(id(0), id(1), id(2), id(3)),
+        ids.class((id(0) as u32) << 8),
+        ids.prog_if((id(0) as u32) << 8 | id(1) as u32 & 0xff),
+    ];
+    for n in names.into_iter().flatten() {
+        assert!(text.contains(n), "{n:?} is not in the input");
+        assert!(!n.contains('\n'));
+    }
 });

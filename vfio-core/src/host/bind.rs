@@ -625,6 +625,95 @@ pub fn restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<()> {
     Ok(())
 }
 
+/// The changes [`restore_entry`] would make to put a device back as `e` recorded it,
+/// judged from the state now (the dry run of `restore` and `unbind`). The kernel's probe
+/// decides the driver, so the list ends with the probe that should bring `e.driver` back.
+pub fn plan_restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<Vec<Step>> {
+    let a = PciAddress::parse(&e.address)?;
+    crate::host::require_device(fs, a)?;
+    let p = device_path(a);
+    let mut steps = vec![];
+    let cur = current_driver(fs, a);
+    if cur.is_some() && cur != e.driver {
+        steps.push(Step::Write { path: p.join("driver/unbind"), value: e.address.clone() });
+    }
+    if driver_override(fs, a) != e.driver_override {
+        steps.push(Step::Write {
+            path: p.join("driver_override"),
+            value: e.driver_override.clone().unwrap_or_default(),
+        });
+    }
+    if e.driver.is_some() && cur != e.driver {
+        steps.push(Step::Write {
+            path: PathBuf::from("/sys/bus/pci/drivers_probe"),
+            value: e.address.clone(),
+        });
+    }
+    if let Some(n) = e.sriov_numvfs.filter(|n| *n > 0) {
+        let now = numvfs(fs, a).unwrap_or(0);
+        if now != n {
+            let f = p.join("sriov_numvfs");
+            if now != 0 {
+                steps.push(Step::Write { path: f.clone(), value: "0".into() });
+            }
+            steps.push(Step::Write { path: f, value: n.to_string() });
+        }
+    }
+    if let Some(o) = &e.node_owner {
+        let node = Path::new(&o.path);
+        if fs.metadata(node).is_ok_and(|m| (m.uid, m.gid) != (o.uid, o.gid)) {
+            steps.push(Step::Chown { path: node.into(), uid: o.uid, gid: o.gid });
+        }
+    }
+    Ok(steps)
+}
+
+/// The journal entries [`restore`] would act on (one device, or all with `None`), each
+/// with the changes it would make.
+pub fn plan_restore(
+    fs: &dyn HostFs,
+    address: Option<PciAddress>,
+) -> Result<Vec<(JournalEntry, Vec<Step>)>> {
+    read_journal(fs)?
+        .into_iter()
+        .filter(|e| address.is_none_or(|a| PciAddress::parse(&e.address).ok() == Some(a)))
+        .map(|e| plan_restore_entry(fs, &e).map(|s| (e, s)))
+        .collect()
+}
+
+/// The changes [`unbind`] would make, without making them.
+pub fn plan_unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Vec<Step>> {
+    crate::host::require_device(fs, a)?;
+    if let Some((_, steps)) = plan_restore(fs, Some(a))?.pop() {
+        return Ok(steps);
+    }
+    let now = current_driver(fs, a);
+    if now.as_deref() != Some("vfio-pci") && driver_override(fs, a).is_none() {
+        return Err(Error::Invalid {
+            what: "device to unbind",
+            input: a.to_string(),
+            reason: format!(
+                "it is on {} and not in the journal: nothing to undo",
+                now.as_deref().unwrap_or("no driver")
+            ),
+        });
+    }
+    let e = JournalEntry {
+        address: a.to_string(),
+        target: String::new(),
+        driver: None,
+        driver_override: None,
+        sriov_numvfs: None,
+        node_owner: None,
+    };
+    let mut steps = plan_restore_entry(fs, &e)?;
+    steps.push(Step::Write {
+        path: PathBuf::from("/sys/bus/pci/drivers_probe"),
+        value: a.to_string(),
+    });
+    Ok(steps)
+}
+
 /// What `restore` did for one device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Restored {
