@@ -314,6 +314,17 @@ fn is_bridge(fs: &dyn HostFs, a: PciAddress) -> bool {
         .is_some_and(|c| is_bridge_class(c as u32))
 }
 
+/// An attribute of the prior state: `None` when it does not exist, an error when it
+/// exists but cannot be read.
+fn prior_attr(fs: &dyn HostFs, path: &Path) -> Result<Option<String>> {
+    if !fs.exists(path) {
+        return Ok(None);
+    }
+    fs.read_string(path).map(Some).map_err(|e| {
+        Error::host("read", path, e).with_hint("the prior state must be known to be restored")
+    })
+}
+
 /// The functions an address or slot names.
 pub fn select(fs: &dyn HostFs, address: &str) -> Result<Vec<PciAddress>> {
     let f = AddressFilter::parse(address)?;
@@ -382,12 +393,27 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 return Err(Error::InUse { device: a.to_string(), reason: why.join("; ") });
             }
         }
+        // The prior state must be read, not guessed: an attribute that exists but cannot
+        // be read fails the plan rather than journaling "none" (restore would then lose
+        // the override or the VFs).
+        let p = device_path(a);
+        let sriov_numvfs = prior_attr(fs, &p.join("sriov_numvfs"))?
+            .map(|v| {
+                v.parse().map_err(|_| Error::Invalid {
+                    what: "sriov_numvfs",
+                    input: v.clone(),
+                    reason: format!("{a}: not a number"),
+                })
+            })
+            .transpose()?;
+        let driver_override =
+            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
         plan.devices.push(JournalEntry {
             address: a.to_string(),
             target: target.into(),
             driver,
-            driver_override: driver_override(fs, a),
-            sriov_numvfs: numvfs(fs, a),
+            driver_override,
+            sriov_numvfs,
             node_owner: None,
         });
     }

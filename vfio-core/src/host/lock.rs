@@ -8,12 +8,17 @@
 //! crashed run left behind (`vfiotool restore`).
 //!
 //! The lock is released when the [`HostLock`] is dropped, and only if the file still
-//! holds this holder's token (a lock taken over as stale by another run is left alone).
+//! holds this holder's token (a lock taken over as stale by another run is left alone;
+//! when the file cannot be read back, it is left too). A lock naming this process is
+//! held while a [`HostLock`] with its token lives, and stale otherwise, so a lock this
+//! process failed to remove does not shut it out.
 //! Because the check goes through [`HostFs`], the simulated host tests every case:
 //! running processes are its `SysState::processes`.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::hostfs::HostFs;
@@ -23,22 +28,29 @@ pub const LOCK: &str = "/run/vfiotool/lock";
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
 
+/// Tokens of the [`HostLock`]s alive in this process.
+static LIVE: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+fn live() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A held host lock; released on drop.
 #[derive(Debug)]
 pub struct HostLock<'a> {
     fs: &'a dyn HostFs,
     content: String,
+    token: u64,
     replaced: Option<u32>,
 }
 
-/// Who holds the lock file now: the pid written in it, when it parses.
-fn holder(fs: &dyn HostFs) -> Option<Option<u32>> {
-    match fs.read(Path::new(LOCK)) {
-        Ok(bytes) => Some(
-            String::from_utf8_lossy(&bytes).split_whitespace().next().and_then(|p| p.parse().ok()),
-        ),
-        Err(_) => None,
-    }
+/// What the lock file says: `None` when it cannot be read (gone), else the pid and
+/// token written in it, when they parse.
+fn holder(fs: &dyn HostFs) -> Option<(Option<u32>, Option<u64>)> {
+    let bytes = fs.read(Path::new(LOCK)).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut f = text.split_whitespace();
+    Some((f.next().and_then(|p| p.parse().ok()), f.next().and_then(|t| t.parse().ok())))
 }
 
 impl<'a> HostLock<'a> {
@@ -62,19 +74,23 @@ impl<'a> HostLock<'a> {
         // Two rounds: the second after removing a stale lock.
         for _ in 0..2 {
             match fs.create_new(path, content.as_bytes()) {
-                Ok(()) => return Ok(HostLock { fs, content, replaced }),
+                Ok(()) => {
+                    live().insert(token);
+                    return Ok(HostLock { fs, content, token, replaced });
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::host("create", path, e)),
             }
             match holder(fs) {
                 // Gone between our create and our read: try again.
                 None => continue,
-                Some(Some(other))
-                    if other == pid || fs.exists(Path::new(&format!("/proc/{other}"))) =>
+                Some((Some(other), t))
+                    if (other == pid && t.is_some_and(|t| live().contains(&t)))
+                        || (other != pid && fs.exists(Path::new(&format!("/proc/{other}")))) =>
                 {
                     return Err(Error::Locked { pid: other, path: path.into() });
                 }
-                Some(stale) => {
+                Some((stale, _)) => {
                     // The holder is gone (or the file is garbage): remove and retry.
                     replaced = Some(stale.unwrap_or(0));
                     match fs.remove_file(path) {
@@ -86,7 +102,7 @@ impl<'a> HostLock<'a> {
             }
         }
         // Another run took it between our removal of the stale lock and our create.
-        Err(Error::Locked { pid: holder(fs).flatten().unwrap_or(0), path: path.into() })
+        Err(Error::Locked { pid: holder(fs).and_then(|h| h.0).unwrap_or(0), path: path.into() })
     }
 
     /// The pid of a crashed run whose stale lock was replaced (0 when the file named none).
@@ -97,6 +113,7 @@ impl<'a> HostLock<'a> {
 
 impl Drop for HostLock<'_> {
     fn drop(&mut self) {
+        live().remove(&self.token);
         // Only our own lock: a run that judged us stale may have replaced it.
         if let Ok(now) = self.fs.read(Path::new(LOCK)) {
             if now == self.content.as_bytes() {
@@ -155,6 +172,20 @@ mod tests {
         drop(l);
         fs.write(Path::new(LOCK), b"\xff garbage").unwrap();
         assert_eq!(HostLock::acquire_as(&*fs, 1).unwrap().replaced_stale(), Some(0));
+    }
+
+    #[test]
+    fn a_lock_this_process_failed_to_release_does_not_shut_it_out() {
+        let h = host();
+        let fs = h.fs();
+        let l = HostLock::acquire_as(&*fs, 500).unwrap();
+        // The read-back on release fails: the file stays.
+        h.inject_fault(crate::mock::FaultOp::Read, Some(LOCK), 1, libc::EIO);
+        drop(l);
+        assert!(fs.exists(Path::new(LOCK)));
+        // Its token is gone with it, so the next run of this process takes it over.
+        let again = HostLock::acquire_as(&*fs, 500).unwrap();
+        assert_eq!(again.replaced_stale(), Some(500));
     }
 
     #[test]
