@@ -213,3 +213,48 @@ fn guards_refuse_a_host_device_without_force_even_in_a_dry_run() {
     assert!(!steps.is_empty());
     assert!(!h.fs().exists(Path::new("/run/vfiotool/journal.json")));
 }
+
+/// Commands that only look change nothing on the host; the only write any of them
+/// makes is enabling the ROM BAR to read the ROM (`info -v`, `rom check`), and it is
+/// disabled again. Nothing writes to a BAR (`resourceN`) or to config space.
+#[test]
+fn looking_commands_write_nothing_but_the_rom_switch() {
+    let h = host();
+    real(&h, &["bind", EDU]);
+    let before = state(&h);
+    let looking: &[&[&str]] = &[
+        &["list"],
+        &["list", "--json"],
+        &["groups"],
+        &["info", EDU],
+        &["info", EDU, "-v"],
+        &["info", EDU, "-vv", "--json"],
+        &["info", NIC, "-vv"],
+        &["doctor"],
+        &["restore"],
+        &["mdev", "list"],
+        &["sriov", NIC],
+        &["persist"],
+        &["rom", "check", EDU],
+    ];
+    for args in looking {
+        let n0 = h.state().sys.writes.len();
+        let r = run(&h, args);
+        assert!(r.code == 0 || r.code == 2 || args[0] == "doctor", "{args:?}: {}", r.err);
+        let wrote: Vec<String> =
+            h.state().sys.writes[n0..].iter().map(|p| p.display().to_string()).collect();
+        for w in &wrote {
+            assert!(w.ends_with("/rom"), "{args:?} wrote {w}");
+        }
+        assert!(h.state().sys.rom_enabled.is_empty(), "{args:?} left the ROM BAR on");
+        // Apart from the switch log, the host is as it was.
+        let mut now = state(&h);
+        let mut was = before.clone();
+        for s in [&mut now, &mut was] {
+            if let Some(i) = s.find("writes: [") {
+                s.truncate(i);
+            }
+        }
+        assert_eq!(now, was, "{args:?} changed the host");
+    }
+}
