@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vfio_core::info::{parse_device_info, parse_iommu_info, parse_region_info, walk_caps, MAX_CAPS};
+use vfio_core::info::{
+    parse_device_info, parse_iommu_info, parse_region_info, walk_caps, MAX_CAPS,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Some(r) = parse_region_info(data) {
