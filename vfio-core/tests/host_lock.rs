@@ -155,3 +155,20 @@ fn a_planted_journal_cannot_steer_restore_to_other_files() {
         assert_eq!(driver(&h).as_deref(), Some("vfio-pci"));
     }
 }
+
+#[test]
+fn a_plan_made_before_another_run_moved_the_device_is_refused() {
+    let h = host();
+    let fs = h.fs();
+    let stale = plan_bind(&*fs, &BindRequest::vfio(EDU)).unwrap();
+    // Another run binds the device between our plan and our execute.
+    bind(&*fs, &BindRequest::vfio(EDU)).unwrap();
+    let journal = read_journal(&*fs).unwrap();
+    let e = vfio_core::host::bind::execute(&*fs, &stale).unwrap_err().to_string();
+    assert!(e.contains("changed since the plan was made"), "{e}");
+    // Nothing changed: the journal still records the driver from before either run.
+    assert_eq!(read_journal(&*fs).unwrap(), journal);
+    assert_eq!(journal[0].driver.as_deref(), Some("edu"));
+    restore(&*fs, None).unwrap();
+    assert_eq!(driver(&h).as_deref(), Some("edu"));
+}

@@ -542,9 +542,39 @@ pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<(
 }
 
 /// Carries out a plan: journal, steps, verification; rolls back on any failure.
+///
+/// The plan may have been made before the lock was taken (by a caller that showed it
+/// first): under the lock, each device's prior state is read again, and a plan the host
+/// no longer matches (another run moved a device meanwhile) is refused before anything
+/// changes.
 pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
     let _lock = HostLock::acquire(fs)?;
+    check_current(fs, plan)?;
     execute_locked(fs, plan)
+}
+
+/// Whether every device of a plan is still in the prior state the plan recorded.
+fn check_current(fs: &dyn HostFs, plan: &BindPlan) -> Result<()> {
+    for e in &plan.devices {
+        let a = PciAddress::parse(&e.address)?;
+        let p = device_path(a);
+        let override_now =
+            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
+        let numvfs_now = prior_attr(fs, &p.join("sriov_numvfs"))?.and_then(|v| v.parse().ok());
+        if current_driver(fs, a) != e.driver
+            || override_now != e.driver_override
+            || numvfs_now != e.sriov_numvfs
+        {
+            return Err(Error::BindFailed {
+                device: e.address.clone(),
+                driver: plan.driver.clone(),
+                reason: "the device changed since the plan was made (another vfiotool run?); \
+                         nothing was changed: run the command again"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn execute_locked(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
