@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's whole test suite: formatting, lints, unit and integration tests.
+# The project's whole test suite: formatting, lints, unit and integration tests, and a
+# bounded fuzzing run (fuzz/run.sh; skipped with a message without the nightly toolchain).
 # Installs what it needs by package name on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
