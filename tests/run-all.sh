@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's whole test suite: formatting, lints, unit and integration tests.
+# The project's whole test suite: formatting, lints, unit and integration tests, and a
+# bounded fuzzing run (fuzz/run.sh; skipped with a message without the nightly toolchain).
 # Installs what it needs by package name on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace"
 cargo test --workspace
+
+step "fuzz/run.sh 5 (every fuzz target, 5 s each)"
+fuzz/run.sh 5
 
 # The nested VM lab: boots the stock and the custom kernel (built on first use and cached in
 # $VFIO_LAB_CACHE, default ~/.cache/vfio-lab) under QEMU/TCG with virtio-iommu and runs the

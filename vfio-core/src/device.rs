@@ -138,8 +138,15 @@ impl Device {
         dev.regions = (0..dev.info.num_regions.min(64))
             .map(|i| match dev.read_region_info(i) {
                 // vfio-pci answers EINVAL for regions the device lacks (VGA on a
-                // non-VGA device): an absent region, not a failure.
-                Err(e) if e.errno() == Some(Errno::EINVAL) => Ok(RegionInfo::absent(i)),
+                // non-VGA device): an absent region, not a failure. BARs, the ROM and
+                // config space always answer (size 0 when absent), so EINVAL there is
+                // a real failure.
+                Err(e)
+                    if e.errno() == Some(Errno::EINVAL)
+                        && (i >= regions::VGA || !dev.info.is_pci()) =>
+                {
+                    Ok(RegionInfo::absent(i))
+                }
                 other => other,
             })
             .collect::<Result<Vec<_>>>()?;

@@ -99,6 +99,15 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// Another process holds the host lock (a concurrent `vfiotool` changing bindings).
+    #[error("another vfiotool is running (pid {pid}): {} is locked; wait for it to finish", path.display())]
+    Locked {
+        /// The process holding the lock.
+        pid: u32,
+        /// The lock file.
+        path: PathBuf,
+    },
+
     /// Something that does not exist: a device, a group, a region, a capability.
     #[error("{what} not found{}", hint_suffix(hint))]
     NotFound {

@@ -61,6 +61,24 @@ pub trait HostFs: Send + Sync + fmt::Debug {
     /// Loads a kernel module (`modprobe NAME`).
     fn modprobe(&self, module: &str) -> io::Result<()>;
 
+    /// Creates a regular file holding `data`, failing with `AlreadyExists` when the path
+    /// exists (`O_CREAT | O_EXCL`): the primitive of lock files. The default refuses.
+    fn create_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let _ = data;
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("cannot create {} exclusively on this host view", path.display()),
+        ))
+    }
+
+    /// Removes a regular file (outside sysfs). The default refuses.
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("cannot remove {} on this host view", path.display()),
+        ))
+    }
+
     /// Reads a text attribute with surrounding white space removed.
     fn read_string(&self, path: &Path) -> io::Result<String> {
         let bytes = self.read(path)?;
@@ -187,6 +205,17 @@ impl HostFs for RealFs {
         std::fs::create_dir_all(self.resolve(path)?)
     }
 
+    fn create_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(self.resolve(path)?)?;
+        f.write_all(data)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(self.resolve(path)?)
+    }
+
     fn modprobe(&self, module: &str) -> io::Result<()> {
         if self.root != Path::new("/") {
             return Err(io::Error::new(
@@ -233,6 +262,19 @@ mod tests {
         assert_eq!(fs.read_dir(Path::new("/sys/a")).unwrap(), vec!["attr"]);
         assert_eq!(fs.metadata(Path::new("/sys/a")).unwrap().kind, NodeKind::Dir);
         assert!(!fs.exists(Path::new("/sys/b")));
+    }
+
+    #[test]
+    fn create_new_is_exclusive_and_remove_file_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = RealFs::new(dir.path());
+        let p = Path::new("/lock");
+        fs.create_new(p, b"1\n").unwrap();
+        assert_eq!(fs.create_new(p, b"2\n").unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs.read(p).unwrap(), b"1\n");
+        fs.remove_file(p).unwrap();
+        assert!(!fs.exists(p));
+        assert_eq!(fs.remove_file(p).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

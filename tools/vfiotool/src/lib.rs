@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod cmd;
+pub mod dry_run;
 
 pub use cli::{main_with_env, run, Context};

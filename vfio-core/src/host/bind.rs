@@ -16,6 +16,10 @@
 //!
 //! Guards refuse a device the host itself uses (the boot display, a NIC with routes, a
 //! storage controller with mounted filesystems) unless forced.
+//!
+//! Everything that changes bindings or the journal ([`bind`], [`execute`], [`restore`],
+//! [`unbind`]) holds the host lock ([`crate::host::lock`]) while it runs, so that two
+//! runs at once cannot interleave their journal updates.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::host::devices::{group_members, is_bridge_class};
 use crate::host::filter::AddressFilter;
+use crate::host::lock::HostLock;
 use crate::host::{
     current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
     resolve_link, write_text,
@@ -62,17 +67,52 @@ pub struct JournalEntry {
 }
 
 /// Reads the journal (empty when there is none).
+///
+/// Entries are checked before anything acts on them: the address must parse, driver
+/// names must be plain names (no `/`, not `.` or `..`), and a node owner must name a
+/// node under `/dev/vfio/`, so that a damaged or planted journal cannot steer
+/// `restore` into writing or `chown`ing other files.
 pub fn read_journal(fs: &dyn HostFs) -> Result<Vec<JournalEntry>> {
+    let invalid = |reason: String| Error::Invalid {
+        what: "journal",
+        input: JOURNAL.into(),
+        reason: format!("{reason}; fix or remove the file, then check the devices by hand"),
+    };
     match fs.read(Path::new(JOURNAL)) {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(vec![]),
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Invalid {
-            what: "journal",
-            input: JOURNAL.into(),
-            reason: format!("{e}; fix or remove the file, then check the devices by hand"),
-        }),
+        Ok(bytes) => {
+            let entries: Vec<JournalEntry> =
+                serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+            for e in &entries {
+                check_entry(e).map_err(&invalid)?;
+            }
+            Ok(entries)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
         Err(e) => Err(Error::host("read", JOURNAL, e)),
     }
+}
+
+fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\n'])
+}
+
+fn check_entry(e: &JournalEntry) -> std::result::Result<(), String> {
+    let a = &e.address;
+    PciAddress::parse(a).map_err(|err| format!("entry {a:?}: {err}"))?;
+    for d in [Some(&e.target), e.driver.as_ref(), e.driver_override.as_ref()].into_iter().flatten()
+    {
+        if !d.is_empty() && !plain_name(d) {
+            return Err(format!("entry {a}: {d:?} is not a driver name"));
+        }
+    }
+    if let Some(o) = &e.node_owner {
+        let rest = o.path.strip_prefix("/dev/vfio/").unwrap_or("");
+        if !plain_name(rest) {
+            return Err(format!("entry {a}: {:?} is not a /dev/vfio node", o.path));
+        }
+    }
+    Ok(())
 }
 
 fn write_journal(fs: &dyn HostFs, entries: &[JournalEntry]) -> Result<()> {
@@ -274,6 +314,17 @@ fn is_bridge(fs: &dyn HostFs, a: PciAddress) -> bool {
         .is_some_and(|c| is_bridge_class(c as u32))
 }
 
+/// An attribute of the prior state: `None` when it does not exist, an error when it
+/// exists but cannot be read.
+fn prior_attr(fs: &dyn HostFs, path: &Path) -> Result<Option<String>> {
+    if !fs.exists(path) {
+        return Ok(None);
+    }
+    fs.read_string(path).map(Some).map_err(|e| {
+        Error::host("read", path, e).with_hint("the prior state must be known to be restored")
+    })
+}
+
 /// The functions an address or slot names.
 pub fn select(fs: &dyn HostFs, address: &str) -> Result<Vec<PciAddress>> {
     let f = AddressFilter::parse(address)?;
@@ -359,12 +410,27 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 return Err(Error::InUse { device: a.to_string(), reason: why.join("; ") });
             }
         }
+        // The prior state must be read, not guessed: an attribute that exists but cannot
+        // be read fails the plan rather than journaling "none" (restore would then lose
+        // the override or the VFs).
+        let p = device_path(a);
+        let sriov_numvfs = prior_attr(fs, &p.join("sriov_numvfs"))?
+            .map(|v| {
+                v.parse().map_err(|_| Error::Invalid {
+                    what: "sriov_numvfs",
+                    input: v.clone(),
+                    reason: format!("{a}: not a number"),
+                })
+            })
+            .transpose()?;
+        let driver_override =
+            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
         plan.devices.push(JournalEntry {
             address: a.to_string(),
             target: target.into(),
             driver,
-            driver_override: driver_override(fs, a),
-            sriov_numvfs: numvfs(fs, a),
+            driver_override,
+            sriov_numvfs,
             node_owner: None,
         });
     }
@@ -511,6 +577,7 @@ fn drop_journal(fs: &dyn HostFs, addresses: &[String]) -> Result<()> {
 /// Writes the journal and runs the first `n` steps of a plan, then stops, without
 /// verifying or rolling back: the state a crash in the middle of a bind leaves.
 pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<()> {
+    let _lock = HostLock::acquire(fs)?;
     if !plan.devices.is_empty() {
         merge_journal(fs, &plan.devices)?;
     }
@@ -521,7 +588,42 @@ pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<(
 }
 
 /// Carries out a plan: journal, steps, verification; rolls back on any failure.
+///
+/// The plan may have been made before the lock was taken (by a caller that showed it
+/// first): under the lock, each device's prior state is read again, and a plan the host
+/// no longer matches (another run moved a device meanwhile) is refused before anything
+/// changes.
 pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
+    let _lock = HostLock::acquire(fs)?;
+    check_current(fs, plan)?;
+    execute_locked(fs, plan)
+}
+
+/// Whether every device of a plan is still in the prior state the plan recorded.
+fn check_current(fs: &dyn HostFs, plan: &BindPlan) -> Result<()> {
+    for e in &plan.devices {
+        let a = PciAddress::parse(&e.address)?;
+        let p = device_path(a);
+        let override_now =
+            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
+        let numvfs_now = prior_attr(fs, &p.join("sriov_numvfs"))?.and_then(|v| v.parse().ok());
+        if current_driver(fs, a) != e.driver
+            || override_now != e.driver_override
+            || numvfs_now != e.sriov_numvfs
+        {
+            return Err(Error::BindFailed {
+                device: e.address.clone(),
+                driver: plan.driver.clone(),
+                reason: "the device changed since the plan was made (another vfiotool run?); \
+                         nothing was changed: run the command again"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn execute_locked(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
     if !plan.devices.is_empty() {
         merge_journal(fs, &plan.devices)?;
     }
@@ -555,8 +657,9 @@ pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
 
 /// Plans and carries out a bind.
 pub fn bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindOutcome> {
+    let _lock = HostLock::acquire(fs)?;
     let plan = plan_bind(fs, req)?;
-    execute(fs, &plan)
+    execute_locked(fs, &plan)
 }
 
 /// Puts one device back as a journal entry recorded it.
@@ -624,6 +727,95 @@ pub fn restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<()> {
     Ok(())
 }
 
+/// The changes [`restore_entry`] would make to put a device back as `e` recorded it,
+/// judged from the state now (the dry run of `restore` and `unbind`). The kernel's probe
+/// decides the driver, so the list ends with the probe that should bring `e.driver` back.
+pub fn plan_restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<Vec<Step>> {
+    let a = PciAddress::parse(&e.address)?;
+    crate::host::require_device(fs, a)?;
+    let p = device_path(a);
+    let mut steps = vec![];
+    let cur = current_driver(fs, a);
+    if cur.is_some() && cur != e.driver {
+        steps.push(Step::Write { path: p.join("driver/unbind"), value: e.address.clone() });
+    }
+    if driver_override(fs, a) != e.driver_override {
+        steps.push(Step::Write {
+            path: p.join("driver_override"),
+            value: e.driver_override.clone().unwrap_or_default(),
+        });
+    }
+    if e.driver.is_some() && cur != e.driver {
+        steps.push(Step::Write {
+            path: PathBuf::from("/sys/bus/pci/drivers_probe"),
+            value: e.address.clone(),
+        });
+    }
+    if let Some(n) = e.sriov_numvfs.filter(|n| *n > 0) {
+        let now = numvfs(fs, a).unwrap_or(0);
+        if now != n {
+            let f = p.join("sriov_numvfs");
+            if now != 0 {
+                steps.push(Step::Write { path: f.clone(), value: "0".into() });
+            }
+            steps.push(Step::Write { path: f, value: n.to_string() });
+        }
+    }
+    if let Some(o) = &e.node_owner {
+        let node = Path::new(&o.path);
+        if fs.metadata(node).is_ok_and(|m| (m.uid, m.gid) != (o.uid, o.gid)) {
+            steps.push(Step::Chown { path: node.into(), uid: o.uid, gid: o.gid });
+        }
+    }
+    Ok(steps)
+}
+
+/// The journal entries [`restore`] would act on (one device, or all with `None`), each
+/// with the changes it would make.
+pub fn plan_restore(
+    fs: &dyn HostFs,
+    address: Option<PciAddress>,
+) -> Result<Vec<(JournalEntry, Vec<Step>)>> {
+    read_journal(fs)?
+        .into_iter()
+        .filter(|e| address.is_none_or(|a| PciAddress::parse(&e.address).ok() == Some(a)))
+        .map(|e| plan_restore_entry(fs, &e).map(|s| (e, s)))
+        .collect()
+}
+
+/// The changes [`unbind`] would make, without making them.
+pub fn plan_unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Vec<Step>> {
+    crate::host::require_device(fs, a)?;
+    if let Some((_, steps)) = plan_restore(fs, Some(a))?.pop() {
+        return Ok(steps);
+    }
+    let now = current_driver(fs, a);
+    if now.as_deref() != Some("vfio-pci") && driver_override(fs, a).is_none() {
+        return Err(Error::Invalid {
+            what: "device to unbind",
+            input: a.to_string(),
+            reason: format!(
+                "it is on {} and not in the journal: nothing to undo",
+                now.as_deref().unwrap_or("no driver")
+            ),
+        });
+    }
+    let e = JournalEntry {
+        address: a.to_string(),
+        target: String::new(),
+        driver: None,
+        driver_override: None,
+        sriov_numvfs: None,
+        node_owner: None,
+    };
+    let mut steps = plan_restore_entry(fs, &e)?;
+    steps.push(Step::Write {
+        path: PathBuf::from("/sys/bus/pci/drivers_probe"),
+        value: a.to_string(),
+    });
+    Ok(steps)
+}
+
 /// What `restore` did for one device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Restored {
@@ -637,6 +829,11 @@ pub struct Restored {
 /// their journal entries. Entries that fail stay in the journal; the first error is
 /// returned after every entry was tried.
 pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
+    let _lock = HostLock::acquire(fs)?;
+    restore_locked(fs, address)
+}
+
+fn restore_locked(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
     let entries = read_journal(fs)?;
     let chosen: Vec<&JournalEntry> = entries
         .iter()
@@ -671,8 +868,9 @@ pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Resto
 /// otherwise clears `driver_override` and lets the kernel probe its native driver.
 pub fn unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Restored> {
     crate::host::require_device(fs, a)?;
+    let _lock = HostLock::acquire(fs)?;
     if read_journal(fs)?.iter().any(|e| PciAddress::parse(&e.address).ok() == Some(a)) {
-        return restore(fs, Some(a))?
+        return restore_locked(fs, Some(a))?
             .pop()
             .ok_or_else(|| Error::NotFound { what: format!("journal entry of {a}"), hint: None });
     }

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod doctor;
 pub mod filter;
 pub mod groups;
+pub mod lock;
 pub mod mdev;
 pub mod pci_ids;
 pub mod persist;

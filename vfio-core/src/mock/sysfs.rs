@@ -148,6 +148,8 @@ pub struct SysState {
     pub faults: Vec<Fault>,
     /// Every successful write, in order (path as given).
     pub writes: Vec<PathBuf>,
+    /// Other processes running on the host: each shows as a `/proc/PID` directory.
+    pub processes: BTreeSet<u32>,
 }
 
 impl SysState {
@@ -968,6 +970,9 @@ impl SimFs {
                 }
                 Some(Node::File(Attr::Text(s), 0o444))
             }
+            ["proc", pid] if pid.parse().is_ok_and(|p: u32| st.sys.processes.contains(&p)) => {
+                dir(&[])
+            }
             ["proc", "sys"] => dir(&["kernel"]),
             ["proc", "sys", "kernel"] => dir(&["osrelease"]),
             ["proc", "sys", "kernel", "osrelease"] => text(st.sys.kernel_release.clone()),
@@ -1392,6 +1397,36 @@ impl HostFs for SimFs {
         }
         st.sys.dirs.insert(p);
         Ok(())
+    }
+
+    fn create_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.host.state();
+        let p = normalize(path);
+        if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
+            return Err(err(libc::EACCES));
+        }
+        if Self::node(&st, &p).is_some() {
+            return Err(err(libc::EEXIST));
+        }
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
+            return Err(err(libc::ENOENT));
+        }
+        st.sys.files.insert(p, data.to_vec());
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.host.state();
+        let p = normalize(path);
+        if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
+            return Err(err(libc::EACCES));
+        }
+        match st.sys.files.remove(&p) {
+            Some(_) => Ok(()),
+            None if Self::node(&st, &p).is_some() => Err(err(libc::EISDIR)),
+            None => Err(err(libc::ENOENT)),
+        }
     }
 
     fn modprobe(&self, module: &str) -> io::Result<()> {

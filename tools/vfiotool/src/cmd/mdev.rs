@@ -4,6 +4,7 @@ use vfio_core::host::mdev::{create, list_instances, list_types, remove};
 
 use crate::cli::Context;
 use crate::cmd::{address, out, print_json};
+use crate::dry_run::DryRunFs;
 
 /// Arguments of `mdev`.
 #[derive(Debug, clap::Args)]
@@ -31,11 +32,17 @@ pub enum MdevAction {
         /// The UUID to use (a random one when absent).
         #[arg(long)]
         uuid: Option<String>,
+        /// Print what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Remove an instance.
     Remove {
         /// Its UUID.
         uuid: String,
+        /// Print what would be done, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -67,11 +74,21 @@ pub fn run(args: &MdevArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
                 }
             }
         }
-        MdevAction::Create { parent, type_id, uuid } => {
+        MdevAction::Create { parent, type_id, uuid, dry_run: true } => {
+            let dry = DryRunFs::new(ctx.fs.clone());
+            create(&dry, address(parent)?, type_id, uuid.as_deref())?;
+            dry.print(ctx);
+        }
+        MdevAction::Create { parent, type_id, uuid, dry_run: false } => {
             let u = create(&*ctx.fs, address(parent)?, type_id, uuid.as_deref())?;
             out!(ctx, "{u}");
         }
-        MdevAction::Remove { uuid } => {
+        MdevAction::Remove { uuid, dry_run: true } => {
+            let dry = DryRunFs::new(ctx.fs.clone());
+            remove(&dry, uuid)?;
+            dry.print(ctx);
+        }
+        MdevAction::Remove { uuid, dry_run: false } => {
             remove(&*ctx.fs, uuid)?;
             out!(ctx, "removed {uuid}");
         }

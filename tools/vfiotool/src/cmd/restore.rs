@@ -1,6 +1,6 @@
 //! `vfiotool restore`: finish or undo binds recorded in the journal.
 
-use vfio_core::host::bind::{read_journal, restore, JOURNAL};
+use vfio_core::host::bind::{plan_restore, read_journal, restore, JOURNAL};
 
 use crate::cli::Context;
 use crate::cmd::{address, out};
@@ -14,6 +14,9 @@ pub struct RestoreArgs {
     /// Restore every journaled device.
     #[arg(long)]
     pub all: bool,
+    /// Print what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs `restore`.
@@ -38,6 +41,25 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         return Ok(0);
     }
     let which = args.address.as_deref().map(address).transpose()?;
+    if args.dry_run {
+        let plans = plan_restore(&*ctx.fs, which)?;
+        if plans.is_empty() {
+            out!(ctx, "nothing in the journal to restore");
+        }
+        for (e, steps) in plans {
+            out!(
+                ctx,
+                "{}: back to {}; would run:",
+                e.address,
+                e.driver.as_deref().unwrap_or("no driver")
+            );
+            for s in steps {
+                out!(ctx, "  {s}");
+            }
+            out!(ctx, "  (and drop its entry from {JOURNAL})");
+        }
+        return Ok(0);
+    }
     let done = restore(&*ctx.fs, which)?;
     if done.is_empty() {
         out!(ctx, "nothing in the journal to restore");

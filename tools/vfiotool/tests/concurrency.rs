@@ -1,0 +1,104 @@
+//! Two `vfiotool` runs at once on one simulated host: the lock keeps the journal whole.
+//!
+//! `vfiotool bind` plans (and prints) before it takes the lock, so a run whose plan was
+//! overtaken by the other run must refuse rather than journal the other run's
+//! intermediate state as the prior state (which once left the device on vfio-pci after
+//! `restore`).
+
+use std::sync::{Arc, Barrier};
+
+use clap::Parser;
+use vfio_core::host::bind::read_journal;
+use vfio_core::hostfs::HostFs;
+use vfio_core::kernel::RealKernel;
+use vfio_core::mock::{DeviceSpec, MockHost, SysState};
+use vfio_core::PciAddress;
+use vfiotool::cli::Cli;
+use vfiotool::Context;
+
+const EDU: &str = "0000:00:04.0";
+
+fn run(fs: Arc<dyn HostFs>, args: &[&str]) -> (i32, String) {
+    let err = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    struct W(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for W {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut ctx = Context {
+        fs,
+        kernel: Arc::new(RealKernel::new()),
+        out: Box::new(std::io::sink()),
+        err: Box::new(W(err.clone())),
+    };
+    let mut argv = vec!["vfiotool"];
+    argv.extend_from_slice(args);
+    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
+    let text = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
+    (code, text)
+}
+
+fn host() -> MockHost {
+    MockHost::new([DeviceSpec::edu(EDU).driver("edu").group(1)])
+        .with_sys(|s| *s = SysState::intel_ready())
+}
+
+#[test]
+fn two_binds_at_once_keep_the_journal_whole() {
+    for round in 0..20 {
+        let h = host();
+        let barrier = Arc::new(Barrier::new(2));
+        let runs: Vec<_> = (0..2)
+            .map(|_| {
+                let fs: Arc<dyn HostFs> = h.fs();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    run(fs, &["bind", EDU])
+                })
+            })
+            .collect();
+        let results: Vec<(i32, String)> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(results.iter().any(|r| r.0 == 0), "round {round}: {results:?}");
+        for (code, err) in &results {
+            if *code != 0 {
+                // The loser met the lock, or its plan (made before it took the lock)
+                // no longer matched the host and was refused before any change.
+                assert!(
+                    err.contains("another vfiotool is running")
+                        || err.contains("changed since the plan was made"),
+                    "round {round}: {err}"
+                );
+            }
+        }
+        let j = read_journal(&*h.fs()).unwrap();
+        assert_eq!(j.len(), 1, "round {round}");
+        assert_eq!(j[0].driver.as_deref(), Some("edu"), "round {round}");
+        let (code, err) = run(h.fs(), &["restore", "--all"]);
+        assert_eq!(code, 0, "{err}");
+        let a = PciAddress::parse(EDU).unwrap();
+        assert_eq!(h.state().devices[&a].driver.as_deref(), Some("edu"));
+    }
+}
+
+#[test]
+fn a_live_lock_is_reported_with_its_pid_and_a_stale_one_replaced() {
+    let h = host();
+    let fs: Arc<dyn HostFs> = h.fs();
+    fs.create_dir_all(std::path::Path::new("/run/vfiotool")).unwrap();
+    fs.write(std::path::Path::new("/run/vfiotool/lock"), b"777 1\n").unwrap();
+    h.state().sys.processes.insert(777);
+    let (code, err) = run(fs.clone(), &["bind", EDU]);
+    assert_eq!(code, 1);
+    assert_eq!(err.trim(), "vfiotool: another vfiotool is running (pid 777): /run/vfiotool/lock is locked; wait for it to finish");
+    // The process died: its lock is stale and the next run goes ahead.
+    h.state().sys.processes.remove(&777);
+    let (code, err) = run(fs.clone(), &["bind", EDU]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!fs.exists(std::path::Path::new("/run/vfiotool/lock")));
+}

@@ -1,0 +1,93 @@
+//! `vfiotool bind`, `unbind` and `restore` with a sysfs failure at every write: one-line
+//! errors, exit code 1, and the host as it was (or recoverable with `restore --all`).
+
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use vfio_core::host::bind::read_journal;
+use vfio_core::hostfs::HostFs;
+use vfio_core::kernel::RealKernel;
+use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
+use vfio_core::PciAddress;
+use vfiotool::cli::Cli;
+use vfiotool::Context;
+
+const EDU: &str = "0000:00:04.0";
+
+#[derive(Clone, Default)]
+struct Buf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn run(h: &MockHost, args: &[&str]) -> (i32, String) {
+    let err = Buf::default();
+    let fs: Arc<dyn HostFs> = h.fs();
+    let mut ctx = Context {
+        fs,
+        kernel: Arc::new(RealKernel::new()),
+        out: Box::new(std::io::sink()),
+        err: Box::new(err.clone()),
+    };
+    let mut argv = vec!["vfiotool"];
+    argv.extend_from_slice(args);
+    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
+    let text = String::from_utf8_lossy(&err.0.lock().unwrap()).into_owned();
+    (code, text)
+}
+
+fn host() -> MockHost {
+    MockHost::new([DeviceSpec::edu(EDU).driver("edu").group(1)])
+        .with_sys(|s| *s = SysState::intel_ready())
+}
+
+fn driver(h: &MockHost) -> Option<String> {
+    h.state().devices[&PciAddress::parse(EDU).unwrap()].driver.clone()
+}
+
+fn fired(h: &MockHost) -> bool {
+    h.state().sys.faults.iter().any(|f| f.seen == f.nth)
+}
+
+#[test]
+fn every_failed_write_of_bind_and_unbind_is_one_line_and_recoverable() {
+    let mut cases = 0;
+    for errno in [libc::EIO, libc::EACCES, libc::EBUSY, libc::ENOSPC] {
+        for cmd in ["bind", "unbind"] {
+            for nth in 1.. {
+                let h = host();
+                if cmd == "unbind" {
+                    assert_eq!(run(&h, &["bind", EDU]).0, 0);
+                }
+                h.inject_fault(FaultOp::Write, None, nth, errno);
+                let (code, err) = run(&h, &[cmd, EDU]);
+                if !fired(&h) {
+                    assert_eq!(code, 0, "{err}");
+                    break;
+                }
+                cases += 1;
+                let case = format!("{cmd} write #{nth} errno {errno}");
+                assert_eq!(code, 1, "{case}");
+                assert!(err.starts_with("vfiotool: ") && err.lines().count() == 1, "{case}: {err}");
+                h.state().sys.faults.clear();
+                if cmd == "bind" {
+                    assert_eq!(driver(&h).as_deref(), Some("edu"), "{case}: {err}");
+                    assert!(read_journal(&*h.fs()).unwrap().is_empty(), "{case}");
+                } else {
+                    assert!(driver(&h).is_some() || !read_journal(&*h.fs()).unwrap().is_empty());
+                    let (code, err) = run(&h, &["restore", "--all"]);
+                    assert_eq!(code, 0, "{case}: {err}");
+                    assert_eq!(driver(&h).as_deref(), Some("edu"), "{case}");
+                }
+            }
+        }
+    }
+    assert!(cases >= 20, "{cases}");
+}
