@@ -22,7 +22,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use vfio_benches::{c, compare, table, Candidate, Comparison};
 use vfio_core::container::Container;
-use vfio_core::dma::{Backing, BatchEntry};
+use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::iova::IovaAllocator;
 use vfio_core::kernel::RealKernel;
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
@@ -54,34 +54,8 @@ fn env_device(var: &str) -> Option<PciAddress> {
 }
 
 /// Anonymous, populated memory for DMA.
-struct Mem {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Mem {
-    fn new(len: usize) -> Mem {
-        // SAFETY: a fresh anonymous mapping aliases nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Mem { ptr: p.cast(), len }
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: the mapping from `new`, no longer mapped for DMA (every bench unmaps).
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+fn mem(len: usize) -> HostMemory {
+    HostMemory::new(len, Backing::Anonymous).expect("benchmark memory")
 }
 
 /// The vfio-ioctls side: its own container with the peer device.
@@ -120,8 +94,8 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
     if peer.is_none() {
         eprintln!("bench: no VFIO_BENCH_PEER device: vfio-ioctls columns stay empty");
     }
-    let mem = Mem::new(4 << 20);
-    let vaddr = mem.ptr as u64;
+    let mem = mem(4 << 20);
+    let vaddr = mem.addr();
     let iova = 0x20_0000u64;
     let mut rows = Vec::new();
 
@@ -172,7 +146,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
         if let Some(p) = &peer {
             cands.push(Candidate::new("vfio-ioctls", || {
                 // SAFETY: as above.
-                unsafe { p.container.vfio_dma_map(iova, size as usize, mem.ptr) }.unwrap();
+                unsafe { p.container.vfio_dma_map(iova, size as usize, mem.as_ptr()) }.unwrap();
                 p.container.vfio_dma_unmap(iova, size as usize).unwrap();
             }));
         }
@@ -313,7 +287,7 @@ fn mock_host() -> (MockHost, Vfio) {
 fn mock_benches(c: &mut Criterion) {
     let (host, vfio) = mock_host();
     let nvme = PciAddress::parse("0000:01:00.0").unwrap();
-    let anon = Mem::new(1 << 30);
+    let anon = mem(1 << 30);
     for (label, interface) in [("container", Interface::Container), ("iommufd", Interface::Iommufd)]
     {
         let dev = vfio.open(nvme, interface).unwrap();
@@ -326,8 +300,7 @@ fn mock_benches(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("anonymous", name), |b| {
                 b.iter(|| {
                     // SAFETY: `anon` outlives the mapping, undone right away.
-                    unsafe { space.map(anon.ptr as u64, 1 << 32, size, DmaPerm::ReadWrite) }
-                        .unwrap();
+                    unsafe { space.map(anon.addr(), 1 << 32, size, DmaPerm::ReadWrite) }.unwrap();
                     space.unmap(1 << 32, size).unwrap();
                 })
             });
@@ -390,7 +363,7 @@ fn mock_benches(c: &mut Criterion) {
         let k = host.kernel();
         let entries: Vec<BatchEntry> = (0..1000u64)
             .map(|i| BatchEntry {
-                vaddr: anon.ptr as u64 + i * 4096,
+                vaddr: anon.addr() + i * 4096,
                 iova: (1 << 32) + i * 4096,
                 size: 4096,
             })

@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use vfio_core::container::IommuType;
+use vfio_core::dma::{Backing, HostMemory};
 use vfio_core::info::RegionFlags;
 use vfio_core::irq::IrqIndex;
 use vfio_core::{AddressSpace, Device, DmaPerm, Error, Interface, PciAddress, Vfio};
@@ -90,40 +91,6 @@ fn ok<T>(r: Result<T, Error>) -> String {
     match r {
         Ok(_) => "ok".into(),
         Err(e) => outcome_err(&e),
-    }
-}
-
-/// Page-aligned anonymous memory for DMA tests, unmapped on drop.
-struct Mem {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mem {
-    fn new(len: usize) -> Mem {
-        // SAFETY: a fresh anonymous mapping aliases nothing.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED, "mmap of test memory");
-        Mem { ptr, len }
-    }
-    fn addr(&self) -> u64 {
-        self.ptr as u64
-    }
-}
-
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`.
-        unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
 
@@ -261,7 +228,7 @@ fn dma(r: &mut Report, d: &Device) {
             r.result("iommu.ranges", i.iova_ranges().map(|v| format!("{v:x?}")))
         }
     }
-    let mem = Mem::new(4 << 20);
+    let mem = HostMemory::new(4 << 20, Backing::Anonymous).expect("test memory");
     let base = mem.addr();
     let map = |vaddr: u64, iova: u64, size: u64| {
         // SAFETY: `mem` outlives every mapping made here; all are unmapped below.
@@ -300,7 +267,7 @@ fn dma(r: &mut Report, d: &Device) {
     );
     r.put("dma.unmap_all", format!("{:?}", space.unmap_all().map_err(|e| outcome_err(&e))));
     drop(mem);
-    let gone = Mem::new(0x1000);
+    let gone = HostMemory::new(0x1000, Backing::Anonymous).expect("test memory");
     let gone_addr = gone.addr();
     drop(gone);
     r.put("dma.map_unmapped_vaddr", map(gone_addr, m, 0x1000));

@@ -227,7 +227,7 @@ impl DmaPool {
         let iova = self.alloc_iova(len, page)?;
         // SAFETY: `mem` is a private mapping owned by the buffer; it stays mapped until
         // the buffer's Drop has unmapped the IOVA range (field order and Drop below).
-        if let Err(e) = unsafe { self.inner.space.map(mem.addr() as u64, iova, len, perm) } {
+        if let Err(e) = unsafe { self.inner.space.map(mem.addr(), iova, len, perm) } {
             self.free_iova_range(iova, len);
             return Err(e);
         }
@@ -327,9 +327,11 @@ pub fn coalesce(entries: &[BatchEntry]) -> impl Iterator<Item = BatchEntry> + '_
     })
 }
 
-/// Process memory obtained with `mmap`, released with `munmap`.
+/// Page-aligned process memory from an anonymous `mmap` (zeroed and pre-faulted),
+/// released with `munmap` on drop: what [`DmaBuffer`] is made of, and what a VMM's test
+/// harness can use as guest RAM to map with [`DmaPool::map_user`].
 #[derive(Debug)]
-struct HostMemory {
+pub struct HostMemory {
     ptr: NonNull<u8>,
     len: usize,
 }
@@ -340,7 +342,9 @@ unsafe impl Send for HostMemory {}
 unsafe impl Sync for HostMemory {}
 
 impl HostMemory {
-    fn new(len: usize, backing: Backing) -> Result<Self> {
+    /// Maps `len` bytes (a multiple of the backing's page size) of zeroed, pre-faulted
+    /// memory.
+    pub fn new(len: usize, backing: Backing) -> Result<Self> {
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE;
         match backing {
             Backing::Anonymous => {}
@@ -369,8 +373,24 @@ impl HostMemory {
         Ok(HostMemory { ptr, len })
     }
 
-    fn addr(&self) -> usize {
-        self.ptr.as_ptr() as usize
+    /// The address of the first byte (for [`AddressSpace::map`] and friends).
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    /// A raw pointer to the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a mapping has at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use vfio_core::container::IommuType;
-use vfio_core::dma::{Backing, BatchEntry};
+use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::kernel::{Errno, KernelOp};
 use vfio_core::mock::{DeviceSpec, FaultWhen, MockHost, MockKernelConfig};
 use vfio_core::pci::ConfigSpace;
@@ -58,32 +58,8 @@ fn vfio(host: &MockHost) -> Vfio {
 }
 
 /// Page-aligned process memory for caller-owned mappings.
-struct Mem(*mut libc::c_void, usize);
-impl Mem {
-    fn new(len: usize) -> Mem {
-        // SAFETY: a fresh anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        Mem(p, len)
-    }
-    fn addr(&self) -> u64 {
-        self.0 as u64
-    }
-}
-impl Drop for Mem {
-    fn drop(&mut self) {
-        // SAFETY: the mapping from `new`.
-        unsafe { libc::munmap(self.0, self.1) };
-    }
+fn mem(len: usize) -> HostMemory {
+    HostMemory::new(len, Backing::Anonymous).unwrap()
 }
 
 #[test]
@@ -227,7 +203,7 @@ fn caller_memory_maps_at_chosen_iovas_and_unmap_all() {
         let host = host();
         let k = host.kernel();
         let dev = vfio(&host).open(addr("0000:00:04.0"), interface(m)).unwrap();
-        let mem = Mem::new(1 << 20);
+        let mem = mem(1 << 20);
         let pool = DmaPool::new(dev.address_space()).unwrap();
         // SAFETY: `mem` outlives the mapping.
         let ram = unsafe { pool.map_user_at(mem.addr(), 0x100_0000, 1 << 20, DmaPerm::ReadWrite) }
@@ -258,7 +234,7 @@ fn batch_map_coalesces_and_undoes_on_failure() {
         let k = host.kernel();
         let dev = vfio(&host).open(addr("0000:00:04.0"), interface(m)).unwrap();
         let pool = DmaPool::new(dev.address_space()).unwrap();
-        let mem = Mem::new(1000 * 4096);
+        let mem = mem(1000 * 4096);
         let op = if m == Mode::Iommufd { KernelOp::IoasMap } else { KernelOp::MapDma };
         let entries: Vec<BatchEntry> = (0..1000)
             .map(|i| BatchEntry {
@@ -503,7 +479,7 @@ fn no_iommu_mode_opens_devices_but_maps_nothing() {
     dev.enable_irqs_all(IrqIndex::Msi, 0, &fds).unwrap();
     dev.trigger_irqs(IrqIndex::Msi, 0, 1).unwrap();
     assert_eq!(fds[0].read().unwrap(), 1);
-    let mem = Mem::new(4096);
+    let mem = mem(4096);
     // SAFETY: `mem` outlives the (refused) mapping.
     let e = unsafe { dev.address_space().map(mem.addr(), 0x1000, 4096, DmaPerm::ReadWrite) }
         .unwrap_err();

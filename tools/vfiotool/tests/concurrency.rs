@@ -7,40 +7,19 @@
 
 use std::sync::{Arc, Barrier};
 
-use clap::Parser;
 use vfio_core::host::bind::read_journal;
 use vfio_core::hostfs::HostFs;
-use vfio_core::kernel::RealKernel;
 use vfio_core::mock::{DeviceSpec, MockHost, SysState};
 use vfio_core::PciAddress;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
+
+mod common;
+use common::run_fs;
 
 const EDU: &str = "0000:00:04.0";
 
 fn run(fs: Arc<dyn HostFs>, args: &[&str]) -> (i32, String) {
-    let err = Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
-    struct W(Arc<std::sync::Mutex<Vec<u8>>>);
-    impl std::io::Write for W {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut ctx = Context {
-        fs,
-        kernel: Arc::new(RealKernel::new()),
-        out: Box::new(std::io::sink()),
-        err: Box::new(W(err.clone())),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
-    let text = String::from_utf8_lossy(&err.lock().unwrap()).into_owned();
-    (code, text)
+    let r = run_fs(fs, args);
+    (r.code, r.err)
 }
 
 fn host() -> MockHost {

@@ -2,51 +2,13 @@
 //! is identical before and after, and the printed steps are the writes the real run
 //! then makes.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use clap::Parser;
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::{DeviceSpec, MdevTypeSpec, MockHost, SriovSpec, SysState};
-use vfio_core::PciAddress;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn run(h: &MockHost, args: &[&str]) -> Run {
-    let (out, err) = (Buf::default(), Buf::default());
-    let fs: Arc<dyn HostFs> = h.fs();
-    let mut ctx =
-        Context { fs, kernel: h.kernel(), out: Box::new(out.clone()), err: Box::new(err.clone()) };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let code = vfiotool::run(Cli::try_parse_from(argv).expect("arguments parse"), &mut ctx);
-    let text = |b: Buf| String::from_utf8_lossy(&b.0.lock().unwrap()).into_owned();
-    Run { code, out: text(out), err: text(err) }
-}
-
-fn a(s: &str) -> PciAddress {
-    PciAddress::parse(s).unwrap()
-}
+mod common;
+use common::{a, run_mock as run};
 
 const EDU: &str = "0000:00:04.0";
 const NIC: &str = "0000:02:00.0";

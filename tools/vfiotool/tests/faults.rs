@@ -1,46 +1,18 @@
 //! `vfiotool bind`, `unbind` and `restore` with a sysfs failure at every write: one-line
 //! errors, exit code 1, and the host as it was (or recoverable with `restore --all`).
 
-use std::sync::{Arc, Mutex};
-
-use clap::Parser;
 use vfio_core::host::bind::read_journal;
-use vfio_core::hostfs::HostFs;
-use vfio_core::kernel::RealKernel;
 use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
 use vfio_core::PciAddress;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
+
+mod common;
+use common::run_fs;
 
 const EDU: &str = "0000:00:04.0";
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn run(h: &MockHost, args: &[&str]) -> (i32, String) {
-    let err = Buf::default();
-    let fs: Arc<dyn HostFs> = h.fs();
-    let mut ctx = Context {
-        fs,
-        kernel: Arc::new(RealKernel::new()),
-        out: Box::new(std::io::sink()),
-        err: Box::new(err.clone()),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
-    let text = String::from_utf8_lossy(&err.0.lock().unwrap()).into_owned();
-    (code, text)
+    let r = run_fs(h.fs(), args);
+    (r.code, r.err)
 }
 
 fn host() -> MockHost {

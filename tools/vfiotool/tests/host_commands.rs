@@ -1,64 +1,21 @@
 //! Every host command through `vfiotool::run`, on a simulated host.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use clap::Parser;
 use vfio_core::hostfs::HostFs;
-use vfio_core::kernel::RealKernel;
 use vfio_core::mock::sysfs::{SimBlock, SimNet};
 use vfio_core::mock::{DeviceSpec, FaultOp, MdevTypeSpec, MockHost, SriovSpec, SysState};
-use vfio_core::PciAddress;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn run_on(fs: Arc<dyn HostFs>, args: &[&str]) -> Run {
-    let (out, err) = (Buf::default(), Buf::default());
-    let mut ctx = Context {
-        fs,
-        kernel: Arc::new(RealKernel::new()),
-        out: Box::new(out.clone()),
-        err: Box::new(err.clone()),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let code = vfiotool::run(cli, &mut ctx);
-    Run { code, out: out.text(), err: err.text() }
-}
+mod common;
+use common::{a, run_fs, Run};
 
 fn run(h: &MockHost, args: &[&str]) -> Run {
     run_on(h.fs(), args)
 }
 
-fn a(s: &str) -> PciAddress {
-    PciAddress::parse(s).unwrap()
+fn run_on(fs: Arc<dyn HostFs>, args: &[&str]) -> Run {
+    run_fs(fs, args)
 }
 
 const IDS: &str = "10de  NVIDIA Corporation\n\t1b80  GP104 [GeForce GTX 1080]\n\t10f0  GP104 High Definition Audio Controller\n1234  Technical Corp.\n\t11e8  QEMU edu device\nC 03  Display controller\n\t00  VGA compatible controller\n";

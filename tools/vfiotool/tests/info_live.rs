@@ -2,10 +2,10 @@
 //! capabilities in the same order with the same key fields. Skips when lspci is missing
 //! or the test does not run as root.
 
-use std::io::{self, Write};
+use std::io::{self};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::Parser;
 use vfio_core::hostfs::RealFs;
@@ -15,21 +15,11 @@ use vfiotool::cli::Cli;
 use vfiotool::cmd::info::collect;
 use vfiotool::Context;
 
+mod common;
+use common::Buf;
+
 #[path = "../../../vfio-core/tests/common/lspci.rs"]
 mod lspci;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn info_agrees_with_lspci_on_every_device_of_this_machine() {

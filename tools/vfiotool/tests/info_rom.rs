@@ -1,35 +1,15 @@
 //! `vfiotool info`, `rom check` and `rom dump` through `vfiotool::run`, on a sysfs tree
 //! built in a temporary directory and served by `RealFs`.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use clap::Parser;
 use vfio_core::hostfs::{HostFs, NodeMeta, RealFs};
-use vfio_core::kernel::RealKernel;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
+mod common;
+use common::{run_fs, Run};
 
 fn test_data(rel: &str) -> Vec<u8> {
     std::fs::read(
@@ -154,26 +134,8 @@ impl HostFs for SysfsRom {
     }
 }
 
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
 fn run_with(fs: Arc<dyn HostFs>, args: &[&str]) -> Run {
-    let out = Buf::default();
-    let err = Buf::default();
-    let mut ctx = Context {
-        fs,
-        kernel: Arc::new(RealKernel::new()),
-        out: Box::new(out.clone()),
-        err: Box::new(err.clone()),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).unwrap();
-    let code = vfiotool::run(cli, &mut ctx);
-    Run { code, out: out.text(), err: err.text() }
+    run_fs(fs, args)
 }
 
 fn tree() -> tempfile::TempDir {

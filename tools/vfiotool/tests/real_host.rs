@@ -1,45 +1,17 @@
 //! `list` and `doctor` on this machine's real /sys: structural facts only.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use clap::Parser;
-use vfio_core::hostfs::RealFs;
-use vfio_core::kernel::RealKernel;
-use vfiotool::cli::Cli;
-use vfiotool::Context;
-
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+mod common;
+use common::run_root;
 
 fn run(args: &[&str]) -> (i32, String) {
     run_at("/", args)
 }
 
 fn run_at(root: &str, args: &[&str]) -> (i32, String) {
-    let out = Buf::default();
-    let mut ctx = Context {
-        fs: Arc::new(RealFs::new(root)),
-        kernel: Arc::new(RealKernel::new()),
-        out: Box::new(out.clone()),
-        err: Box::new(std::io::sink()),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let code = vfiotool::run(Cli::try_parse_from(argv).unwrap(), &mut ctx);
-    let text = String::from_utf8_lossy(&out.0.lock().unwrap()).into_owned();
-    (code, text)
+    let r = run_root(root, args);
+    (r.code, r.out)
 }
 
 fn have_pci() -> bool {

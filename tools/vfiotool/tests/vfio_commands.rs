@@ -2,64 +2,22 @@
 //! and `bench`, through `vfiotool::run` on a simulated host, in the legacy container
 //! (type1v2) and iommufd modes.
 
-use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::Parser;
 use vfio_core::kernel::{Errno, KernelOp};
 use vfio_core::mock::{DeviceSpec, FaultWhen, MockHost, MockKernelConfig};
-use vfio_core::{Interface, PciAddress, Vfio};
+use vfio_core::{Interface, Vfio};
 use vfiotool::cli::Cli;
 use vfiotool::Context;
 
-#[derive(Clone, Default)]
-struct Buf(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buf {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buf {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-struct Run {
-    code: i32,
-    out: String,
-    err: String,
-}
-
-fn run(h: &MockHost, args: &[&str]) -> Run {
-    let (out, err) = (Buf::default(), Buf::default());
-    let mut ctx = Context {
-        fs: h.fs(),
-        kernel: h.kernel(),
-        out: Box::new(out.clone()),
-        err: Box::new(err.clone()),
-    };
-    let mut argv = vec!["vfiotool"];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments parse");
-    let code = vfiotool::run(cli, &mut ctx);
-    Run { code, out: out.text(), err: err.text() }
-}
+mod common;
+use common::{a, run_mock as run, Buf, Run};
 
 fn json(r: &Run) -> serde_json::Value {
     assert_eq!(r.code, 0, "{}{}", r.out, r.err);
     serde_json::from_str(&r.out).unwrap_or_else(|e| panic!("{e}: {}", r.out))
-}
-
-fn a(s: &str) -> PciAddress {
-    PciAddress::parse(s).unwrap()
 }
 
 fn rom_file() -> Vec<u8> {
