@@ -11,7 +11,8 @@
 //! Everywhere, criterion benchmarks run the same operations on the mock kernel: that is
 //! the library's own cost per call (the mock stands in for the kernel), plus the pure
 //! parts (IOVA allocator, config decode) and the batch-map comparison. Set
-//! `VFIO_BENCH_SMOKE=1` for a quick run that only checks everything works.
+//! `VFIO_BENCH_SMOKE=1` for a quick run that only checks everything works, and
+//! `VFIO_BENCH_MOCK=0` to run only the real-device part.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -432,8 +433,12 @@ fn main() {
         .measurement_time(Duration::from_millis(if smoke() { 100 } else { 1500 }))
         .sample_size(if smoke() { 10 } else { 30 })
         .configure_from_args();
-    mock_benches(&mut c);
-    c.final_summary();
+    if std::env::var("VFIO_BENCH_MOCK").as_deref() == Ok("0") {
+        println!("bench: mock benchmarks skipped: VFIO_BENCH_MOCK=0");
+    } else {
+        mock_benches(&mut c);
+        c.final_summary();
+    }
 
     let Some(addr) = env_device("VFIO_BENCH_DEVICE") else {
         println!("bench: real-device benchmarks skipped: set VFIO_BENCH_DEVICE=ADDRESS (a device bound to vfio-pci, as root)");

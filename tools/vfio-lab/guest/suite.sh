@@ -124,6 +124,30 @@ for g in /sys/kernel/iommu_groups/*; do
     [ -d "$g/devices" ] && say "final group $(basename "$g"): $(ls "$g/devices" | tr '\n' ' ')"
 done
 
+# --- vfiotool on the real kernel: bind, ROM through VFIO, restore ---------------------------
+if command -v vfiotool >/dev/null; then
+    check "vfiotool bind e1000e" vfiotool bind "$VFIO_LAB_E1000E"
+    check "e1000e is on vfio-pci" [ "$(driver_of "$VFIO_LAB_E1000E")" = vfio-pci ]
+    if [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
+        check "vfiotool info e1000e (with VFIO) succeeds" vfiotool info "$VFIO_LAB_E1000E" --json
+        check "vfiotool rom dump e1000e through VFIO" \
+            vfiotool rom dump "$VFIO_LAB_E1000E" --source vfio -o /tmp/e1000e-vfio.rom
+        check "the ROM dumped through VFIO is the file QEMU loaded" \
+            cmp -s /tmp/e1000e-vfio.rom "$VFIO_LAB_E1000E_ROM"
+        check "vfiotool rom check of the dump says valid" vfiotool rom check /tmp/e1000e-vfio.rom
+    fi
+    check "vfiotool restore e1000e" vfiotool restore "$VFIO_LAB_E1000E"
+    check "e1000e is back on e1000e" [ "$(driver_of "$VFIO_LAB_E1000E")" = e1000e ]
+    check "vfiotool bind edu" vfiotool bind "$VFIO_LAB_EDU"
+    check "vfiotool unbind edu" vfiotool unbind "$VFIO_LAB_EDU"
+    check "edu has no driver after vfiotool unbind" [ "$(driver_of "$VFIO_LAB_EDU")" = none ]
+fi
+
+# --- the benchmarks' smoke run: vfio-core, raw C and vfio-ioctls on edu and edu2 -------------
+if [ -x /bin/hot_paths ] && [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
+    check "the benchmark smoke run" /lab/bench.sh --smoke
+fi
+
 # --- test executables ----------------------------------------------------------------------
 for t in /tests/*; do
     [ -x "$t" ] || continue

@@ -179,6 +179,32 @@ pub fn build_static_bin(package: &str, bin: &str) -> Result<PathBuf> {
     Ok(static_target_dir().join(STATIC_TARGET).join("release").join(bin))
 }
 
+/// Builds the benchmark binary (`benches/benches/hot_paths.rs`) statically and returns it
+/// under the stable name `hot_paths` (cargo names bench executables with a hash).
+pub fn build_static_bench() -> Result<PathBuf> {
+    let mut cmd = static_cargo();
+    cmd.args(["-p", "vfio-benches", "--bench", "hot_paths"]);
+    eprintln!("vfio-lab: building {}", describe(&cmd));
+    run_inherit(&mut cmd)?;
+    let deps = static_target_dir().join(STATIC_TARGET).join("release").join("deps");
+    let rd = std::fs::read_dir(&deps).map_err(|e| LabError::io("read directory", &deps, e))?;
+    let newest = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("hot_paths-") && !n.contains('.')
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max()
+        .map(|(_, p)| p)
+        .ok_or_else(|| LabError::Usage(format!("no hot_paths benchmark in {}", deps.display())))?;
+    let dir = static_target_dir().join("lab-bench");
+    std::fs::create_dir_all(&dir).map_err(|e| LabError::io("create directory", &dir, e))?;
+    let out = dir.join("hot_paths");
+    std::fs::copy(&newest, &out).map_err(|e| LabError::io("copy", &newest, e))?;
+    Ok(out)
+}
+
 /// Builds the project's binaries statically (glibc, `+crt-static`) in a separate target
 /// directory and returns the executables produced.
 pub fn build_static(spec: &StaticBuild) -> Result<Vec<PathBuf>> {

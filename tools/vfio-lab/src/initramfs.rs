@@ -14,6 +14,7 @@ pub const GUEST_FILES: &[(&str, &str)] = &[
     ("lib.sh", include_str!("../guest/lib.sh")),
     ("suite.sh", include_str!("../guest/suite.sh")),
     ("demo.sh", include_str!("../guest/demo.sh")),
+    ("bench.sh", include_str!("../guest/bench.sh")),
 ];
 
 /// Where busybox-static installs its binary.

@@ -62,6 +62,21 @@ enum Cmd {
         #[command(flatten)]
         vm: VmArgs,
     },
+    /// Run the benchmarks on the VM's real kernel: vfio-core, raw C and vfio-ioctls side by
+    /// side on the edu devices (see docs/benchmarks.md).
+    Bench {
+        /// Guest kernel.
+        #[arg(long, value_enum, default_value = "stock")]
+        kernel: KernelKind,
+        /// Interface vfio-core and C use: container or iommufd (custom kernel only).
+        #[arg(long, default_value = "container", value_parser = ["container", "iommufd"])]
+        interface: String,
+        /// A quick run that only checks everything works.
+        #[arg(long)]
+        smoke: bool,
+        #[command(flatten)]
+        vm: VmArgs,
+    },
     /// Fetch or build a kernel (cached in $VFIO_LAB_CACHE, default ~/.cache/vfio-lab) and
     /// print its path.
     Kernel {
@@ -251,6 +266,7 @@ fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
     let mut payload = payload(vm)?;
     if !vm.no_build {
         payload.tests.insert(0, host::build_static_bin("vfio-lab", SMOKE_BIN)?);
+        payload.bins.push(host::build_static_bench()?);
     }
     let mut plan: Vec<(KernelKind, IommuMode)> = Vec::new();
     if only != Some(KernelKind::Custom) {
@@ -308,6 +324,27 @@ fn run_cli(cli: Cli) -> Result<i32> {
             boot(&kernel, iommu, GuestAction::Shell, &b.vm, &payload)
         }
         Cmd::Suite { vm, kernel } => cmd_suite(&vm, kernel),
+        Cmd::Bench { kernel: kind, interface, smoke, vm } => {
+            prepare_vm_host()?;
+            if interface == "iommufd" && kind == KernelKind::Stock {
+                return Err(LabError::Usage(
+                    "the stock kernel has no iommufd: use --kernel custom with --interface iommufd"
+                        .into(),
+                ));
+            }
+            let mut payload = payload(&vm)?;
+            payload.bins.push(host::build_static_bench()?);
+            let kernel = kernel::ensure(kind)?;
+            let mut cmd = vec![
+                "env".to_string(),
+                format!("VFIO_BENCH_INTERFACE={interface}"),
+                "/lab/bench.sh".to_string(),
+            ];
+            if smoke {
+                cmd.push("--smoke".into());
+            }
+            boot(&kernel, IommuMode::Virtio, GuestAction::Run(cmd), &vm, &payload)
+        }
         Cmd::Demo { mut vm } => {
             prepare_vm_host()?;
             // The demo runs the edu driver example of vfio-core besides vfiotool.
