@@ -39,7 +39,7 @@ fn rounds() -> usize {
     if smoke() {
         3
     } else {
-        15
+        41
     }
 }
 

@@ -88,6 +88,7 @@ impl Container {
         Ok(Arc::new(c))
     }
 
+    #[inline]
     pub(crate) fn fd(&self) -> &KernelFd {
         self.fd.as_ref().expect("container fd is present until drop")
     }
@@ -128,10 +129,12 @@ impl Container {
     }
 
     /// `VFIO_GET_API_VERSION`: the cheapest VFIO call (the floor of every benchmark).
+    #[inline]
     pub fn api_version(&self) -> Result<i32> {
-        self.kernel
-            .get_api_version(self.fd())
-            .map_err(|e| Error::kernel(KernelOp::GetApiVersion, TARGET, e))
+        match self.kernel.get_api_version(self.fd()) {
+            Ok(v) => Ok(v),
+            Err(e) => Err(kernel_error(KernelOp::GetApiVersion, e)),
+        }
     }
 
     /// Whether the kernel offers an extension (`VFIO_CHECK_EXTENSION`).
@@ -256,6 +259,7 @@ impl Container {
         self.unmap(0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
     }
 
+    #[inline]
     fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
         let mut unmap = vfio_iommu_type1_dma_unmap {
             argsz: std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32,
@@ -264,11 +268,17 @@ impl Container {
             size,
             data: Default::default(),
         };
-        self.kernel
-            .unmap_dma(self.fd(), &mut unmap)
-            .map_err(|e| Error::kernel(KernelOp::UnmapDma, TARGET, e))?;
-        Ok(unmap.size)
+        match self.kernel.unmap_dma(self.fd(), &mut unmap) {
+            Ok(()) => Ok(unmap.size),
+            Err(e) => Err(kernel_error(KernelOp::UnmapDma, e)),
+        }
     }
+}
+
+/// A kernel error on the container, built out of line so hot paths stay small.
+#[cold]
+fn kernel_error(op: KernelOp, e: Errno) -> Error {
+    Error::kernel(op, TARGET, e)
 }
 
 impl Drop for Container {

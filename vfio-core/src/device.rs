@@ -153,10 +153,12 @@ impl Device {
         Ok(dev)
     }
 
+    #[inline]
     pub(crate) fn kernel(&self) -> &Arc<dyn VfioKernel> {
         &self.kernel
     }
 
+    #[inline]
     pub(crate) fn fd(&self) -> &KernelFd {
         self.fd.as_ref().expect("device fd is present until drop")
     }
@@ -218,12 +220,31 @@ impl Device {
         &self.regions
     }
 
-    /// One region's info.
-    pub fn region(&self, index: u32) -> Result<&RegionInfo> {
-        self.regions.get(index as usize).ok_or_else(|| Error::NotFound {
+    #[cold]
+    fn no_region(&self, index: u32) -> Error {
+        Error::NotFound {
             what: format!("region {index} of {}", self.target()),
             hint: Some(format!("the device has {} regions", self.regions.len())),
-        })
+        }
+    }
+
+    #[cold]
+    fn out_of_region(&self, index: u32, offset: u64, len: usize, size: u64) -> Error {
+        Error::OutOfBounds {
+            what: format!("region {index} of {}", self.target()),
+            offset,
+            len: len as u64,
+            size,
+        }
+    }
+
+    /// One region's info.
+    #[inline]
+    pub fn region(&self, index: u32) -> Result<&RegionInfo> {
+        match self.regions.get(index as usize) {
+            Some(r) => Ok(r),
+            None => Err(self.no_region(index)),
+        }
     }
 
     /// The IOMMU group (legacy interface only).
@@ -250,20 +271,17 @@ impl Device {
         }
     }
 
+    #[inline]
     fn check_access(&self, index: u32, offset: u64, len: usize) -> Result<&RegionInfo> {
         let r = self.region(index)?;
         match offset.checked_add(len as u64) {
             Some(end) if end <= r.size => Ok(r),
-            _ => Err(Error::OutOfBounds {
-                what: format!("region {index} of {}", self.target()),
-                offset,
-                len: len as u64,
-                size: r.size,
-            }),
+            _ => Err(self.out_of_region(index, offset, len, r.size)),
         }
     }
 
     /// Reads `buf.len()` bytes at `offset` of a region (pread). No heap allocation.
+    #[inline]
     pub fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
         let r = self.check_access(index, offset, buf.len())?;
         let n = self
@@ -277,6 +295,7 @@ impl Device {
     }
 
     /// Writes `buf` at `offset` of a region (pwrite). No heap allocation.
+    #[inline]
     pub fn write_region(&self, index: u32, offset: u64, buf: &[u8]) -> Result<()> {
         let r = self.check_access(index, offset, buf.len())?;
         let n = self
@@ -290,6 +309,7 @@ impl Device {
     }
 
     /// Reads a config-space byte.
+    #[inline]
     pub fn config_read_u8(&self, offset: u16) -> Result<u8> {
         let mut b = [0u8; 1];
         self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
@@ -297,6 +317,7 @@ impl Device {
     }
 
     /// Reads a little-endian config-space word.
+    #[inline]
     pub fn config_read_u16(&self, offset: u16) -> Result<u16> {
         let mut b = [0u8; 2];
         self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
@@ -304,6 +325,7 @@ impl Device {
     }
 
     /// Reads a little-endian config-space dword.
+    #[inline]
     pub fn config_read_u32(&self, offset: u16) -> Result<u32> {
         let mut b = [0u8; 4];
         self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
@@ -311,16 +333,19 @@ impl Device {
     }
 
     /// Writes a config-space byte.
+    #[inline]
     pub fn config_write_u8(&self, offset: u16, v: u8) -> Result<()> {
         self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &[v])
     }
 
     /// Writes a little-endian config-space word.
+    #[inline]
     pub fn config_write_u16(&self, offset: u16, v: u16) -> Result<()> {
         self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
     }
 
     /// Writes a little-endian config-space dword.
+    #[inline]
     pub fn config_write_u32(&self, offset: u16, v: u32) -> Result<()> {
         self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
     }

@@ -298,6 +298,7 @@ impl VfioKernel for RealKernel {
             .map(drop)
     }
 
+    #[inline]
     fn region_read(&self, device: &KernelFd, offset: u64, buf: &mut [u8]) -> KResult<usize> {
         // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
         let n = unsafe {
