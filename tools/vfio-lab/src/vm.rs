@@ -38,9 +38,24 @@ pub enum Echo {
     Command,
 }
 
+/// How long a guest that has reported its exit status may take to power off.
+pub const POWER_OFF_GRACE: Duration = Duration::from_secs(20);
+
 /// Boots the VM, streams the console, returns the guest command's exit status.
-/// The boot log is printed on failure. A timeout kills QEMU.
+/// The boot log is printed on failure. A timeout kills QEMU; so does a guest that has
+/// reported its status but not powered off within [`POWER_OFF_GRACE`].
 pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result<i32> {
+    run_with_grace(cfg, nonce, timeout, POWER_OFF_GRACE, echo)
+}
+
+/// [`run`] with a chosen power-off grace period.
+fn run_with_grace(
+    cfg: &VmConfig,
+    nonce: &str,
+    timeout: Duration,
+    grace: Duration,
+    echo: Echo,
+) -> Result<i32> {
     let args = qemu_args(cfg);
     let mut child = Command::new(&cfg.qemu)
         .args(&args)
@@ -72,7 +87,7 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
             }
         }
     });
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
     let mut boot_log: Vec<String> = Vec::new();
     let mut begun = false;
     let mut status: Option<i32> = None;
@@ -87,6 +102,11 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
                     }
                     Some(Marker::Exit(s)) => {
                         status = Some(s);
+                        // The result is in: the guest gets a short grace period to
+                        // power off, after which the VM is stopped from here (a guest
+                        // shutdown that stalls must not turn a finished run into a
+                        // timeout).
+                        deadline = deadline.min(Instant::now() + grace);
                         continue;
                     }
                     None => {}
@@ -100,6 +120,16 @@ pub fn run(cfg: &VmConfig, nonce: &str, timeout: Duration, echo: Echo) -> Result
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 kill(&mut child);
                 let _ = reader.join();
+                if let Some(s) = status {
+                    eprintln!(
+                        "vfio-lab: the guest did not power off within {} s of finishing; VM stopped",
+                        grace.as_secs()
+                    );
+                    if s != 0 {
+                        show_boot_log(&boot_log, echo);
+                    }
+                    return Ok(s);
+                }
                 show_boot_log(&boot_log, echo);
                 return Err(LabError::Timeout(timeout.as_secs()));
             }
@@ -201,6 +231,21 @@ mod tests {
         let cfg = fake(d.path(), "echo 'VFIO-LAB-BEGIN t3'; exec sleep 1000");
         let e = run(&cfg, "t3", Duration::from_secs(1), Echo::Command).unwrap_err();
         assert!(matches!(e, LabError::Timeout(1)), "{e}");
+    }
+
+    #[test]
+    fn a_guest_that_finished_but_does_not_power_off_is_stopped_with_its_status() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg =
+            fake(d.path(), "echo 'VFIO-LAB-BEGIN t4'; echo 'VFIO-LAB-EXIT t4 5'; exec sleep 1000");
+        let r = run_with_grace(
+            &cfg,
+            "t4",
+            Duration::from_secs(600),
+            Duration::from_secs(1),
+            Echo::Command,
+        );
+        assert_eq!(r.unwrap(), 5);
     }
 
     #[test]
