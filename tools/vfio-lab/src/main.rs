@@ -1,6 +1,386 @@
 //! `vfio-lab`: boots a QEMU VM with virtio-iommu and test devices and runs the toolkit in it.
+//!
+//! The VM (q35 under TCG) has a virtio-iommu, an edu device, an e1000e with the iPXE option
+//! ROM, an NVMe controller and a PCIe root port with a two-function device behind it (one
+//! IOMMU group holding two devices). Two kernels: Debian's stock 6.12 (vfio as modules, legacy
+//! container only) and a custom 6.12 with iommufd, the vfio device cdev and no-IOMMU mode.
+
+#![warn(missing_docs)]
+
+mod error;
+mod host;
+mod initramfs;
+mod kernel;
+mod topology;
+mod vm;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{LabError, Result};
+use crate::initramfs::{GuestAction, InitramfsSpec};
+use crate::kernel::{Kernel, KernelKind};
+use crate::topology::{IommuMode, VmConfig};
+
+/// Boot a nested VM with a real IOMMU (virtio-iommu) and emulated PCI devices, and run the
+/// toolkit in it.
+#[derive(Debug, Parser)]
+#[command(name = "vfio-lab", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run a command in the VM (the project's binaries are in /bin); exits with its status.
+    Run {
+        #[command(flatten)]
+        boot: BootArgs,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell in the VM on this terminal (Ctrl-A X quits QEMU).
+    Shell {
+        #[command(flatten)]
+        boot: BootArgs,
+    },
+    /// Run the in-VM test suite on the stock kernel, the custom kernel, and the custom kernel
+    /// without an IOMMU (no-IOMMU mode).
+    Suite {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Only this kernel (default: both, plus the no-IOMMU boot of the custom kernel).
+        #[arg(long, value_enum)]
+        kernel: Option<KernelKind>,
+    },
+    /// Boot the custom kernel, bind edu to vfio-pci and show what the toolkit sees.
+    Demo {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+    /// Fetch or build a kernel (cached in $VFIO_LAB_CACHE, default ~/.cache/vfio-lab) and
+    /// print its path.
+    Kernel {
+        /// Which kernel.
+        #[arg(value_enum, default_value = "custom")]
+        kind: KernelKind,
+    },
+}
+
+/// Options of commands that boot one configuration.
+#[derive(Debug, Args)]
+struct BootArgs {
+    /// Guest kernel.
+    #[arg(long, value_enum, default_value = "custom")]
+    kernel: KernelKind,
+    /// Boot without virtio-iommu and with vfio's unsafe no-IOMMU mode (custom kernel only).
+    #[arg(long)]
+    no_iommu: bool,
+    #[command(flatten)]
+    vm: VmArgs,
+}
+
+/// Options shared by every command that boots the VM.
+#[derive(Debug, Args)]
+struct VmArgs {
+    /// QEMU accelerator: tcg (works everywhere) or kvm (where nested KVM works).
+    #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    accel: String,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Kill the VM after this many seconds (per boot).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Show the whole console (boot log included), not only the command's output.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Workspace packages whose binaries are built static and put in the guest's /bin.
+    #[arg(long = "package", short = 'p', default_values_t = vec!["vfiotool".to_string()])]
+    packages: Vec<String>,
+    /// Also build the packages' examples into /bin.
+    #[arg(long)]
+    examples: bool,
+    /// Do not build the project's binaries (use only --bin / --test).
+    #[arg(long)]
+    no_build: bool,
+    /// Extra executable for the guest's /bin (repeatable).
+    #[arg(long = "bin", value_name = "PATH")]
+    bins: Vec<PathBuf>,
+    /// Executable for the guest's /tests, run by the suite (repeatable).
+    #[arg(long = "test", value_name = "PATH")]
+    tests: Vec<PathBuf>,
+    /// Every executable in this directory goes to /tests.
+    #[arg(long, value_name = "DIR")]
+    tests_dir: Option<PathBuf>,
+    /// Extra kernel command line arguments.
+    #[arg(long, value_name = "ARGS", default_value = "")]
+    append: String,
+    /// The QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+}
+
+/// The project's binaries and tests, prepared once per invocation.
+struct Payload {
+    bins: Vec<PathBuf>,
+    tests: Vec<PathBuf>,
+}
+
+fn payload(vm: &VmArgs) -> Result<Payload> {
+    let mut bins = if vm.no_build {
+        Vec::new()
+    } else {
+        host::build_static(&host::StaticBuild {
+            packages: vm.packages.clone(),
+            examples: vm.examples,
+        })?
+    };
+    bins.extend(vm.bins.iter().cloned());
+    let mut tests = vm.tests.clone();
+    if let Some(d) = &vm.tests_dir {
+        let found = host::executables_in(d)?;
+        if found.is_empty() {
+            return Err(LabError::Usage(format!(
+                "--tests-dir {}: no executables there",
+                d.display()
+            )));
+        }
+        tests.extend(found);
+    }
+    for p in bins.iter().chain(&tests) {
+        if !p.is_file() {
+            return Err(LabError::Usage(format!("{}: no such file", p.display())));
+        }
+    }
+    Ok(Payload { bins, tests })
+}
+
+/// The kernel command line of a boot.
+fn cmdline(iommu: IommuMode, extra: &str) -> String {
+    let mut s = String::from(
+        "console=ttyS0 panic=-1 quiet \
+         vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1",
+    );
+    if iommu == IommuMode::None {
+        s.push_str(" vfio.enable_unsafe_noiommu_mode=1");
+    }
+    if !extra.trim().is_empty() {
+        s.push(' ');
+        s.push_str(extra.trim());
+    }
+    s
+}
+
+fn nonce() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}{:x}", t, std::process::id())
+}
+
+/// Boots one configuration; returns the guest command's status.
+fn boot(
+    kernel: &Kernel,
+    iommu: IommuMode,
+    action: GuestAction,
+    vm: &VmArgs,
+    payload: &Payload,
+) -> Result<i32> {
+    if iommu == IommuMode::None && kernel.kind == KernelKind::Stock {
+        return Err(LabError::Usage(
+            "the stock kernel has no VFIO_NOIOMMU: use --kernel custom with --no-iommu".into(),
+        ));
+    }
+    let work = tempfile::Builder::new()
+        .prefix("vfio-lab-")
+        .tempdir()
+        .map_err(|e| LabError::io("create temporary directory", std::env::temp_dir(), e))?;
+    let disk = work.path().join("nvme.img");
+    let f = std::fs::File::create(&disk).map_err(|e| LabError::io("create", &disk, e))?;
+    f.set_len(16 << 20).map_err(|e| LabError::io("resize", &disk, e))?;
+    let nonce = nonce();
+    let spec = InitramfsSpec {
+        bins: payload.bins.clone(),
+        tests: payload.tests.clone(),
+        modules: kernel.modules.clone(),
+        env: topology::guest_env(kernel.kind.name(), iommu),
+        files: vec![(PathBuf::from(topology::E1000E_ROM), topology::GUEST_E1000E_ROM.to_string())],
+        action: action.clone(),
+        nonce: nonce.clone(),
+    };
+    let initrd = work.path().join("initrd.gz");
+    initramfs::build(&spec, work.path(), &initrd)?;
+    let cfg = VmConfig {
+        qemu: vm.qemu.clone(),
+        accel: vm.accel.clone(),
+        memory_mib: vm.memory,
+        cpus: vm.cpus,
+        kernel: kernel.image.clone(),
+        initrd,
+        nvme_image: disk,
+        iommu,
+        cmdline: cmdline(iommu, &vm.append),
+    };
+    match action {
+        GuestAction::Shell => vm::interactive(&cfg),
+        GuestAction::Run(_) => {
+            let echo = if vm.verbose { vm::Echo::All } else { vm::Echo::Command };
+            vm::run(&cfg, &nonce, Duration::from_secs(vm.timeout), echo)
+        }
+    }
+}
+
+fn prepare_vm_host() -> Result<()> {
+    host::ensure_packages(host::VM_PACKAGES)
+}
+
+fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
+    prepare_vm_host()?;
+    let payload = payload(vm)?;
+    let mut plan: Vec<(KernelKind, IommuMode)> = Vec::new();
+    if only != Some(KernelKind::Custom) {
+        plan.push((KernelKind::Stock, IommuMode::Virtio));
+    }
+    if only != Some(KernelKind::Stock) {
+        plan.push((KernelKind::Custom, IommuMode::Virtio));
+        plan.push((KernelKind::Custom, IommuMode::None));
+    }
+    let mut results = Vec::new();
+    for (kind, iommu) in plan {
+        let kernel = kernel::ensure(kind)?;
+        let label = format!("{} kernel, iommu={}", kind.name(), iommu.name());
+        println!("\n==> vfio-lab suite: {label} ({})", kernel.description);
+        let start = Instant::now();
+        let r = boot(&kernel, iommu, GuestAction::Run(vec!["/lab/suite.sh".into()]), vm, &payload);
+        let secs = start.elapsed().as_secs();
+        let verdict = match &r {
+            Ok(0) => "ok".to_string(),
+            Ok(s) => format!("FAILED (status {s})"),
+            Err(e) => format!("FAILED ({e})"),
+        };
+        results.push((label, verdict, secs, matches!(r, Ok(0))));
+    }
+    println!("\n==> vfio-lab suite summary");
+    for (label, verdict, secs, _) in &results {
+        println!("  {label:<40} {verdict} [{secs} s]");
+    }
+    Ok(if results.iter().all(|r| r.3) { 0 } else { 1 })
+}
+
+fn run_cli(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Kernel { kind } => {
+            let k = kernel::ensure(kind)?;
+            eprintln!("vfio-lab: {}", k.description);
+            for m in &k.modules {
+                eprintln!("vfio-lab: module {} {}", m.path.display(), m.params);
+            }
+            println!("{}", k.image.display());
+            Ok(0)
+        }
+        Cmd::Run { boot: b, cmd } => {
+            prepare_vm_host()?;
+            let payload = payload(&b.vm)?;
+            let kernel = kernel::ensure(b.kernel)?;
+            let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
+            boot(&kernel, iommu, GuestAction::Run(cmd), &b.vm, &payload)
+        }
+        Cmd::Shell { boot: b } => {
+            prepare_vm_host()?;
+            let payload = payload(&b.vm)?;
+            let kernel = kernel::ensure(b.kernel)?;
+            let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
+            boot(&kernel, iommu, GuestAction::Shell, &b.vm, &payload)
+        }
+        Cmd::Suite { vm, kernel } => cmd_suite(&vm, kernel),
+        Cmd::Demo { vm } => {
+            prepare_vm_host()?;
+            let payload = payload(&vm)?;
+            let kernel = kernel::ensure(KernelKind::Custom)?;
+            boot(
+                &kernel,
+                IommuMode::Virtio,
+                GuestAction::Run(vec!["/lab/demo.sh".into()]),
+                &vm,
+                &payload,
+            )
+        }
+    }
+}
 
 fn main() {
-    eprintln!("vfio-lab: not built yet");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let code = match run_cli(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vfio-lab: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_command_after_dashes() {
+        let cli =
+            Cli::try_parse_from(["vfio-lab", "run", "--kernel", "stock", "--", "vfiotool", "list"])
+                .unwrap();
+        match cli.command {
+            Cmd::Run { boot, cmd } => {
+                assert_eq!(boot.kernel, KernelKind::Stock);
+                assert_eq!(cmd, vec!["vfiotool", "list"]);
+                assert_eq!(boot.vm.packages, vec!["vfiotool"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["vfio-lab", "run"]).is_err());
+        assert!(Cli::try_parse_from(["vfio-lab", "run", "--accel", "hvf", "--", "x"]).is_err());
+    }
+
+    #[test]
+    fn cmdline_modes() {
+        let v = cmdline(IommuMode::Virtio, "");
+        assert!(v.contains("vfio_iommu_type1.allow_unsafe_interrupts=1"));
+        assert!(v.contains("iommufd.allow_unsafe_interrupts=1"));
+        assert!(!v.contains("noiommu"));
+        let n = cmdline(IommuMode::None, " loglevel=7 ");
+        assert!(n.contains("vfio.enable_unsafe_noiommu_mode=1"));
+        assert!(n.ends_with(" loglevel=7"));
+    }
+
+    #[test]
+    fn stock_without_iommu_is_refused() {
+        let k = Kernel {
+            kind: KernelKind::Stock,
+            image: "/nonexistent".into(),
+            modules: vec![],
+            description: String::new(),
+        };
+        let vm = match Cli::try_parse_from(["vfio-lab", "demo"]).unwrap().command {
+            Cmd::Demo { vm } => vm,
+            _ => unreachable!(),
+        };
+        let p = Payload { bins: vec![], tests: vec![] };
+        let e = boot(&k, IommuMode::None, GuestAction::Shell, &vm, &p).unwrap_err();
+        assert!(matches!(e, LabError::Usage(_)), "{e}");
+    }
 }

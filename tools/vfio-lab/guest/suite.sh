@@ -1,0 +1,138 @@
+#!/bin/sh
+# The lab's in-VM test suite: sysfs and /dev checks of the lab's devices and of VFIO
+# binding, then every executable in /tests. Exit status: the number of failures (capped).
+# Addresses, ids and expected drivers come from /etc/vfio-lab.env (VFIO_LAB_*).
+. /lab/lib.sh
+
+say "kernel=$VFIO_LAB_KERNEL iommu=$VFIO_LAB_IOMMU $(uname -r)"
+
+# --- devices present, with the expected ids and boot drivers --------------------------
+for var in $VFIO_LAB_DEVICES; do
+    eval "bdf=\$$var id=\$${var}_ID want=\$${var}_DRIVER"
+    d=$(dev "$bdf")
+    if [ ! -e "$d" ]; then fail "$var $bdf present"; continue; fi
+    got="$(sed 's/^0x//' "$d/vendor"):$(sed 's/^0x//' "$d/device")"
+    check "$var $bdf is $id" [ "$got" = "$id" ]
+    check "$var $bdf bound to ${want:-no driver} at boot" [ "$(driver_of "$bdf")" = "${want:-none}" ]
+done
+
+# --- IOMMU groups at boot ----------------------------------------------------------------
+# virtio-iommu (ACPI VIOT) attaches a device when a driver probes it: devices without a
+# driver (edu, edu2, pci-testdev) get their group only once vfio-pci binds them.
+for g in /sys/kernel/iommu_groups/*; do
+    [ -d "$g/devices" ] && say "boot group $(basename "$g"): $(ls "$g/devices" | tr '\n' ' ')"
+done
+if [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
+    check "an IOMMU is registered (/sys/class/iommu)" [ -n "$(ls /sys/class/iommu 2>/dev/null)" ]
+    check "e1000e has an IOMMU group" [ "$(group_of "$VFIO_LAB_E1000E")" != none ]
+    check "nvme has an IOMMU group" [ "$(group_of "$VFIO_LAB_NVME")" != none ]
+else
+    check "no IOMMU is registered" [ -z "$(ls /sys/class/iommu 2>/dev/null)" ]
+    check "e1000e has no IOMMU group" [ "$(group_of "$VFIO_LAB_E1000E")" = none ]
+    check "vfio no-IOMMU mode is on" [ "$(cat /sys/module/vfio/parameters/enable_unsafe_noiommu_mode 2>/dev/null)" = Y ]
+fi
+
+# --- interrupt remapping: virtio-iommu has none, so VFIO must be told to attach anyway --------
+p=/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts
+check "vfio_iommu_type1 allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
+if [ "$VFIO_LAB_KERNEL" = custom ]; then
+    p=/sys/module/iommufd/parameters/allow_unsafe_interrupts
+    check "iommufd allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
+fi
+
+# --- hugepages ---------------------------------------------------------------------------
+check "hugetlbfs is mounted" grep -q ' /dev/hugepages hugetlbfs ' /proc/mounts
+check "hugepages are reserved" [ "$(cat /proc/sys/vm/nr_hugepages)" -gt 0 ]
+
+# --- the e1000e option ROM is the file QEMU was given ------------------------------------
+rom="$(dev "$VFIO_LAB_E1000E")/rom"
+if [ -e "$rom" ] && [ -e "$VFIO_LAB_E1000E_ROM" ]; then
+    size=$(wc -c < "$VFIO_LAB_E1000E_ROM")
+    echo 1 > "$rom"
+    head -c "$size" "$rom" > /tmp/e1000e.rom
+    echo 0 > "$rom"
+    check "e1000e ROM BAR holds $VFIO_LAB_E1000E_ROM ($size bytes)" cmp -s /tmp/e1000e.rom "$VFIO_LAB_E1000E_ROM"
+else
+    fail "e1000e ROM BAR and $VFIO_LAB_E1000E_ROM exist"
+fi
+
+# --- binding edu to vfio-pci -------------------------------------------------------------
+check "vfio-pci is available" [ -d /sys/bus/pci/drivers/vfio-pci ]
+check "edu binds to vfio-pci" bind_vfio "$VFIO_LAB_EDU"
+check "/dev/vfio/vfio exists" [ -c /dev/vfio/vfio ]
+g=$(group_of "$VFIO_LAB_EDU")
+check "edu has an IOMMU group once bound" [ "$g" != none ]
+check "edu is alone in group $g" [ "$(ls "/sys/kernel/iommu_groups/$g/devices" 2>/dev/null | wc -l)" -eq 1 ]
+gd=$(group_dev "$VFIO_LAB_EDU")
+say "edu group node: $gd"
+check "edu's group node $gd exists" [ -c "$gd" ]
+cdev=$(cdev_of "$VFIO_LAB_EDU")
+if [ "$VFIO_LAB_KERNEL" = custom ]; then
+    check "/dev/iommu exists (iommufd)" [ -c /dev/iommu ]
+    say "edu device cdev: ${cdev:-none}"
+    if [ "$VFIO_LAB_IOMMU" = none ]; then
+        # Informational: whether the cdev exists for no-IOMMU devices.
+        say "/dev/vfio: $(ls /dev/vfio | tr '\n' ' ') devices: $(ls /dev/vfio/devices 2>/dev/null | tr '\n' ' ')"
+        if [ -n "$cdev" ] && [ -c "$cdev" ]; then say "no-IOMMU device has a cdev"; else say "no-IOMMU device has no cdev"; fi
+    else
+        check "edu has a device cdev /dev/vfio/devices/vfioN" [ -c "${cdev:-/nonexistent}" ]
+    fi
+else
+    check "stock kernel: no /dev/iommu" [ ! -e /dev/iommu ]
+    # The vfio-dev class device exists either way; the /dev node needs VFIO_DEVICE_CDEV.
+    check "stock kernel: no device cdev nodes" [ ! -e /dev/vfio/devices ]
+fi
+if command -v vfiotool >/dev/null; then
+    out=$(vfiotool list 2>&1)
+    rc=$?
+    echo "$out"
+    check "vfiotool list succeeds" [ "$rc" -eq 0 ]
+    check "vfiotool list shows edu" sh -c "echo \"\$1\" | grep -q \"\${2#0000:}\"" _ "$out" "$VFIO_LAB_EDU"
+else
+    skip "vfiotool not in /bin"
+fi
+check "edu leaves vfio-pci" unbind_restore "$VFIO_LAB_EDU"
+check "edu has no driver again" [ "$(driver_of "$VFIO_LAB_EDU")" = none ]
+check "edu's driver_override is cleared" [ "$(cat "$(dev "$VFIO_LAB_EDU")/driver_override")" = "(null)" ]
+
+# --- host drivers come back after vfio-pci ----------------------------------------------
+for var in VFIO_LAB_E1000E VFIO_LAB_NVME; do
+    eval "bdf=\$$var want=\$${var}_DRIVER"
+    check "$var $bdf binds to vfio-pci" bind_vfio "$bdf"
+    check "$var $bdf group node exists" [ -c "$(group_dev "$bdf")" ]
+    unbind_restore "$bdf"
+    check "$var $bdf is back on $want" [ "$(driver_of "$bdf")" = "$want" ]
+done
+
+# --- the multi-device group: every member on vfio-pci or driverless ------------------------
+if [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
+    check "edu2 binds to vfio-pci" bind_vfio "$VFIO_LAB_EDU2"
+    check "pci-testdev binds to vfio-pci" bind_vfio "$VFIO_LAB_TESTDEV"
+    mg=$(group_of "$VFIO_LAB_EDU2")
+    members=$(ls "/sys/kernel/iommu_groups/$mg/devices" 2>/dev/null | tr '\n' ' ')
+    say "multi-device group $mg: $members"
+    check "multi-device group has more than one device" [ "$(echo $members | wc -w)" -ge 2 ]
+    for b in $VFIO_LAB_MULTI_GROUP; do
+        case " $members " in *" $b "*) pass "$b is in group $mg" ;; *) fail "$b is in group $mg" ;; esac
+    done
+    check "multi-device group node exists" [ -c "$(group_dev "$VFIO_LAB_EDU2")" ]
+    unbind_restore "$VFIO_LAB_EDU2"
+    unbind_restore "$VFIO_LAB_TESTDEV"
+    check "edu2 driverless again" [ "$(driver_of "$VFIO_LAB_EDU2")" = none ]
+fi
+for g in /sys/kernel/iommu_groups/*; do
+    [ -d "$g/devices" ] && say "final group $(basename "$g"): $(ls "$g/devices" | tr '\n' ' ')"
+done
+
+# --- test executables ----------------------------------------------------------------------
+for t in /tests/*; do
+    [ -x "$t" ] || continue
+    say "running $t"
+    "$t"
+    rc=$?
+    check "$(basename "$t") exits 0 (got $rc)" [ "$rc" -eq 0 ]
+done
+
+say "suite: $PASSED passed, $FAILED failed, $SKIPPED skipped"
+[ "$FAILED" -gt 100 ] && FAILED=100
+exit "$FAILED"
