@@ -274,6 +274,17 @@ fn is_bridge(fs: &dyn HostFs, a: PciAddress) -> bool {
         .is_some_and(|c| is_bridge_class(c as u32))
 }
 
+/// Whether a device without an IOMMU group can still get one when vfio-pci probes it:
+/// an IOMMU that attaches devices at driver probe (virtio-iommu gives a driverless device
+/// its group only then) or vfio's no-IOMMU mode (the no-IOMMU group is made at probe).
+fn group_at_probe(fs: &dyn HostFs) -> bool {
+    let iommu = !fs.read_dir(Path::new("/sys/class/iommu")).unwrap_or_default().is_empty();
+    let noiommu =
+        read_opt(fs, Path::new("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"))
+            .is_some_and(|v| v.trim() == "Y" || v.trim() == "1");
+    iommu || noiommu
+}
+
 /// The functions an address or slot names.
 pub fn select(fs: &dyn HostFs, address: &str) -> Result<Vec<PciAddress>> {
     let f = AddressFilter::parse(address)?;
@@ -319,7 +330,7 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 hint: Some("vfio-pci takes endpoints only; bridges stay on pcieport".into()),
             });
         }
-        if vfio && iommu_group(fs, a).is_none() {
+        if vfio && iommu_group(fs, a).is_none() && !group_at_probe(fs) {
             return Err(Error::Unsupported {
                 what: format!("VFIO for {a}, which has no IOMMU group"),
                 hint: Some("enable the IOMMU first; run 'vfiotool doctor'".into()),
@@ -937,8 +948,27 @@ mod tests {
         let e = bind(&*fs, &BindRequest::vfio("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("modprobe") && e.contains("rolled back"), "{e}");
         assert_eq!(snapshot(&h), before);
-        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]);
+        // No IOMMU registered and no no-IOMMU mode: no group can ever appear.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")])
+            .with_sys(|s| s.iommus.clear());
         let e = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("no IOMMU group"), "{e}");
+        // An IOMMU that attaches devices at probe (virtio-iommu): the group comes with
+        // vfio-pci, so the bind is planned.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")])
+            .with_sys(|s| *s = SysState::intel_ready());
+        let plan = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0"));
+        assert!(plan.is_ok(), "{plan:?}");
+        // No IOMMU but vfio's no-IOMMU mode: the no-IOMMU group is made at probe.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]).with_sys(|s| {
+            s.iommus.clear();
+            s.load_vfio();
+            s.module_params.insert(
+                ("vfio".into(), "enable_unsafe_noiommu_mode".into()),
+                "Y".into(),
+            );
+        });
+        let plan = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0"));
+        assert!(plan.is_ok(), "{plan:?}");
     }
 }
