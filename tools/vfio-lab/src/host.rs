@@ -147,26 +147,52 @@ pub struct StaticBuild {
 /// The target triple the static binaries are built for.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// The library's checks against the real kernel (package, binary): the suite builds them
+/// and runs them from the guest's `/tests` in every boot.
+pub const VM_CHECKS: (&str, &str) = ("vfio-tests", "vfio-vm-checks");
+
+/// The target directory of the static builds.
+fn static_target_dir() -> PathBuf {
+    let base = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    base.join("lab-static")
+}
+
+/// `cargo build --release` of static binaries into [`static_target_dir`].
+fn static_cargo(target_dir: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--release", "--target", STATIC_TARGET])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+/// Builds one binary of a workspace package statically and returns its path.
+pub fn build_static_bin(package: &str, bin: &str) -> Result<PathBuf> {
+    let target_dir = static_target_dir();
+    let mut cmd = static_cargo(&target_dir);
+    cmd.args(["-p", package, "--bin", bin]);
+    eprintln!("vfio-lab: building static binary: {}", describe(&cmd));
+    run_inherit(&mut cmd)?;
+    Ok(target_dir.join(STATIC_TARGET).join("release").join(bin))
+}
+
 /// Builds the project's binaries statically (glibc, `+crt-static`) in a separate target
 /// directory and returns the executables produced.
 pub fn build_static(spec: &StaticBuild) -> Result<Vec<PathBuf>> {
     if spec.packages.is_empty() {
         return Ok(Vec::new());
     }
-    let base = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let target_dir = base.join("lab-static");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root())
-        .args(["build", "--release", "--target", STATIC_TARGET, "--bins"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    let target_dir = static_target_dir();
+    let mut cmd = static_cargo(&target_dir);
+    cmd.arg("--bins");
     if spec.examples {
         cmd.arg("--examples");
     }

@@ -245,7 +245,11 @@ fn prepare_vm_host() -> Result<()> {
 
 fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
     prepare_vm_host()?;
-    let payload = payload(vm)?;
+    let mut payload = payload(vm)?;
+    if !vm.no_build {
+        let (package, bin) = host::VM_CHECKS;
+        payload.tests.push(host::build_static_bin(package, bin)?);
+    }
     let mut plan: Vec<(KernelKind, IommuMode)> = Vec::new();
     if only != Some(KernelKind::Custom) {
         plan.push((KernelKind::Stock, IommuMode::Virtio));
