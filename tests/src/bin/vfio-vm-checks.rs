@@ -237,7 +237,9 @@ fn main() -> ExitCode {
     let all = [lab.edu, lab.edu2, lab.testdev, lab.nvme, lab.e1000e];
     let before: Vec<(PciAddress, Option<String>)> =
         all.iter().map(|a| (*a, current_driver(&fs, *a))).collect();
-    for (what, a) in [("edu", lab.edu), ("edu2", lab.edu2), ("testdev", lab.testdev), ("nvme", lab.nvme)] {
+    for (what, a) in
+        [("edu", lab.edu), ("edu2", lab.edu2), ("testdev", lab.testdev), ("nvme", lab.nvme)]
+    {
         let r = bind(&fs, &BindRequest::vfio(&a.to_string())).ctx("bind").and_then(|_| {
             let now = current_driver(&fs, a);
             ensure(now.as_deref() == Some("vfio-pci"), || format!("{a} is on {now:?}"))
@@ -257,7 +259,10 @@ fn main() -> ExitCode {
             .collect();
         ensure(wrong.is_empty(), || wrong.join("; "))
     });
-    rep.check("restore: every device back on the driver it had (vfio_core::host::bind::restore)", r);
+    rep.check(
+        "restore: every device back on the driver it had (vfio_core::host::bind::restore)",
+        r,
+    );
     println!("{}", rep.summary());
     if rep.any_failed() {
         ExitCode::FAILURE

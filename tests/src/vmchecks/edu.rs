@@ -30,7 +30,10 @@ pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
         Ok(d) => d,
         Err(e) => return rep.check(format!("{label}: BAR0 and bus master"), Err(e.to_string())),
     };
-    rep.check(format!("{label}: BAR0 is mmap'd"), ensure(drv.bar.is_mapped(0, 4), || "BAR0 accesses go through pread/pwrite".into()));
+    rep.check(
+        format!("{label}: BAR0 is mmap'd"),
+        ensure(drv.bar.is_mapped(0, 4), || "BAR0 accesses go through pread/pwrite".into()),
+    );
     rep.check(format!("{label}: identify"), identify(&drv));
     rep.check(format!("{label}: liveness"), liveness(&drv));
     rep.check(format!("{label}: factorial with MSI on an eventfd"), factorial_msi(&mut drv));
@@ -38,11 +41,17 @@ pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
         rep.check(format!("{label}: DMA RAM -> edu -> RAM, {MAX_DMA} bytes"), dma_round_trip(&drv));
         rep.check(format!("{label}: DMA to an unmapped IOVA does not land"), dma_unmapped(&drv));
     } else {
-        rep.skip(format!("{label}: DMA"), "no-IOMMU mode has no DMA mapping (devices use physical addresses)");
+        rep.skip(
+            format!("{label}: DMA"),
+            "no-IOMMU mode has no DMA mapping (devices use physical addresses)",
+        );
     }
     let _ = device.disable_irqs(IrqIndex::Msi);
     drv.irq = None;
-    rep.check(format!("{label}: factorial with INTx on an eventfd, unmasked after each"), factorial_intx(&mut drv));
+    rep.check(
+        format!("{label}: factorial with INTx on an eventfd, unmasked after each"),
+        factorial_intx(&mut drv),
+    );
     let _ = device.disable_irqs(IrqIndex::Intx);
 }
 
@@ -130,12 +139,15 @@ fn same_space(a: &AddressSpace, b: &AddressSpace) -> bool {
 
 /// Check 6: edu and edu2 in one container or IOAS, one buffer reached by both.
 pub fn shared_space(rep: &mut Report, vfio: &Vfio, edu: PciAddress, edu2: PciAddress, mode: &Mode) {
-    let name = format!("shared address space [{}]: edu and edu2, one buffer, DMA from each", mode.name);
+    let name =
+        format!("shared address space [{}]: edu and edu2, one buffer, DMA from each", mode.name);
     let r = (|| -> Outcome {
         let d1 = vfio.open(edu, mode.interface).ctx("open edu")?;
         let space = d1.address_space();
         let d2 = vfio.open_in(edu2, &space).ctx("open edu2 into edu's address space")?;
-        ensure(same_space(&space, &d2.address_space()), || "edu2 got another address space".into())?;
+        ensure(same_space(&space, &d2.address_space()), || {
+            "edu2 got another address space".into()
+        })?;
         let pool = edu_pool(&d1).ctx("DMA pool")?;
         let src = pool.alloc(4096).ctx("alloc")?;
         let data = fill(&src, 0x77, MAX_DMA as usize).ctx("fill")?;
@@ -160,5 +172,7 @@ fn one_round_trip(
     drv.dma_from_device(dst.iova(), MAX_DMA, TIMEOUT).ctx(which)?;
     let mut back = vec![0u8; MAX_DMA as usize];
     dst.read(0, &mut back).ctx("read")?;
-    ensure(back == data, || format!("{which}: the data read from the shared buffer did not come back"))
+    ensure(back == data, || {
+        format!("{which}: the data read from the shared buffer did not come back")
+    })
 }

@@ -80,7 +80,10 @@ pub fn zero_allocations(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &M
             note(
                 "DMA map",
                 // SAFETY: `mem` outlives the mapping, unmapped just below.
-                counted(|| unsafe { space.map(mem.addr(), 0x10_0000, 4096, DmaPerm::ReadWrite) }.map(|()| true)),
+                counted(|| {
+                    unsafe { space.map(mem.addr(), 0x10_0000, 4096, DmaPerm::ReadWrite) }
+                        .map(|()| true)
+                }),
             );
             note("DMA unmap", counted(|| space.unmap(0x10_0000, 4096).map(|n| n == 4096)));
         }
@@ -98,7 +101,10 @@ pub fn zero_allocations(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &M
         note("BAR mmap write", counted(|| bar.write(4, 0x3333_4444u32).map(|()| true)));
         note("BAR mmap read", counted(|| bar.read::<u32>(4).map(|v| v == !0x3333_4444u32)));
         note("config read", counted(|| device.config_read_u16(0).map(|v| v == 0x1234)));
-        note("IRQ trigger (MSI)", counted(|| device.trigger_irqs(IrqIndex::Msi, 0, 1).map(|()| true)));
+        note(
+            "IRQ trigger (MSI)",
+            counted(|| device.trigger_irqs(IrqIndex::Msi, 0, 1).map(|()| true)),
+        );
         let fired = super::driver::wait_eventfd(&fds[0], super::edu::TIMEOUT).is_some();
         let _ = device.disable_irqs(IrqIndex::Msi);
         ensure(fired, || "the triggered MSI did not reach the eventfd".into())?;

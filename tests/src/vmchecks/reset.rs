@@ -44,7 +44,10 @@ pub fn hot_reset(
         let info = d2.hot_reset_info().ctx("hot_reset_info")?;
         rep.note(format!("hot_reset_info of edu2: {info:?}"));
         for want in [edu2, testdev] {
-            let e = info.iter().find(|a| a.address == want).ok_or_else(|| format!("{want} is not listed"))?;
+            let e = info
+                .iter()
+                .find(|a| a.address == want)
+                .ok_or_else(|| format!("{want} is not listed"))?;
             match (d2.group(), d2.iommufd_devid()) {
                 (Some(_), _) => {
                     let g = vfio.locate(want).ctx("locate")?.group.map(|g| g.id());
@@ -60,7 +63,10 @@ pub fn hot_reset(
         }
         ensure(info.len() == 2, || format!("{} devices listed, expected 2", info.len()))
     })();
-    rep.check(format!("{label}: hot_reset_info of edu2 lists edu2 and testdev with their group"), r);
+    rep.check(
+        format!("{label}: hot_reset_info of edu2 lists edu2 and testdev with their group"),
+        r,
+    );
     let r = (|| -> Outcome {
         let d = vfio.open(edu, mode.interface).ctx("open edu")?;
         match d.hot_reset_info() {
@@ -84,7 +90,9 @@ pub fn hot_reset(
         }
         d2.hot_reset(&groups).ctx("hot reset")?;
         let drv = Edu::new(&d2).ctx("edu2 after the reset")?;
-        ensure(drv.liveness(0x600d_f00d).ctx("liveness")?, || "edu2 does not answer after the reset".into())
+        ensure(drv.liveness(0x600d_f00d).ctx("liveness")?, || {
+            "edu2 does not answer after the reset".into()
+        })
     })();
     let how = if d2.group().is_some() { "with its group" } else { "through iommufd" };
     rep.check(format!("{label}: bus reset of edu2 {how}, edu2 answers afterwards"), r);

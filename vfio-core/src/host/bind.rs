@@ -279,9 +279,8 @@ fn is_bridge(fs: &dyn HostFs, a: PciAddress) -> bool {
 /// its group only then) or vfio's no-IOMMU mode (the no-IOMMU group is made at probe).
 fn group_at_probe(fs: &dyn HostFs) -> bool {
     let iommu = !fs.read_dir(Path::new("/sys/class/iommu")).unwrap_or_default().is_empty();
-    let noiommu =
-        read_opt(fs, Path::new("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"))
-            .is_some_and(|v| v.trim() == "Y" || v.trim() == "1");
+    let noiommu = read_opt(fs, Path::new("/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"))
+        .is_some_and(|v| v.trim() == "Y" || v.trim() == "1");
     iommu || noiommu
 }
 
@@ -963,10 +962,8 @@ mod tests {
         let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]).with_sys(|s| {
             s.iommus.clear();
             s.load_vfio();
-            s.module_params.insert(
-                ("vfio".into(), "enable_unsafe_noiommu_mode".into()),
-                "Y".into(),
-            );
+            s.module_params
+                .insert(("vfio".into(), "enable_unsafe_noiommu_mode".into()), "Y".into());
         });
         let plan = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0"));
         assert!(plan.is_ok(), "{plan:?}");
