@@ -58,7 +58,11 @@ pub fn hot_reset(
                 (None, Some(id)) if want == edu2 => ensure(e.group_or_devid == id, || {
                     format!("edu2 listed with device id {}, expected {id}", e.group_or_devid)
                 })?,
-                _ => {}
+                // Not opened, but its group is owned through edu2: VFIO_PCI_DEVID_OWNED.
+                (None, Some(_)) => ensure(e.group_or_devid == 0, || {
+                    format!("{want} listed with device id {}, expected 0 (owned)", e.group_or_devid)
+                })?,
+                (None, None) => return Err("edu2 has neither a group nor a device id".into()),
             }
         }
         ensure(info.len() == 2, || format!("{} devices listed, expected 2", info.len()))
