@@ -120,7 +120,13 @@ struct Lab {
     nvme: PciAddress,
     e1000e: PciAddress,
     iommu: bool,
+    /// Check groups left out ([`SKIP_VAR`]).
+    skip: Vec<String>,
 }
+
+/// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
+/// memlock, shared, hotreset, reset (for narrowing down a problem).
+const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
     fn from_env() -> Result<Lab, String> {
@@ -135,6 +141,12 @@ impl Lab {
             nvme: addr("VFIO_LAB_NVME")?,
             e1000e: addr("VFIO_LAB_E1000E")?,
             iommu: std::env::var("VFIO_LAB_IOMMU").as_deref() != Ok("none"),
+            skip: std::env::var(SKIP_VAR)
+                .unwrap_or_default()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
         })
     }
 }
@@ -185,23 +197,44 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
         modes.extend(mode_by_name("noiommu"));
         rep.skip("type1v2, type1 and iommufd modes", "this boot has no IOMMU");
     }
+    let on = |group: &str| {
+        let off = lab.skip.iter().any(|s| s == group);
+        if off {
+            println!("        {group}: left out ({SKIP_VAR})");
+        }
+        !off
+    };
     for mode in &modes {
-        edu::driver_checks(rep, &vfio, lab.edu, mode);
-        conformance_check(rep, &vfio, lab.edu, mode);
-        noalloc::zero_allocations(rep, &vfio, lab.edu, mode);
+        if on("edu") {
+            edu::driver_checks(rep, &vfio, lab.edu, mode);
+        }
+        if on("conformance") {
+            conformance_check(rep, &vfio, lab.edu, mode);
+        }
+        if on("noalloc") {
+            noalloc::zero_allocations(rep, &vfio, lab.edu, mode);
+        }
         if mode.dma {
-            limits::entry_limit(rep, &vfio, lab.edu, mode);
-            limits::memlock(rep, lab.edu, mode);
-            edu::shared_space(rep, &vfio, lab.edu, lab.edu2, mode);
+            if on("limits") {
+                limits::entry_limit(rep, &vfio, lab.edu, mode);
+            }
+            if on("memlock") {
+                limits::memlock(rep, lab.edu, mode);
+            }
+            if on("shared") {
+                edu::shared_space(rep, &vfio, lab.edu, lab.edu2, mode);
+            }
         } else {
             let why = "no-IOMMU mode maps no DMA";
             rep.skip(format!("DMA entry limit [{}]", mode.name), why);
             rep.skip(format!("RLIMIT_MEMLOCK [{}]", mode.name), why);
             rep.skip(format!("shared address space [{}]", mode.name), why);
         }
-        reset::hot_reset(rep, &vfio, lab.edu, lab.edu2, lab.testdev, mode);
+        if on("hotreset") {
+            reset::hot_reset(rep, &vfio, lab.edu, lab.edu2, lab.testdev, mode);
+        }
     }
-    if let Some(first) = modes.first() {
+    if let Some(first) = modes.first().filter(|_| on("reset")) {
         reset::function_reset(rep, &vfio, lab.nvme, first.interface);
     }
     rep.skip(
@@ -210,6 +243,29 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
          with driver_override would run its probe on foreign hardware), so no blocker can \
          be arranged",
     );
+}
+
+/// Waits until the nvme driver has brought the controller back (its probe finishes in
+/// the background), so that nothing is mid-probe when the checks end.
+fn nvme_live(nvme: PciAddress) -> Outcome {
+    let dir = std::path::PathBuf::from(format!("/sys/bus/pci/devices/{nvme}/nvme"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = String::from("no controller");
+    while std::time::Instant::now() < deadline {
+        let states: Vec<String> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("state")).ok())
+            .map(|s| s.trim().to_string())
+            .collect();
+        if states.iter().any(|s| s == "live") {
+            return Ok(());
+        }
+        last = states.join(", ");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(format!("the nvme controller is not live (state: {last})"))
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
@@ -263,6 +319,7 @@ fn main() -> ExitCode {
         "restore: every device back on the driver it had (vfio_core::host::bind::restore)",
         r,
     );
+    rep.check("restore: nvme is live again on its driver", nvme_live(lab.nvme));
     println!("{}", rep.summary());
     if rep.any_failed() {
         ExitCode::FAILURE
