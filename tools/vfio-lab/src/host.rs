@@ -151,22 +151,22 @@ pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// and runs them from the guest's `/tests` in every boot.
 pub const VM_CHECKS: (&str, &str) = ("vfio-tests", "vfio-vm-checks");
 
-/// The target directory of the static builds.
+/// The target directory of the static builds: `$CARGO_TARGET_DIR/lab-static`.
 fn static_target_dir() -> PathBuf {
-    let base = std::env::var_os("CARGO_TARGET_DIR")
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    base.join("lab-static")
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .join("lab-static")
 }
 
-/// `cargo build --release` of static binaries into [`static_target_dir`].
-fn static_cargo(target_dir: &Path) -> Command {
+/// A `cargo build` of static release binaries for the guest.
+fn static_cargo() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
         .args(["build", "--release", "--target", STATIC_TARGET])
         .arg("--target-dir")
-        .arg(target_dir)
+        .arg(static_target_dir())
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
@@ -174,14 +174,13 @@ fn static_cargo(target_dir: &Path) -> Command {
     cmd
 }
 
-/// Builds one binary of a workspace package statically and returns its path.
+/// Builds one binary of one package statically and returns its path.
 pub fn build_static_bin(package: &str, bin: &str) -> Result<PathBuf> {
-    let target_dir = static_target_dir();
-    let mut cmd = static_cargo(&target_dir);
+    let mut cmd = static_cargo();
     cmd.args(["-p", package, "--bin", bin]);
-    eprintln!("vfio-lab: building static binary: {}", describe(&cmd));
+    eprintln!("vfio-lab: building {}", describe(&cmd));
     run_inherit(&mut cmd)?;
-    Ok(target_dir.join(STATIC_TARGET).join("release").join(bin))
+    Ok(static_target_dir().join(STATIC_TARGET).join("release").join(bin))
 }
 
 /// Builds the project's binaries statically (glibc, `+crt-static`) in a separate target
@@ -191,7 +190,7 @@ pub fn build_static(spec: &StaticBuild) -> Result<Vec<PathBuf>> {
         return Ok(Vec::new());
     }
     let target_dir = static_target_dir();
-    let mut cmd = static_cargo(&target_dir);
+    let mut cmd = static_cargo();
     cmd.arg("--bins");
     if spec.examples {
         cmd.arg("--examples");

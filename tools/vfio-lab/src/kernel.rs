@@ -77,9 +77,12 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/vfio-lab")
 }
 
-/// The committed config fragment of the custom kernel.
+/// The config fragment of the custom kernel: `$VFIO_LAB_FRAGMENT` when set (to try a
+/// change), else the committed `tools/vfio-lab/kernel/vfio-lab.config`.
 pub fn fragment_path() -> PathBuf {
-    host::workspace_root().join("tools/vfio-lab/kernel/vfio-lab.config")
+    std::env::var_os("VFIO_LAB_FRAGMENT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| host::workspace_root().join("tools/vfio-lab/kernel/vfio-lab.config"))
 }
 
 /// Fetches (or builds) a kernel, using the cache when it is current.
@@ -336,8 +339,13 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
     let key = custom_key(&version, &fragment);
     let dir = cache.join("custom").join(&key);
     let image = dir.join("bzImage");
-    let _lock = lock(cache, &format!("custom-{key}"))?;
-    let description = format!("linux-source-6.12 {version} + vfio-lab.config ({key})");
+    // One build directory per source version, shared by every fragment: a changed fragment
+    // rebuilds incrementally. The lock covers it.
+    let _lock = lock(cache, &format!("custom-{version}"))?;
+    let description = format!(
+        "linux-source-6.12 {version} + {} ({key})",
+        fragment_file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    );
     if image.exists() {
         return Ok(Kernel { kind: KernelKind::Custom, image, modules: Vec::new(), description });
     }
@@ -357,8 +365,9 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
         run_quiet(Command::new("sh").arg("-c").arg(script).current_dir(&src_parent))?;
         write(&src_done, version.as_bytes())?;
     }
-    let build = dir.join("build");
+    let build = cache.join("custom").join(format!("build-{version}"));
     mkdir(&build)?;
+    mkdir(&dir)?;
     let log_path = dir.join("build.log");
     let mut log =
         std::fs::File::create(&log_path).map_err(|e| LabError::io("create", &log_path, e))?;
@@ -443,6 +452,9 @@ fn ensure_custom(cache: &Path, fragment_file: &Path) -> Result<Kernel> {
         });
     }
     let built = build.join("arch/x86/boot/bzImage");
+    let config_copy = dir.join("config");
+    std::fs::copy(build.join(".config"), &config_copy)
+        .map_err(|e| LabError::io("copy", &config_copy, e))?;
     let tmp = dir.join("bzImage.tmp");
     std::fs::copy(&built, &tmp).map_err(|e| LabError::io("copy", &built, e))?;
     std::fs::rename(&tmp, &image).map_err(|e| LabError::io("rename", &tmp, e))?;

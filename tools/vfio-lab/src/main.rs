@@ -243,10 +243,14 @@ fn prepare_vm_host() -> Result<()> {
     host::ensure_packages(host::VM_PACKAGES)
 }
 
+/// The lab's own in-VM check of the VFIO container path (tools/vfio-lab/src/bin).
+const SMOKE_BIN: &str = "lab-vfio-smoke";
+
 fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
     prepare_vm_host()?;
     let mut payload = payload(vm)?;
     if !vm.no_build {
+        payload.tests.insert(0, host::build_static_bin("vfio-lab", SMOKE_BIN)?);
         let (package, bin) = host::VM_CHECKS;
         payload.tests.push(host::build_static_bin(package, bin)?);
     }
