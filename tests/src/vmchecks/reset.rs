@@ -68,7 +68,9 @@ pub fn hot_reset(
         ensure(info.len() == 2, || format!("{} devices listed, expected 2", info.len()))
     })();
     rep.check(
-        format!("{label}: hot_reset_info of edu2 lists edu2 and testdev with their group"),
+        format!(
+            "{label}: hot_reset_info of edu2 lists edu2 and testdev with their group or device id"
+        ),
         r,
     );
     let r = (|| -> Outcome {
