@@ -147,6 +147,10 @@ pub struct StaticBuild {
 /// The target triple the static binaries are built for.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
 
+/// The library's checks against the real kernel (package, binary): the suite builds them
+/// and runs them from the guest's `/tests` in every boot.
+pub const VM_CHECKS: (&str, &str) = ("vfio-tests", "vfio-vm-checks");
+
 /// The target directory of the static builds: `$CARGO_TARGET_DIR/lab-static`.
 fn static_target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

@@ -267,6 +267,8 @@ fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
     if !vm.no_build {
         payload.tests.insert(0, host::build_static_bin("vfio-lab", SMOKE_BIN)?);
         payload.bins.push(host::build_static_bench()?);
+        let (package, bin) = host::VM_CHECKS;
+        payload.tests.push(host::build_static_bin(package, bin)?);
     }
     let mut plan: Vec<(KernelKind, IommuMode)> = Vec::new();
     if only != Some(KernelKind::Custom) {

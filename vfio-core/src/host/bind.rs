@@ -1181,9 +1181,26 @@ mod tests {
         let e = bind(&*fs, &BindRequest::vfio("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("modprobe") && e.contains("rolled back"), "{e}");
         assert_eq!(snapshot(&h), before);
-        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]);
+        // No IOMMU registered and no no-IOMMU mode: no group can ever appear.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")])
+            .with_sys(|s| s.iommus.clear());
         let e = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("no IOMMU group"), "{e}");
+        // An IOMMU that attaches devices at probe (virtio-iommu): the group comes with
+        // vfio-pci, so the bind is planned.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")])
+            .with_sys(|s| *s = SysState::intel_ready());
+        let plan = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0"));
+        assert!(plan.is_ok(), "{plan:?}");
+        // No IOMMU but vfio's no-IOMMU mode: the no-IOMMU group is made at probe.
+        let h = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu")]).with_sys(|s| {
+            s.iommus.clear();
+            s.load_vfio();
+            s.module_params
+                .insert(("vfio".into(), "enable_unsafe_noiommu_mode".into()), "Y".into());
+        });
+        let plan = plan_bind(&*h.fs(), &BindRequest::vfio("0000:00:04.0"));
+        assert!(plan.is_ok(), "{plan:?}");
     }
 
     /// virtio-iommu gives a driverless device its group only when vfio-pci probes it (seen

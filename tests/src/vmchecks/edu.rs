@@ -1,0 +1,178 @@
+//! Checks 1 and 6: the edu driver on the real kernel in one interface, and two edu devices
+//! sharing one address space.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use vfio_core::{AddressSpace, Device, DmaPerm, IrqIndex, PciAddress, Vfio};
+
+use super::driver::{edu_pool, fill, Edu, MAX_DMA};
+use super::report::{ensure, Ctx, Outcome, Report};
+use super::{Mem, Mode};
+
+/// How long to wait for an interrupt or a DMA completion.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Check 1 in one mode: identify, liveness, factorial with MSI and with INTx, DMA round
+/// trip, DMA to an unmapped IOVA.
+pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode) {
+    let label = format!("edu driver [{}]", mode.name);
+    let device = match vfio.open(edu, mode.interface) {
+        Ok(d) => d,
+        Err(e) => return rep.check(format!("{label}: open"), Err(e.to_string())),
+    };
+    let got = vfio_tests::conformance::mode_name(&device);
+    rep.check(
+        format!("{label}: opened in mode {got}"),
+        ensure(got == mode.name, || format!("expected mode {}", mode.name)),
+    );
+    let mut drv = match Edu::new(&device) {
+        Ok(d) => d,
+        Err(e) => return rep.check(format!("{label}: BAR0 and bus master"), Err(e.to_string())),
+    };
+    rep.check(
+        format!("{label}: BAR0 is mmap'd"),
+        ensure(drv.bar.is_mapped(0, 4), || "BAR0 accesses go through pread/pwrite".into()),
+    );
+    rep.check(format!("{label}: identify"), identify(&drv));
+    rep.check(format!("{label}: liveness"), liveness(&drv));
+    rep.check(format!("{label}: factorial with MSI on an eventfd"), factorial_msi(&mut drv));
+    if mode.dma {
+        rep.check(format!("{label}: DMA RAM -> edu -> RAM, {MAX_DMA} bytes"), dma_round_trip(&drv));
+        rep.check(format!("{label}: DMA to an unmapped IOVA does not land"), dma_unmapped(&drv));
+    } else {
+        rep.skip(
+            format!("{label}: DMA"),
+            "no-IOMMU mode has no DMA mapping (devices use physical addresses)",
+        );
+    }
+    let _ = device.disable_irqs(IrqIndex::Msi);
+    drv.irq = None;
+    rep.check(
+        format!("{label}: factorial with INTx on an eventfd, unmasked after each"),
+        factorial_intx(&mut drv),
+    );
+    let _ = device.disable_irqs(IrqIndex::Intx);
+}
+
+fn identify(drv: &Edu) -> Outcome {
+    let id = drv.identify().ctx("read ident")?;
+    ensure(id == Some((1, 0)), || format!("identify gave {id:?}, expected edu 1.0"))
+}
+
+fn liveness(drv: &Edu) -> Outcome {
+    for v in [0x1234_5678u32, 0, 0xffff_ffff, 0xa5a5_5a5a] {
+        ensure(drv.liveness(v).ctx("liveness")?, || format!("{v:#x} did not read back inverted"))?;
+    }
+    Ok(())
+}
+
+fn factorial_msi(drv: &mut Edu) -> Outcome {
+    drv.enable_msi().ctx("enable MSI")?;
+    for (n, want) in [(5u32, 120u32), (10, 3_628_800)] {
+        let (got, irq) = drv.factorial(n, TIMEOUT).ctx("factorial")?;
+        ensure(got == want, || format!("{n}! read {got}, expected {want}"))?;
+        ensure(irq, || format!("no MSI on the eventfd for {n}!"))?;
+    }
+    Ok(())
+}
+
+fn factorial_intx(drv: &mut Edu) -> Outcome {
+    let fds = drv.device.new_eventfds(1).ctx("eventfd")?;
+    drv.device.enable_irqs_all(IrqIndex::Intx, 0, &fds).ctx("enable INTx")?;
+    drv.irq = fds.into_iter().next();
+    // Two rounds: the second interrupt arrives only if the unmask after the first worked.
+    for (n, want) in [(4u32, 24u32), (6, 720)] {
+        let (got, irq) = drv.factorial(n, TIMEOUT).ctx("factorial")?;
+        ensure(got == want, || format!("{n}! read {got}, expected {want}"))?;
+        ensure(irq, || format!("no INTx on the eventfd for {n}!"))?;
+        drv.device.unmask_irqs(IrqIndex::Intx, 0, 1).ctx("unmask INTx")?;
+    }
+    drv.irq = None;
+    Ok(())
+}
+
+fn dma_round_trip(drv: &Edu) -> Outcome {
+    let pool = edu_pool(drv.device).ctx("DMA pool")?;
+    let src = pool.alloc(4096).ctx("alloc")?;
+    let dst = pool.alloc(4096).ctx("alloc")?;
+    let data = fill(&src, 0x5a, MAX_DMA as usize).ctx("fill")?;
+    ensure(drv.dma_to_device(src.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?, || {
+        format!("RAM -> edu from IOVA {:#x} did not complete with its interrupt", src.iova())
+    })?;
+    ensure(drv.dma_from_device(dst.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?, || {
+        format!("edu -> RAM to IOVA {:#x} did not complete with its interrupt", dst.iova())
+    })?;
+    let mut back = vec![0u8; MAX_DMA as usize];
+    dst.read(0, &mut back).ctx("read")?;
+    let bad = back.iter().zip(&data).filter(|(a, b)| a != b).count();
+    ensure(bad == 0, || format!("{bad} of {MAX_DMA} bytes differ after the round trip"))
+}
+
+fn dma_unmapped(drv: &Edu) -> Outcome {
+    let pool = edu_pool(drv.device).ctx("DMA pool")?;
+    // Load edu's buffer with a pattern through a mapped buffer.
+    let src = pool.alloc(4096).ctx("alloc")?;
+    fill(&src, 0x11, MAX_DMA as usize).ctx("fill")?;
+    drv.dma_to_device(src.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?;
+    // Memory mapped once, then unmapped but kept.
+    let mem = Mem::new(4096);
+    mem.fill(0xc3);
+    // SAFETY: `mem` outlives the mapping, which is unmapped on the next line.
+    let m = unsafe { pool.map_user(mem.addr(), 4096, DmaPerm::ReadWrite) }.ctx("map")?;
+    let iova = m.iova();
+    let unmapped = m.unmap().ctx("unmap")?;
+    ensure(unmapped == 4096, || format!("unmap reported {unmapped} bytes, expected 4096"))?;
+    // QEMU raises the completion interrupt even when the DMA faults: check the data only.
+    drv.dma_from_device(iova, MAX_DMA, TIMEOUT).ctx("DMA")?;
+    let changed = mem.bytes().iter().filter(|b| **b != 0xc3).count();
+    ensure(changed == 0, || format!("{changed} bytes changed through unmapped IOVA {iova:#x}"))
+}
+
+fn same_space(a: &AddressSpace, b: &AddressSpace) -> bool {
+    match (a, b) {
+        (AddressSpace::Container(x), AddressSpace::Container(y)) => Arc::ptr_eq(x, y),
+        (AddressSpace::Ioas(x), AddressSpace::Ioas(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    }
+}
+
+/// Check 6: edu and edu2 in one container or IOAS, one buffer reached by both.
+pub fn shared_space(rep: &mut Report, vfio: &Vfio, edu: PciAddress, edu2: PciAddress, mode: &Mode) {
+    let name =
+        format!("shared address space [{}]: edu and edu2, one buffer, DMA from each", mode.name);
+    let r = (|| -> Outcome {
+        let d1 = vfio.open(edu, mode.interface).ctx("open edu")?;
+        let space = d1.address_space();
+        let d2 = vfio.open_in(edu2, &space).ctx("open edu2 into edu's address space")?;
+        ensure(same_space(&space, &d2.address_space()), || {
+            "edu2 got another address space".into()
+        })?;
+        let pool = edu_pool(&d1).ctx("DMA pool")?;
+        let src = pool.alloc(4096).ctx("alloc")?;
+        let data = fill(&src, 0x77, MAX_DMA as usize).ctx("fill")?;
+        for (which, dev) in [("edu", &d1), ("edu2", &d2)] {
+            one_round_trip(which, dev, &pool, src.iova(), &data)?;
+        }
+        Ok(())
+    })();
+    rep.check(name, r);
+}
+
+fn one_round_trip(
+    which: &str,
+    dev: &Device,
+    pool: &vfio_core::DmaPool,
+    src: u64,
+    data: &[u8],
+) -> Outcome {
+    let drv = Edu::new(dev).ctx(which)?;
+    let dst = pool.alloc(4096).ctx("alloc")?;
+    drv.dma_to_device(src, MAX_DMA, TIMEOUT).ctx(which)?;
+    drv.dma_from_device(dst.iova(), MAX_DMA, TIMEOUT).ctx(which)?;
+    let mut back = vec![0u8; MAX_DMA as usize];
+    dst.read(0, &mut back).ctx("read")?;
+    ensure(back == data, || {
+        format!("{which}: the data read from the shared buffer did not come back")
+    })
+}
