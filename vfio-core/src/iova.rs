@@ -10,8 +10,12 @@ use crate::info::IovaRange;
 /// Free IOVA space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IovaAllocator {
-    /// Free intervals `(start, last)`, inclusive, sorted and disjoint, never adjacent.
+    /// Free intervals `(start, last)`, inclusive, sorted and disjoint; two are adjacent
+    /// only across a boundary between ranges.
     free: Vec<(u64, u64)>,
+    /// The usable ranges, trimmed to whole granules: a mapping must lie inside one of
+    /// them (the kernel refuses one that straddles two, even two that touch).
+    ranges: Vec<(u64, u64)>,
     /// The smallest granule: every allocation is aligned to and rounded up to it.
     granule: u64,
 }
@@ -24,7 +28,11 @@ impl IovaAllocator {
         let granule = granule.max(1).next_power_of_two();
         let whole = [IovaRange { start: 0, last: u64::MAX }];
         let ranges = if ranges.is_empty() { &whole[..] } else { ranges };
-        let mut a = IovaAllocator { free: Vec::with_capacity(ranges.len() + 16), granule };
+        let mut a = IovaAllocator {
+            free: Vec::with_capacity(ranges.len() + 16),
+            ranges: Vec::with_capacity(ranges.len()),
+            granule,
+        };
         let mut sorted: Vec<IovaRange> = ranges.to_vec();
         sorted.sort_by_key(|r| r.start);
         for r in sorted {
@@ -36,6 +44,7 @@ impl IovaAllocator {
             };
             if let (Some(start), Some(last)) = (start, last) {
                 if last >= start {
+                    a.ranges.push((start, last));
                     a.insert_free(start, last);
                 }
             }
@@ -161,6 +170,11 @@ impl IovaAllocator {
         }
     }
 
+    /// Whether `a` and `b` lie in the same usable range.
+    fn same_range(&self, a: u64, b: u64) -> bool {
+        self.ranges.iter().any(|&(s, l)| s <= a && a <= l && s <= b && b <= l)
+    }
+
     fn insert_free(&mut self, start: u64, last: u64) {
         let i = self.free.partition_point(|&(s, _)| s < start);
         // Refuse overlaps with free space (a double free): keep the list consistent.
@@ -170,8 +184,12 @@ impl IovaAllocator {
         if i < self.free.len() && self.free[i].0 <= last {
             return;
         }
-        let merge_prev = i > 0 && self.free[i - 1].1.checked_add(1) == Some(start);
-        let merge_next = i < self.free.len() && last.checked_add(1) == Some(self.free[i].0);
+        let merge_prev = i > 0
+            && self.free[i - 1].1.checked_add(1) == Some(start)
+            && self.same_range(self.free[i - 1].1, start);
+        let merge_next = i < self.free.len()
+            && last.checked_add(1) == Some(self.free[i].0)
+            && self.same_range(last, self.free[i].0);
         match (merge_prev, merge_next) {
             (true, true) => {
                 self.free[i - 1].1 = self.free[i].1;
@@ -240,6 +258,24 @@ mod tests {
         let before = a.clone();
         a.free(0x10000, K4);
         assert_eq!(a, before, "double free ignored");
+    }
+
+    /// Found by fuzzing: two ranges that touch must stay two, since the kernel refuses a
+    /// mapping that straddles ranges (vfio_iommu_iova_dma_valid wants one range).
+    #[test]
+    fn touching_ranges_are_not_merged() {
+        let ranges = [
+            IovaRange { start: 0x10_0000, last: 0x1f_ffff },
+            IovaRange { start: 0x20_0000, last: 0x2f_ffff },
+        ];
+        let mut a = IovaAllocator::new(&ranges, K4);
+        assert_eq!(a.free_ranges().count(), 2);
+        assert_eq!(a.alloc(0x18_0000, 0), None, "larger than either range");
+        let x = a.alloc(0x10_0000, 0).unwrap();
+        assert!(ranges.iter().any(|r| r.start <= x && x + 0xf_ffff <= r.last));
+        a.free(x, 0x10_0000);
+        assert_eq!(a.free_ranges().count(), 2, "freeing does not merge across the boundary");
+        assert_eq!(a.free_bytes(), 0x20_0000);
     }
 
     #[test]

@@ -26,3 +26,23 @@ fn pci_ids_class_lines_run_together() {
         assert_eq!(ids.class(c << 16), again.class(c << 16));
     }
 }
+
+/// Found by `iova`: kernel ranges that touch (one ends at 0x1ff..ff, the next starts at
+/// 0x200..00) were merged into one free interval, so an allocation could straddle them,
+/// which the kernel refuses (a mapping must lie inside one range).
+#[test]
+fn iova_allocations_stay_inside_one_range() {
+    use vfio_core::info::IovaRange;
+    use vfio_core::iova::IovaAllocator;
+    let ranges = [
+        IovaRange { start: 0xf_ffff_ffff, last: 0xc0c0_c0c0_c0df },
+        IovaRange { start: 0x00ff_ffff_fff0_0007, last: 0x01ff_ffff_ffff_ffff },
+        IovaRange { start: 0x0200_0000_0000_0000, last: u64::MAX },
+    ];
+    let mut a = IovaAllocator::new(&ranges, 0x8000);
+    let size = 0x7e00_0000_0000_0900;
+    if let Some(iova) = a.alloc(size, 0) {
+        let last = iova + (size.div_ceil(0x8000) * 0x8000 - 1);
+        assert!(ranges.iter().any(|r| r.start <= iova && last <= r.last), "{iova:#x}");
+    }
+}
