@@ -116,6 +116,16 @@ if [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
         case " $members " in *" $b "*) pass "$b is in group $mg" ;; *) fail "$b is in group $mg" ;; esac
     done
     check "multi-device group node exists" [ -c "$(group_dev "$VFIO_LAB_EDU2")" ]
+    if command -v vfiotool >/dev/null; then
+        gout=$(vfiotool groups 2>&1)
+        echo "$gout"
+        check "vfiotool groups: group $mg is ready for VFIO" \
+            sh -c 'echo "$1" | grep -q "^group $2: ready for VFIO"' _ "$gout" "$mg"
+        for b in $VFIO_LAB_MULTI_GROUP; do
+            check "vfiotool groups lists $b in group $mg" \
+                sh -c 'echo "$1" | sed -n "/^group $2:/,/^group /p" | grep -q "$3"' _ "$gout" "$mg" "$b"
+        done
+    fi
     unbind_restore "$VFIO_LAB_EDU2"
     unbind_restore "$VFIO_LAB_TESTDEV"
     check "edu2 driverless again" [ "$(driver_of "$VFIO_LAB_EDU2")" = none ]
