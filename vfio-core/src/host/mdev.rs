@@ -101,7 +101,9 @@ pub fn random_uuid() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-fn valid_uuid(s: &str) -> bool {
+/// Whether `s` is a UUID in its 8-4-4-4-12 hexadecimal form (how mdev instances are
+/// named).
+pub fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
         && parts
@@ -131,7 +133,7 @@ pub fn create(
         });
     }
     let uuid = match uuid {
-        Some(u) if valid_uuid(u) => u.to_ascii_lowercase(),
+        Some(u) if is_uuid(u) => u.to_ascii_lowercase(),
         Some(u) => return Err(Error::Invalid {
             what: "UUID",
             input: u.into(),
@@ -187,7 +189,7 @@ mod tests {
             ("i915-GVTg_V5_4", 1, Some("vfio-pci"))
         );
         let u = create(&*fs, p, "i915-GVTg_V5_4", None).unwrap();
-        assert!(valid_uuid(&u) && u.as_bytes()[14] == b'4');
+        assert!(is_uuid(&u) && u.as_bytes()[14] == b'4');
         let i = list_instances(&*fs);
         assert_eq!(
             i,

@@ -1210,7 +1210,7 @@ impl SimFs {
                 Ok(())
             }
             Ctl::MdevCreate(parent, ty) => {
-                if !is_uuid(word) {
+                if !crate::host::mdev::is_uuid(word) {
                     return Err(err(libc::EINVAL));
                 }
                 let u = word.to_ascii_lowercase();
@@ -1254,16 +1254,6 @@ fn normalize_keep(p: &Path) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-/// Whether `s` is a UUID in its 8-4-4-4-12 hexadecimal form.
-pub fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 impl HostFs for SimFs {
