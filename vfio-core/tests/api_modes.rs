@@ -526,3 +526,23 @@ fn a_failure_at_each_step_of_opening_leaks_nothing() {
         }
     }
 }
+
+#[test]
+fn hugetlb_buffers_map_at_aligned_iovas() {
+    if let Err(e) = HostMemory::new(2 << 20, Backing::Huge2M) {
+        eprintln!("skipped: no 2 MiB huge pages reserved on this machine ({e}); the VM lab runs this with pages reserved");
+        return;
+    }
+    for m in MODES {
+        let host = host();
+        let dev = vfio(&host).open(addr("0000:00:04.0"), interface(m)).unwrap();
+        let pool = DmaPool::new(dev.address_space()).unwrap();
+        let buf = pool.alloc_with(100, Backing::Huge2M, DmaPerm::ReadWrite).unwrap();
+        assert_eq!(buf.len(), 2 << 20, "{m:?}");
+        assert_eq!(buf.iova() % (2 << 20), 0, "{m:?}");
+        host.dma_write(dev.address().unwrap(), buf.iova() + (1 << 20), b"huge").unwrap();
+        let mut got = [0u8; 4];
+        buf.read(1 << 20, &mut got).unwrap();
+        assert_eq!(&got, b"huge");
+    }
+}

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use vfio_core::dma::Backing;
 use vfio_core::{AddressSpace, Device, DmaPerm, IrqIndex, PciAddress, Vfio};
 
 use super::driver::{edu_pool, fill, Edu, MAX_DMA};
@@ -40,6 +41,11 @@ pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
     if mode.dma {
         rep.check(format!("{label}: DMA RAM -> edu -> RAM, {MAX_DMA} bytes"), dma_round_trip(&drv));
         rep.check(format!("{label}: DMA to an unmapped IOVA does not land"), dma_unmapped(&drv));
+        rep.check(format!("{label}: DMA into a 2 MiB hugetlb buffer"), dma_hugetlb(&drv));
+        rep.check(
+            format!("{label}: a read-only mapping is read by the device and never written"),
+            dma_read_only(&drv),
+        );
     } else {
         rep.skip(
             format!("{label}: DMA"),
@@ -127,6 +133,46 @@ fn dma_unmapped(drv: &Edu) -> Outcome {
     drv.dma_from_device(iova, MAX_DMA, TIMEOUT).ctx("DMA")?;
     let changed = mem.bytes().iter().filter(|b| **b != 0xc3).count();
     ensure(changed == 0, || format!("{changed} bytes changed through unmapped IOVA {iova:#x}"))
+}
+
+/// A buffer of 2 MiB huge pages (the lab reserves some): mapped at a 2 MiB-aligned IOVA,
+/// and the device writes into it at an offset past the first 4 KiB page.
+fn dma_hugetlb(drv: &Edu) -> Outcome {
+    let pool = edu_pool(drv.device).ctx("DMA pool")?;
+    let huge = pool
+        .alloc_with(2 << 20, Backing::Huge2M, DmaPerm::ReadWrite)
+        .ctx("2 MiB hugetlb buffer (the lab reserves huge pages)")?;
+    let iova = huge.iova();
+    ensure(iova % (2 << 20) == 0, || format!("IOVA {iova:#x} is not 2 MiB aligned"))?;
+    let src = pool.alloc(4096).ctx("alloc")?;
+    let data = fill(&src, 0x77, MAX_DMA as usize).ctx("fill")?;
+    drv.dma_to_device(src.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?;
+    let off = 1 << 20;
+    drv.dma_from_device(iova + off as u64, MAX_DMA, TIMEOUT).ctx("DMA")?;
+    let mut back = vec![0u8; MAX_DMA as usize];
+    huge.read(off, &mut back).ctx("read")?;
+    ensure(back == data, || "the data did not land in the hugetlb buffer".into())
+}
+
+/// `DmaPerm::Read`: the device reads the buffer, and its writes to it fault.
+fn dma_read_only(drv: &Edu) -> Outcome {
+    let pool = edu_pool(drv.device).ctx("DMA pool")?;
+    let ro = pool.alloc_with(4096, Backing::Anonymous, DmaPerm::Read).ctx("read-only buffer")?;
+    let data = fill(&ro, 0x3c, MAX_DMA as usize).ctx("fill")?;
+    drv.dma_to_device(ro.iova(), MAX_DMA, TIMEOUT).ctx("DMA from the read-only buffer")?;
+    let out = pool.alloc(4096).ctx("alloc")?;
+    drv.dma_from_device(out.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?;
+    let mut back = vec![0u8; MAX_DMA as usize];
+    out.read(0, &mut back).ctx("read")?;
+    ensure(back == data, || "the device did not read the read-only buffer".into())?;
+    // Now the device writes a different pattern towards the read-only buffer.
+    let other = pool.alloc(4096).ctx("alloc")?;
+    fill(&other, 0x99, MAX_DMA as usize).ctx("fill")?;
+    drv.dma_to_device(other.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?;
+    drv.dma_from_device(ro.iova(), MAX_DMA, TIMEOUT).ctx("DMA")?;
+    let mut now = vec![0u8; MAX_DMA as usize];
+    ro.read(0, &mut now).ctx("read")?;
+    ensure(now == data, || "a device write landed in a read-only mapping".into())
 }
 
 fn same_space(a: &AddressSpace, b: &AddressSpace) -> bool {
