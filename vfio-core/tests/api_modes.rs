@@ -530,7 +530,7 @@ fn a_failure_at_each_step_of_opening_leaks_nothing() {
 #[test]
 fn hugetlb_buffers_map_at_aligned_iovas() {
     if let Err(e) = HostMemory::new(2 << 20, Backing::Huge2M) {
-        eprintln!("skipped: no 2 MiB huge pages reserved on this machine ({e}); the VM lab runs this with pages reserved");
+        eprintln!("skipped: no 2 MiB huge pages reserved on this machine ({e}); vfio-vm-checks covers hugetlb buffers on the real kernel in the VM lab");
         return;
     }
     for m in MODES {
