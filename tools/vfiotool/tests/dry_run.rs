@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use vfio_core::hostfs::HostFs;
-use vfio_core::mock::{DeviceSpec, MdevTypeSpec, MockHost, SriovSpec, SysState};
+use vfio_core::mock::{DeviceSpec, MockHost, SysState};
 
 mod common;
-use common::{a, run_mock as run};
+use common::{a, i915_gvt, igb_sriov_nic, run_mock as run};
 
 const EDU: &str = "0000:00:04.0";
 const NIC: &str = "0000:02:00.0";
@@ -16,18 +16,8 @@ const IGD: &str = "0000:00:02.0";
 const UUID: &str = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
 
 fn host() -> MockHost {
-    let mut nic = DeviceSpec::new(NIC).driver("igb").group(3);
-    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
-    nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: None });
-    let mut igd = DeviceSpec::new(IGD).driver("i915").group(0);
-    igd.class = 0x030000;
-    igd.mdev_types = vec![MdevTypeSpec {
-        id: "i915-GVTg_V5_4".into(),
-        name: "GVTg_V5_4".into(),
-        description: "low_gm_size: 128MB".into(),
-        device_api: "vfio-pci".into(),
-        max_instances: 2,
-    }];
+    let nic = igb_sriov_nic(NIC, 3);
+    let igd = i915_gvt(IGD, 0);
     let mut edu = DeviceSpec::edu(EDU).driver("edu").group(1);
     let mut rom = vec![0u8; 512];
     (rom[0], rom[1], rom[2]) = (0x55, 0xaa, 1);

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::sysfs::{SimBlock, SimNet};
-use vfio_core::mock::{DeviceSpec, FaultOp, MdevTypeSpec, MockHost, SriovSpec, SysState};
+use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
 
 mod common;
-use common::{a, run_fs, Run};
+use common::{a, i915_gvt, igb_sriov_nic, run_fs, Run};
 
 fn run(h: &MockHost, args: &[&str]) -> Run {
     run_on(h.fs(), args)
@@ -25,18 +25,8 @@ fn host() -> MockHost {
     (vga.vendor, vga.device, vga.class) = (0x10de, 0x1b80, 0x030000);
     let mut audio = DeviceSpec::new("0000:05:00.1").driver("snd_hda_intel").group(7);
     (audio.vendor, audio.device, audio.class) = (0x10de, 0x10f0, 0x040300);
-    let mut nic = DeviceSpec::new("0000:02:00.0").driver("igb").group(3);
-    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
-    nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: None });
-    let mut igd = DeviceSpec::new("0000:00:02.0").driver("i915").group(0);
-    igd.class = 0x030000;
-    igd.mdev_types = vec![MdevTypeSpec {
-        id: "i915-GVTg_V5_4".into(),
-        name: "GVTg_V5_4".into(),
-        description: "low_gm_size: 128MB".into(),
-        device_api: "vfio-pci".into(),
-        max_instances: 2,
-    }];
+    let nic = igb_sriov_nic("0000:02:00.0", 3);
+    let igd = i915_gvt("0000:00:02.0", 0);
     MockHost::new([
         igd,
         DeviceSpec::edu("0000:00:04.0").driver("edu").group(1),

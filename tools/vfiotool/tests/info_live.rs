@@ -23,15 +23,8 @@ mod lspci;
 
 #[test]
 fn info_agrees_with_lspci_on_every_device_of_this_machine() {
-    if Command::new("lspci").arg("--version").output().is_err() {
-        println!("skipped: lspci is not installed (package pciutils)");
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!(
-            "skipped: not root, sysfs config shows only 64 bytes and lspci hides capabilities"
-        );
+    if let Some(why) = lspci::live_skip_reason() {
+        println!("skipped: {why}");
         return;
     }
     let fs = RealFs::new("/");

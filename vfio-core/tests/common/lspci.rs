@@ -18,6 +18,20 @@ pub struct LspciCap {
     pub body: Vec<String>,
 }
 
+/// Why a comparison with the live `lspci` cannot run here (`None`: it can): lspci must be
+/// installed, and the process root (otherwise sysfs `config` shows only 64 bytes and lspci
+/// hides capabilities).
+pub fn live_skip_reason() -> Option<&'static str> {
+    if std::process::Command::new("lspci").arg("--version").output().is_err() {
+        return Some("lspci is not installed (package pciutils)");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root, sysfs config shows only 64 bytes and lspci hides capabilities");
+    }
+    None
+}
+
 pub fn parse_lspci(text: &str) -> Vec<LspciCap> {
     let mut caps: Vec<LspciCap> = Vec::new();
     for line in text.lines() {

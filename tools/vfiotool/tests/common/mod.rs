@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use vfio_core::hostfs::{HostFs, RealFs};
 use vfio_core::kernel::{RealKernel, VfioKernel};
-use vfio_core::mock::MockHost;
+use vfio_core::mock::{DeviceSpec, MdevTypeSpec, MockHost, SriovSpec};
 use vfio_core::PciAddress;
 use vfiotool::cli::Cli;
 use vfiotool::Context;
@@ -72,4 +72,26 @@ pub fn run_root(root: &str, args: &[&str]) -> Run {
 /// A PCI address literal.
 pub fn a(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
+}
+
+/// An Intel 82576 NIC (igb) with SR-IOV (4 VFs, none enabled) at `address`.
+pub fn igb_sriov_nic(address: &str, group: u32) -> DeviceSpec {
+    let mut nic = DeviceSpec::new(address).driver("igb").group(group);
+    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
+    nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: None });
+    nic
+}
+
+/// An Intel integrated GPU (i915) offering the GVT-g mediated type `i915-GVTg_V5_4`.
+pub fn i915_gvt(address: &str, group: u32) -> DeviceSpec {
+    let mut igd = DeviceSpec::new(address).driver("i915").group(group);
+    igd.class = 0x030000;
+    igd.mdev_types = vec![MdevTypeSpec {
+        id: "i915-GVTg_V5_4".into(),
+        name: "GVTg_V5_4".into(),
+        description: "low_gm_size: 128MB".into(),
+        device_api: "vfio-pci".into(),
+        max_instances: 2,
+    }];
+    igd
 }
