@@ -367,8 +367,10 @@ fn the_sweep_catches_a_leaked_descriptor() {
 mod host_flows {
     use super::serial;
     use std::path::Path;
-    use vfio_core::host::bind::{bind, read_journal, restore, unbind, BindRequest};
+    use vfio_core::host::bind::{bind, BindRequest};
+    use vfio_core::host::journal::read_journal;
     use vfio_core::host::lock::HostLock;
+    use vfio_core::host::restore::{restore, unbind};
     use vfio_core::hostfs::HostFs;
     use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SriovSpec, SysState};
     use vfio_core::PciAddress;

@@ -13,8 +13,9 @@ use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use vfio_core::container::IommuType;
-use vfio_core::host::bind::{bind, restore, BindRequest};
+use vfio_core::host::bind::{bind, BindRequest};
 use vfio_core::host::current_driver;
+use vfio_core::host::restore::restore;
 use vfio_core::hostfs::RealFs;
 use vfio_core::{Interface, PciAddress, Vfio};
 use vfio_tests::conformance;
@@ -316,7 +317,7 @@ fn main() -> ExitCode {
         ensure(wrong.is_empty(), || wrong.join("; "))
     });
     rep.check(
-        "restore: every device back on the driver it had (vfio_core::host::bind::restore)",
+        "restore: every device back on the driver it had (vfio_core::host::restore::restore)",
         r,
     );
     rep.check("restore: nvme is live again on its driver", nvme_live(lab.nvme));

@@ -9,7 +9,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use vfio_core::hostfs::{HostFs, NodeMeta};
+use vfio_core::hostfs::{HeldLock, HostFs, NodeMeta};
+
+/// The lock a dry run holds: none.
+#[derive(Debug)]
+struct NoLock;
+
+impl HeldLock for NoLock {}
 
 use crate::cli::Context;
 use crate::cmd::out;
@@ -59,8 +65,8 @@ fn shown(data: &[u8]) -> String {
 }
 
 impl HostFs for DryRunFs {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.inner.read(path)
+    fn read_limited(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
+        self.inner.read_limited(path, max)
     }
 
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -90,7 +96,19 @@ impl HostFs for DryRunFs {
         Ok(())
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        let _ = mode;
+        self.record(format!("echo {} > {}", shown(data), path.display()));
+        Ok(())
+    }
+
+    fn lock(&self, _path: &Path) -> io::Result<Box<dyn HeldLock>> {
+        // A dry run changes nothing, so it needs no lock and takes none (taking it would
+        // create the lock file).
+        Ok(Box::new(NoLock))
+    }
+
+    fn create_dir_all(&self, path: &Path, _mode: u32) -> io::Result<()> {
         if !self.inner.exists(path) {
             self.record(format!("mkdir -p {}", path.display()));
         }
@@ -99,14 +117,6 @@ impl HostFs for DryRunFs {
 
     fn modprobe(&self, module: &str) -> io::Result<()> {
         self.record(format!("modprobe {module}"));
-        Ok(())
-    }
-
-    fn create_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        if self.inner.exists(path) {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        self.record(format!("echo {} > {}", shown(data), path.display()));
         Ok(())
     }
 
@@ -128,8 +138,8 @@ mod tests {
         let dry = DryRunFs::new(fs.clone());
         let p = Path::new("/sys/bus/pci/devices/0000:00:04.0/driver_override");
         dry.write(p, b"vfio-pci\n").unwrap();
-        dry.create_dir_all(Path::new("/etc/modprobe.d")).unwrap();
-        dry.write(Path::new("/etc/modprobe.d/vfio.conf"), b"a\nb\n").unwrap();
+        dry.create_dir_all(Path::new("/etc/modprobe.d"), 0o755).unwrap();
+        dry.replace_file(Path::new("/etc/modprobe.d/vfio.conf"), b"a\nb\n", 0o644).unwrap();
         dry.modprobe("vfio-pci").unwrap();
         assert_eq!(
             dry.steps(),

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, Barrier};
 
-use vfio_core::host::bind::read_journal;
+use vfio_core::host::journal::read_journal;
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::{DeviceSpec, MockHost, SysState};
 use vfio_core::PciAddress;
@@ -56,8 +56,8 @@ fn two_binds_at_once_keep_the_journal_whole() {
             }
         }
         let j = read_journal(&*h.fs()).unwrap();
-        assert_eq!(j.len(), 1, "round {round}");
-        assert_eq!(j[0].driver.as_deref(), Some("edu"), "round {round}");
+        assert_eq!(j.devices.len(), 1, "round {round}");
+        assert_eq!(j.devices[0].driver.as_deref(), Some("edu"), "round {round}");
         let (code, err) = run(h.fs(), &["restore", "--all"]);
         assert_eq!(code, 0, "{err}");
         let a = PciAddress::parse(EDU).unwrap();
@@ -66,18 +66,22 @@ fn two_binds_at_once_keep_the_journal_whole() {
 }
 
 #[test]
-fn a_live_lock_is_reported_with_its_pid_and_a_stale_one_replaced() {
+fn a_held_lock_is_reported_with_its_pid_and_released_with_its_holder() {
     let h = host();
     let fs: Arc<dyn HostFs> = h.fs();
-    fs.create_dir_all(std::path::Path::new("/run/vfiotool")).unwrap();
-    fs.write(std::path::Path::new("/run/vfiotool/lock"), b"777 1\n").unwrap();
-    h.state().sys.processes.insert(777);
+    let other = vfio_core::host::lock::HostLock::acquire(&*fs).unwrap();
     let (code, err) = run(fs.clone(), &["bind", EDU]);
     assert_eq!(code, 1);
-    assert_eq!(err.trim(), "vfiotool: another vfiotool is running (pid 777): /run/vfiotool/lock is locked; wait for it to finish");
-    // The process died: its lock is stale and the next run goes ahead.
-    h.state().sys.processes.remove(&777);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "vfiotool: another vfiotool is running (pid {}): /run/vfiotool/lock is locked; wait for it to finish",
+            std::process::id()
+        )
+    );
+    // The holder ends (or dies: the kernel drops its flock): the next run goes ahead.
+    drop(other);
     let (code, err) = run(fs.clone(), &["bind", EDU]);
     assert_eq!(code, 0, "{err}");
-    assert!(!fs.exists(std::path::Path::new("/run/vfiotool/lock")));
+    assert!(h.state().sys.locks.is_empty());
 }

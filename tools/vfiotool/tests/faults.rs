@@ -1,7 +1,7 @@
 //! `vfiotool bind`, `unbind` and `restore` with a sysfs failure at every write: one-line
 //! errors, exit code 1, and the host as it was (or recoverable with `restore --all`).
 
-use vfio_core::host::bind::read_journal;
+use vfio_core::host::journal::read_journal;
 use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
 use vfio_core::PciAddress;
 

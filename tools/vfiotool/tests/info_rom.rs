@@ -84,14 +84,14 @@ impl SysfsRom {
 }
 
 impl HostFs for SysfsRom {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    fn read_limited(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         if Self::is_rom(path) {
             self.log.lock().unwrap().push("read".into());
             if !*self.enabled.lock().unwrap() {
                 return Err(io::Error::from_raw_os_error(libc::EINVAL));
             }
         }
-        self.inner.read(path)
+        self.inner.read_limited(path, max)
     }
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         if Self::is_rom(path) {
@@ -126,8 +126,17 @@ impl HostFs for SysfsRom {
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         self.inner.chown(path, uid, gid)
     }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
+    fn create_dir_all(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.inner.create_dir_all(path, mode)
+    }
+    fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        self.inner.replace_file(path, data, mode)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn vfio_core::hostfs::HeldLock>> {
+        self.inner.lock(path)
     }
     fn modprobe(&self, module: &str) -> io::Result<()> {
         self.inner.modprobe(module)

@@ -1,178 +1,37 @@
 //! Binding devices to vfio-pci through `driver_override`, transactionally.
 //!
 //! A bind is planned first ([`plan_bind`]): which functions (one, a slot, or a whole
-//! IOMMU group), what each is bound to now, and the exact writes that will move it. The
-//! plan is then executed ([`execute`]):
+//! IOMMU group), what each is bound to now, and the exact [`Step`]s that will move it.
+//! The plan is then executed ([`execute`]) under the host lock:
 //!
-//! 1. the prior state of every device (driver, `driver_override`, `sriov_numvfs`, the
-//!    owner of `/dev/vfio/N`) is written to the journal [`JOURNAL`] before anything
-//!    changes, so that a crash leaves enough for [`restore`];
-//! 2. `modprobe vfio-pci` if the driver is not registered; per device:
-//!    `sriov_numvfs` to 0 when VFs are on, `driver_override`, `driver/unbind`,
-//!    `drivers_probe`; then `chown` of `/dev/vfio/N` for `--user`;
+//! 1. the prior state of every device (driver, `driver_override`, `sriov_numvfs`) and the
+//!    owner of every group node `--user` changes are added to the journal
+//!    ([`crate::host::journal`]) before anything changes, so that a crash leaves enough
+//!    for [`restore`](crate::host::restore::restore);
+//! 2. the steps run: `modprobe vfio-pci` if needed; per device `sriov_numvfs` to 0 when
+//!    VFs are on, `driver_override`, `driver/unbind`, `drivers_probe`; then `chown` of
+//!    `/dev/vfio/N` for `--user`;
 //! 3. the result is verified (the `driver` link names the target, `/dev/vfio/N` exists);
-//! 4. if any step or the verification fails, every device is put back as the journal
-//!    recorded it and its journal entry is dropped.
+//! 4. if any step or the verification fails, every device and node is put back as it
+//!    was before this run and the journal is put back as it was.
 //!
-//! Guards refuse a device the host itself uses (the boot display, a NIC with routes, a
-//! storage controller with mounted filesystems) unless forced.
-//!
-//! Everything that changes bindings or the journal ([`bind`], [`execute`], [`restore`],
-//! [`unbind`]) holds the host lock ([`crate::host::lock`]) while it runs, so that two
-//! runs at once cannot interleave their journal updates.
+//! Guards ([`crate::host::guards`]) refuse a device the host itself uses unless forced.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::host::devices::{group_members, is_bridge_class};
+use crate::host::devices::group_members;
 use crate::host::filter::AddressFilter;
+use crate::host::guards::host_uses;
+use crate::host::journal::{read_journal, write_journal, JournalEntry, NodeOwner};
 use crate::host::lock::HostLock;
-use crate::host::{
-    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
-    resolve_link, write_text,
-};
+use crate::host::restore::{plan_restore_entry, plan_restore_node};
+use crate::host::steps::{run_steps, Step};
+use crate::host::{current_driver, iommu_group, pci_addresses, read_opt, SysfsDevice};
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
 
-/// The journal of devices moved by `bind`, with their prior state.
-pub const JOURNAL: &str = "/run/vfiotool/journal.json";
-
-/// The owner of a device node before `bind --user` changed it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NodeOwner {
-    /// The node (`/dev/vfio/5`).
-    pub path: String,
-    /// Owner user id before.
-    pub uid: u32,
-    /// Owner group id before.
-    pub gid: u32,
-}
-
-/// What a device looked like before `bind` moved it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JournalEntry {
-    /// The device.
-    pub address: String,
-    /// The driver it was moved to.
-    pub target: String,
-    /// The driver it had.
-    pub driver: Option<String>,
-    /// Its `driver_override` before.
-    pub driver_override: Option<String>,
-    /// Its enabled VFs before (`None`: not SR-IOV capable).
-    pub sriov_numvfs: Option<u16>,
-    /// The owner of its group's node before `--user`.
-    pub node_owner: Option<NodeOwner>,
-}
-
-/// Reads the journal (empty when there is none).
-///
-/// Entries are checked before anything acts on them: the address must parse, driver
-/// names must be plain names (no `/`, not `.` or `..`), and a node owner must name a
-/// node under `/dev/vfio/`, so that a damaged or planted journal cannot steer
-/// `restore` into writing or `chown`ing other files.
-pub fn read_journal(fs: &dyn HostFs) -> Result<Vec<JournalEntry>> {
-    let invalid = |reason: String| Error::Invalid {
-        what: "journal",
-        input: JOURNAL.into(),
-        reason: format!("{reason}; fix or remove the file, then check the devices by hand"),
-    };
-    match fs.read(Path::new(JOURNAL)) {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Ok(vec![]),
-        Ok(bytes) => {
-            let entries: Vec<JournalEntry> =
-                serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
-            for e in &entries {
-                check_entry(e).map_err(&invalid)?;
-            }
-            Ok(entries)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(Error::host("read", JOURNAL, e)),
-    }
-}
-
-fn plain_name(s: &str) -> bool {
-    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\0', '\n'])
-}
-
-fn check_entry(e: &JournalEntry) -> std::result::Result<(), String> {
-    let a = &e.address;
-    PciAddress::parse(a).map_err(|err| format!("entry {a:?}: {err}"))?;
-    for d in [Some(&e.target), e.driver.as_ref(), e.driver_override.as_ref()].into_iter().flatten()
-    {
-        if !d.is_empty() && !plain_name(d) {
-            return Err(format!("entry {a}: {d:?} is not a driver name"));
-        }
-    }
-    if let Some(o) = &e.node_owner {
-        let rest = o.path.strip_prefix("/dev/vfio/").unwrap_or("");
-        if !plain_name(rest) {
-            return Err(format!("entry {a}: {:?} is not a /dev/vfio node", o.path));
-        }
-    }
-    Ok(())
-}
-
-fn write_journal(fs: &dyn HostFs, entries: &[JournalEntry]) -> Result<()> {
-    let dir = Path::new(JOURNAL).parent().unwrap_or(Path::new("/run"));
-    fs.create_dir_all(dir).map_err(|e| Error::host("create directory", dir, e))?;
-    let text = serde_json::to_string_pretty(entries).unwrap_or_else(|_| "[]".into());
-    write_text(fs, Path::new(JOURNAL), &text)
-}
-
-/// One change a bind makes.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub enum Step {
-    /// Load a kernel module.
-    Modprobe(String),
-    /// Write a value to a file.
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The value.
-        value: String,
-    },
-    /// Change the owner of a device node.
-    Chown {
-        /// The node.
-        path: PathBuf,
-        /// New owner.
-        uid: u32,
-        /// New group.
-        gid: u32,
-    },
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::Modprobe(m) => write!(f, "modprobe {m}"),
-            Step::Write { path, value } if value.is_empty() => {
-                write!(f, "echo > {}", path.display())
-            }
-            Step::Write { path, value } => write!(f, "echo {value} > {}", path.display()),
-            Step::Chown { path, uid, gid } => write!(f, "chown {uid}:{gid} {}", path.display()),
-        }
-    }
-}
-
-fn run_step(fs: &dyn HostFs, step: &Step) -> Result<()> {
-    match step {
-        Step::Modprobe(m) => fs.modprobe(m).map_err(|e| {
-            Error::host("modprobe", m.as_str(), e)
-                .with_hint("install the kernel's modules package or build with CONFIG_VFIO_PCI")
-        }),
-        Step::Write { path, value } => {
-            let data = if value.is_empty() { "\n".to_string() } else { value.clone() };
-            write_text(fs, path, &data)
-        }
-        Step::Chown { path, uid, gid } => {
-            fs.chown(path, Some(*uid), Some(*gid)).map_err(|e| Error::host("chown", path, e))
-        }
-    }
-}
+pub use crate::host::journal::JOURNAL;
 
 /// What to bind.
 #[derive(Debug, Clone)]
@@ -213,6 +72,8 @@ pub struct BindPlan {
     pub already: Vec<PciAddress>,
     /// The IOMMU groups involved.
     pub groups: Vec<u32>,
+    /// The owners of the group nodes `--user` changes, before the change.
+    pub nodes: Vec<NodeOwner>,
     /// The changes, in order.
     pub steps: Vec<Step>,
     /// Things worth knowing (a group still held by host drivers...).
@@ -228,16 +89,23 @@ pub struct BindOutcome {
     pub dev_nodes: Vec<String>,
 }
 
+/// Finds a user in `/etc/passwd` text: (uid, gid). Pure; fuzzed.
+pub fn parse_passwd_user(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.splitn(5, ':').collect();
+        if f.len() >= 4 && f[0] == user {
+            Some((f[2].parse().ok()?, f[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
 /// Looks up a user in `/etc/passwd` (or takes a number): (uid, gid).
 pub fn lookup_user(fs: &dyn HostFs, user: &str) -> Result<(u32, u32)> {
     let passwd = read_opt(fs, Path::new("/etc/passwd")).unwrap_or_default();
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 4 && f[0] == user {
-            if let (Ok(u), Ok(g)) = (f[2].parse(), f[3].parse()) {
-                return Ok((u, g));
-            }
-        }
+    if let Some(ids) = parse_passwd_user(&passwd, user) {
+        return Ok(ids);
     }
     if let Ok(uid) = user.parse::<u32>() {
         return Ok((uid, uid));
@@ -245,83 +113,6 @@ pub fn lookup_user(fs: &dyn HostFs, user: &str) -> Result<(u32, u32)> {
     Err(Error::NotFound {
         what: format!("user {user:?} in /etc/passwd"),
         hint: Some("give an existing user name or a numeric uid".into()),
-    })
-}
-
-/// Why the host needs a device (empty when it does not): the boot display, a network
-/// interface with routes, a block device with mounted filesystems.
-pub fn host_uses(fs: &dyn HostFs, a: PciAddress) -> Vec<String> {
-    let mut why = vec![];
-    let bdf = a.to_string();
-    let under = |link: &Path| -> bool {
-        fs.read_link(link)
-            .map(|t| t.components().any(|c| c.as_os_str() == bdf.as_str()))
-            .unwrap_or(false)
-    };
-    if read_opt(fs, &device_path(a).join("boot_vga")).as_deref() == Some("1") {
-        why.push("it is the boot display (boot_vga is 1); the host console would go dark".into());
-    }
-    let routes = read_opt(fs, Path::new("/proc/net/route")).unwrap_or_default();
-    for ifname in fs.read_dir(Path::new("/sys/class/net")).unwrap_or_default() {
-        if !under(&Path::new("/sys/class/net").join(&ifname)) {
-            continue;
-        }
-        let mine: Vec<Vec<&str>> = routes
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .filter(|f| f.first() == Some(&ifname.as_str()))
-            .collect();
-        if mine.iter().any(|f| f.get(1) == Some(&"00000000")) {
-            why.push(format!("network interface {ifname} carries the default route"));
-        } else if !mine.is_empty() {
-            why.push(format!("network interface {ifname} has an address (it has routes)"));
-        }
-    }
-    let mounts = read_opt(fs, Path::new("/proc/mounts")).unwrap_or_default();
-    for blk in fs.read_dir(Path::new("/sys/block")).unwrap_or_default() {
-        if !under(&Path::new("/sys/block").join(&blk)) {
-            continue;
-        }
-        let dev = format!("/dev/{blk}");
-        let used: Vec<String> = mounts
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                let (src, dst) = (f.next()?, f.next()?);
-                src.starts_with(&dev).then(|| format!("{src} on {dst}"))
-            })
-            .collect();
-        if !used.is_empty() {
-            why.push(format!("block device {blk} has mounted filesystems ({})", used.join(", ")));
-        }
-        let holders =
-            fs.read_dir(&Path::new("/sys/block").join(&blk).join("holders")).unwrap_or_default();
-        if !holders.is_empty() {
-            why.push(format!("block device {blk} is held by {}", holders.join(", ")));
-        }
-    }
-    why
-}
-
-fn numvfs(fs: &dyn HostFs, a: PciAddress) -> Option<u16> {
-    read_opt(fs, &device_path(a).join("sriov_numvfs"))?.parse().ok()
-}
-
-fn is_bridge(fs: &dyn HostFs, a: PciAddress) -> bool {
-    read_opt(fs, &device_path(a).join("class"))
-        .and_then(|s| parse_hex(&s))
-        .is_some_and(|c| is_bridge_class(c as u32))
-}
-
-/// An attribute of the prior state: `None` when it does not exist, an error when it
-/// exists but cannot be read.
-fn prior_attr(fs: &dyn HostFs, path: &Path) -> Result<Option<String>> {
-    if !fs.exists(path) {
-        return Ok(None);
-    }
-    fs.read_string(path).map(Some).map_err(|e| {
-        Error::host("read", path, e).with_hint("the prior state must be known to be restored")
     })
 }
 
@@ -338,9 +129,27 @@ pub fn select(fs: &dyn HostFs, address: &str) -> Result<Vec<PciAddress>> {
     Ok(v)
 }
 
+/// Whether a driver name can name a directory of `/sys/bus/pci/drivers`.
+fn check_driver_name(d: &str) -> Result<()> {
+    if d.is_empty()
+        || d == "."
+        || d == ".."
+        || d.len() > 255
+        || !d.chars().all(|c| c.is_ascii_graphic() && c != '/')
+    {
+        return Err(Error::Invalid {
+            what: "driver name",
+            input: d.chars().take(64).collect(),
+            reason: "a driver is a plain name such as vfio-pci or pci-stub".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Plans a bind without changing anything (this is also the dry run).
 pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
     let target = req.driver.as_str();
+    check_driver_name(target)?;
     let vfio = target == "vfio-pci";
     let mut devs = select(fs, &req.address)?;
     let mut groups: Vec<u32> = devs.iter().filter_map(|a| iommu_group(fs, *a)).collect();
@@ -348,7 +157,9 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
     groups.dedup();
     if req.group {
         for g in &groups {
-            devs.extend(group_members(fs, *g).into_iter().filter(|a| !is_bridge(fs, *a)));
+            devs.extend(
+                group_members(fs, *g).into_iter().filter(|a| !SysfsDevice::new(fs, *a).is_bridge()),
+            );
         }
         devs.sort();
         devs.dedup();
@@ -359,12 +170,13 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
         devices: vec![],
         already: vec![],
         groups: groups.clone(),
+        nodes: vec![],
         steps: vec![],
         warnings: vec![],
     };
     for &a in &devs {
-        let p = device_path(a);
-        if is_bridge(fs, a) {
+        let dev = SysfsDevice::new(fs, a);
+        if dev.is_bridge() {
             return Err(Error::Unsupported {
                 what: format!("binding the bridge {a} to {target}"),
                 hint: Some("vfio-pci takes endpoints only; bridges stay on pcieport".into()),
@@ -393,13 +205,13 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 "{a} has no IOMMU group yet: the IOMMU gives it one when vfio-pci takes it"
             ));
         }
-        if !fs.exists(&p.join("driver_override")) {
+        if !dev.has("driver_override") {
             return Err(Error::Unsupported {
                 what: format!("driver_override on {a}"),
                 hint: Some("this kernel predates driver_override (3.16); bind at boot with 'vfiotool persist'".into()),
             });
         }
-        let driver = current_driver(fs, a);
+        let driver = dev.driver();
         if driver.as_deref() == Some(target) {
             plan.already.push(a);
             continue;
@@ -413,8 +225,8 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
         // The prior state must be read, not guessed: an attribute that exists but cannot
         // be read fails the plan rather than journaling "none" (restore would then lose
         // the override or the VFs).
-        let p = device_path(a);
-        let sriov_numvfs = prior_attr(fs, &p.join("sriov_numvfs"))?
+        let sriov_numvfs = dev
+            .text_if_present("sriov_numvfs")?
             .map(|v| {
                 v.parse().map_err(|_| Error::Invalid {
                     what: "sriov_numvfs",
@@ -424,14 +236,13 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
             })
             .transpose()?;
         let driver_override =
-            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
+            dev.text_if_present("driver_override")?.filter(|s| s != "(null)" && !s.is_empty());
         plan.devices.push(JournalEntry {
             address: a.to_string(),
             target: target.into(),
             driver,
             driver_override,
             sriov_numvfs,
-            node_owner: None,
         });
     }
     if !fs.exists(&Path::new("/sys/bus/pci/drivers").join(target))
@@ -440,7 +251,7 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
         plan.steps.push(Step::Modprobe(target.into()));
     }
     for e in &plan.devices {
-        let p = Path::new(crate::host::PCI_DEVICES).join(&e.address);
+        let p: PathBuf = Path::new(crate::host::PCI_DEVICES).join(&e.address);
         if e.sriov_numvfs.unwrap_or(0) > 0 {
             plan.steps.push(Step::Write { path: p.join("sriov_numvfs"), value: "0".into() });
         }
@@ -463,17 +274,14 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
             });
         }
         for g in &groups {
-            let node = format!("/dev/vfio/{g}");
+            let node = group_node(fs, *g);
             let before = fs.metadata(Path::new(&node)).ok();
-            for e in plan.devices.iter_mut().filter(|e| {
-                PciAddress::parse(&e.address).ok().and_then(|a| iommu_group(fs, a)) == Some(*g)
-            }) {
-                e.node_owner = Some(NodeOwner {
-                    path: node.clone(),
-                    uid: before.map_or(0, |m| m.uid),
-                    gid: before.map_or(0, |m| m.gid),
-                });
-            }
+            // A node that appears with the bind is the kernel's: root's.
+            plan.nodes.push(NodeOwner {
+                path: node.clone(),
+                uid: before.map_or(0, |m| m.uid),
+                gid: before.map_or(0, |m| m.gid),
+            });
             plan.steps.push(Step::Chown { path: node.into(), uid, gid });
         }
     }
@@ -482,7 +290,9 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
             let moving: Vec<String> = plan.devices.iter().map(|e| e.address.clone()).collect();
             let held: Vec<String> = group_members(fs, *g)
                 .into_iter()
-                .filter(|m| !moving.contains(&m.to_string()) && !is_bridge(fs, *m))
+                .filter(|m| {
+                    !moving.contains(&m.to_string()) && !SysfsDevice::new(fs, *m).is_bridge()
+                })
                 .filter_map(|m| {
                     let d = current_driver(fs, m)?;
                     (!crate::host::groups::HARMLESS_DRIVERS.contains(&d.as_str()))
@@ -513,7 +323,7 @@ fn noiommu_enabled(fs: &dyn HostFs) -> bool {
 
 fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
     for e in &plan.devices {
-        let a = PciAddress::parse(&e.address)?;
+        let a = e.pci_address()?;
         let now = current_driver(fs, a);
         if now.as_deref() != Some(plan.driver.as_str()) {
             return Err(Error::BindFailed {
@@ -531,8 +341,7 @@ fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
         // The groups now: a device may have got its group only when vfio-pci took it.
         let mut groups = plan.groups.clone();
         for e in &plan.devices {
-            let a = PciAddress::parse(&e.address)?;
-            match iommu_group(fs, a) {
+            match iommu_group(fs, e.pci_address()?) {
                 Some(g) => groups.push(g),
                 None => {
                     return Err(Error::BindFailed {
@@ -546,8 +355,7 @@ fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
         groups.sort();
         groups.dedup();
         for g in &groups {
-            let noiommu = format!("/dev/vfio/noiommu-{g}");
-            let n = if fs.exists(Path::new(&noiommu)) { noiommu } else { format!("/dev/vfio/{g}") };
+            let n = group_node(fs, *g);
             if !fs.exists(Path::new(&n)) {
                 return Err(Error::BindFailed {
                     device: plan.devices.first().map(|e| e.address.clone()).unwrap_or_default(),
@@ -561,30 +369,14 @@ fn verify(fs: &dyn HostFs, plan: &BindPlan) -> Result<Vec<String>> {
     Ok(nodes)
 }
 
-fn merge_journal(fs: &dyn HostFs, add: &[JournalEntry]) -> Result<()> {
-    let mut all = read_journal(fs)?;
-    all.retain(|e| !add.iter().any(|n| n.address == e.address));
-    all.extend(add.iter().cloned());
-    write_journal(fs, &all)
-}
-
-fn drop_journal(fs: &dyn HostFs, addresses: &[String]) -> Result<()> {
-    let mut all = read_journal(fs)?;
-    all.retain(|e| !addresses.contains(&e.address));
-    write_journal(fs, &all)
-}
-
-/// Writes the journal and runs the first `n` steps of a plan, then stops, without
-/// verifying or rolling back: the state a crash in the middle of a bind leaves.
-pub fn execute_partially(fs: &dyn HostFs, plan: &BindPlan, n: usize) -> Result<()> {
-    let _lock = HostLock::acquire(fs)?;
-    if !plan.devices.is_empty() {
-        merge_journal(fs, &plan.devices)?;
+/// The node of a group: `/dev/vfio/noiommu-N` in no-IOMMU mode, else `/dev/vfio/N`.
+fn group_node(fs: &dyn HostFs, g: u32) -> String {
+    let noiommu = format!("/dev/vfio/noiommu-{g}");
+    if fs.exists(Path::new(&noiommu)) {
+        noiommu
+    } else {
+        format!("/dev/vfio/{g}")
     }
-    for s in plan.steps.iter().take(n) {
-        run_step(fs, s)?;
-    }
-    Ok(())
 }
 
 /// Carries out a plan: journal, steps, verification; rolls back on any failure.
@@ -602,12 +394,11 @@ pub fn execute(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
 /// Whether every device of a plan is still in the prior state the plan recorded.
 fn check_current(fs: &dyn HostFs, plan: &BindPlan) -> Result<()> {
     for e in &plan.devices {
-        let a = PciAddress::parse(&e.address)?;
-        let p = device_path(a);
+        let dev = SysfsDevice::new(fs, e.pci_address()?);
         let override_now =
-            prior_attr(fs, &p.join("driver_override"))?.filter(|s| s != "(null)" && !s.is_empty());
-        let numvfs_now = prior_attr(fs, &p.join("sriov_numvfs"))?.and_then(|v| v.parse().ok());
-        if current_driver(fs, a) != e.driver
+            dev.text_if_present("driver_override")?.filter(|s| s != "(null)" && !s.is_empty());
+        let numvfs_now = dev.text_if_present("sriov_numvfs")?.and_then(|v| v.parse().ok());
+        if dev.driver() != e.driver
             || override_now != e.driver_override
             || numvfs_now != e.sriov_numvfs
         {
@@ -624,35 +415,58 @@ fn check_current(fs: &dyn HostFs, plan: &BindPlan) -> Result<()> {
 }
 
 fn execute_locked(fs: &dyn HostFs, plan: &BindPlan) -> Result<BindOutcome> {
-    if !plan.devices.is_empty() {
-        merge_journal(fs, &plan.devices)?;
+    let before = read_journal(fs)?;
+    let mut journal = before.clone();
+    journal.add_devices(&plan.devices);
+    for n in &plan.nodes {
+        journal.add_node(n.clone());
     }
-    let result = plan.steps.iter().try_for_each(|s| run_step(fs, s)).and_then(|_| verify(fs, plan));
+    if journal != before {
+        write_journal(fs, &journal)?;
+    }
+    let result = run_steps(fs, &plan.steps).and_then(|_| verify(fs, plan));
     match result {
         Ok(dev_nodes) => Ok(BindOutcome { plan: plan.clone(), dev_nodes }),
-        Err(e) => {
-            let mut problems = vec![];
-            for entry in plan.devices.iter().rev() {
-                if let Err(r) = restore_entry(fs, entry) {
-                    problems.push(r.to_string());
-                }
-            }
-            let device = plan.devices.first().map(|e| e.address.clone()).unwrap_or_default();
-            let reason = if problems.is_empty() {
-                let addrs: Vec<String> = plan.devices.iter().map(|e| e.address.clone()).collect();
-                match drop_journal(fs, &addrs) {
-                    Ok(()) => format!("{e}; every change was rolled back"),
-                    Err(j) => format!("{e}; every change was rolled back, but the journal could not be cleared ({j})"),
-                }
-            } else {
-                format!(
-                    "{e}; rollback incomplete ({}); run 'vfiotool restore --all' to finish",
-                    problems.join("; ")
-                )
-            };
-            Err(Error::BindFailed { device, driver: plan.driver.clone(), reason })
+        Err(e) => Err(rollback(fs, plan, &before, e)),
+    }
+}
+
+/// Puts every device and node of a failed plan back as it was before this run, and the
+/// journal as it was; the error says whether that worked.
+fn rollback(
+    fs: &dyn HostFs,
+    plan: &BindPlan,
+    before: &crate::host::journal::Journal,
+    e: Error,
+) -> Error {
+    let mut problems = vec![];
+    for entry in plan.devices.iter().rev() {
+        if let Err(r) = plan_restore_entry(fs, entry).and_then(|s| run_steps(fs, &s)) {
+            problems.push(r.to_string());
         }
     }
+    for o in &plan.nodes {
+        if let Some(step) = plan_restore_node(fs, o) {
+            if let Err(r) = run_steps(fs, &[step]) {
+                problems.push(r.to_string());
+            }
+        }
+    }
+    let device = plan.devices.first().map(|e| e.address.clone()).unwrap_or_default();
+    let reason = if problems.is_empty() {
+        match write_journal(fs, before) {
+            Ok(()) => format!("{e}; every change was rolled back"),
+            Err(j) => format!(
+                "{e}; every change was rolled back, but the journal could not be put back ({j})"
+            ),
+        }
+    } else {
+        format!(
+            "{e}; rollback incomplete ({}); run 'vfiotool restore --all' to finish",
+            problems.join("; ")
+        )
+    };
+    Error::BindFailed { device, driver: plan.driver.clone(), reason }
 }
 
 /// Plans and carries out a bind.
@@ -662,251 +476,11 @@ pub fn bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindOutcome> {
     execute_locked(fs, &plan)
 }
 
-/// Puts one device back as a journal entry recorded it.
-pub fn restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<()> {
-    let a = PciAddress::parse(&e.address)?;
-    crate::host::require_device(fs, a)?;
-    let p = device_path(a);
-    let cur = current_driver(fs, a);
-    if cur.is_some() && cur != e.driver {
-        let unbind = p.join("driver/unbind");
-        fs.write(&unbind, e.address.as_bytes()).map_err(|err| {
-            let busy = err.raw_os_error() == Some(libc::EBUSY);
-            let e2 = Error::host("write", &unbind, err);
-            if busy {
-                e2.with_hint("a VFIO user (a VM) holds the device open; stop it and retry")
-            } else {
-                e2
-            }
-        })?;
-    }
-    if driver_override(fs, a) != e.driver_override {
-        write_text(fs, &p.join("driver_override"), e.driver_override.as_deref().unwrap_or("\n"))?;
-    }
-    if let Some(drv) = &e.driver {
-        if current_driver(fs, a).as_deref() != Some(drv) {
-            write_text(fs, Path::new("/sys/bus/pci/drivers_probe"), &e.address)?;
-        }
-        if current_driver(fs, a).is_none() {
-            let bind = Path::new("/sys/bus/pci/drivers").join(drv).join("bind");
-            if fs.exists(&bind) {
-                write_text(fs, &bind, &e.address)?;
-            }
-        }
-        if current_driver(fs, a).as_deref() != Some(drv) {
-            return Err(Error::BindFailed {
-                device: e.address.clone(),
-                driver: drv.clone(),
-                reason: format!(
-                    "it is on {} after the restore; load the driver (modprobe {drv}) and run 'vfiotool restore {}'",
-                    current_driver(fs, a).as_deref().unwrap_or("no driver"),
-                    e.address
-                ),
-            });
-        }
-    }
-    if let Some(n) = e.sriov_numvfs.filter(|n| *n > 0) {
-        let now = numvfs(fs, a).unwrap_or(0);
-        if now != n {
-            let f = p.join("sriov_numvfs");
-            if now != 0 {
-                write_text(fs, &f, "0")?;
-            }
-            write_text(fs, &f, &n.to_string())?;
-        }
-    }
-    if let Some(o) = &e.node_owner {
-        let node = Path::new(&o.path);
-        if let Ok(m) = fs.metadata(node) {
-            if (m.uid, m.gid) != (o.uid, o.gid) {
-                fs.chown(node, Some(o.uid), Some(o.gid))
-                    .map_err(|err| Error::host("chown", node, err))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The changes [`restore_entry`] would make to put a device back as `e` recorded it,
-/// judged from the state now (the dry run of `restore` and `unbind`). The kernel's probe
-/// decides the driver, so the list ends with the probe that should bring `e.driver` back.
-pub fn plan_restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<Vec<Step>> {
-    let a = PciAddress::parse(&e.address)?;
-    crate::host::require_device(fs, a)?;
-    let p = device_path(a);
-    let mut steps = vec![];
-    let cur = current_driver(fs, a);
-    if cur.is_some() && cur != e.driver {
-        steps.push(Step::Write { path: p.join("driver/unbind"), value: e.address.clone() });
-    }
-    if driver_override(fs, a) != e.driver_override {
-        steps.push(Step::Write {
-            path: p.join("driver_override"),
-            value: e.driver_override.clone().unwrap_or_default(),
-        });
-    }
-    if e.driver.is_some() && cur != e.driver {
-        steps.push(Step::Write {
-            path: PathBuf::from("/sys/bus/pci/drivers_probe"),
-            value: e.address.clone(),
-        });
-    }
-    if let Some(n) = e.sriov_numvfs.filter(|n| *n > 0) {
-        let now = numvfs(fs, a).unwrap_or(0);
-        if now != n {
-            let f = p.join("sriov_numvfs");
-            if now != 0 {
-                steps.push(Step::Write { path: f.clone(), value: "0".into() });
-            }
-            steps.push(Step::Write { path: f, value: n.to_string() });
-        }
-    }
-    if let Some(o) = &e.node_owner {
-        let node = Path::new(&o.path);
-        if fs.metadata(node).is_ok_and(|m| (m.uid, m.gid) != (o.uid, o.gid)) {
-            steps.push(Step::Chown { path: node.into(), uid: o.uid, gid: o.gid });
-        }
-    }
-    Ok(steps)
-}
-
-/// The journal entries [`restore`] would act on (one device, or all with `None`), each
-/// with the changes it would make.
-pub fn plan_restore(
-    fs: &dyn HostFs,
-    address: Option<PciAddress>,
-) -> Result<Vec<(JournalEntry, Vec<Step>)>> {
-    read_journal(fs)?
-        .into_iter()
-        .filter(|e| address.is_none_or(|a| PciAddress::parse(&e.address).ok() == Some(a)))
-        .map(|e| plan_restore_entry(fs, &e).map(|s| (e, s)))
-        .collect()
-}
-
-/// The changes [`unbind`] would make, without making them.
-pub fn plan_unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Vec<Step>> {
-    crate::host::require_device(fs, a)?;
-    if let Some((_, steps)) = plan_restore(fs, Some(a))?.pop() {
-        return Ok(steps);
-    }
-    let now = current_driver(fs, a);
-    if now.as_deref() != Some("vfio-pci") && driver_override(fs, a).is_none() {
-        return Err(Error::Invalid {
-            what: "device to unbind",
-            input: a.to_string(),
-            reason: format!(
-                "it is on {} and not in the journal: nothing to undo",
-                now.as_deref().unwrap_or("no driver")
-            ),
-        });
-    }
-    let e = JournalEntry {
-        address: a.to_string(),
-        target: String::new(),
-        driver: None,
-        driver_override: None,
-        sriov_numvfs: None,
-        node_owner: None,
-    };
-    let mut steps = plan_restore_entry(fs, &e)?;
-    steps.push(Step::Write {
-        path: PathBuf::from("/sys/bus/pci/drivers_probe"),
-        value: a.to_string(),
-    });
-    Ok(steps)
-}
-
-/// What `restore` did for one device.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Restored {
-    /// The device.
-    pub address: String,
-    /// The driver it is on now.
-    pub driver: Option<String>,
-}
-
-/// Returns journaled devices (one, or all with `None`) to their prior state and clears
-/// their journal entries. Entries that fail stay in the journal; the first error is
-/// returned after every entry was tried.
-pub fn restore(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
-    let _lock = HostLock::acquire(fs)?;
-    restore_locked(fs, address)
-}
-
-fn restore_locked(fs: &dyn HostFs, address: Option<PciAddress>) -> Result<Vec<Restored>> {
-    let entries = read_journal(fs)?;
-    let chosen: Vec<&JournalEntry> = entries
-        .iter()
-        .filter(|e| address.is_none_or(|a| PciAddress::parse(&e.address).ok() == Some(a)))
-        .collect();
-    let mut done = vec![];
-    let mut first_err = None;
-    for e in chosen {
-        match restore_entry(fs, e) {
-            Ok(()) => done.push(e.address.clone()),
-            Err(err) => {
-                first_err.get_or_insert(err);
-            }
-        }
-    }
-    if !done.is_empty() {
-        drop_journal(fs, &done)?;
-    }
-    if let Some(e) = first_err {
-        return Err(e);
-    }
-    Ok(done
-        .into_iter()
-        .map(|a| Restored {
-            driver: PciAddress::parse(&a).ok().and_then(|p| current_driver(fs, p)),
-            address: a,
-        })
-        .collect())
-}
-
-/// Unbinds a device from vfio-pci: back to its journaled state when there is one,
-/// otherwise clears `driver_override` and lets the kernel probe its native driver.
-pub fn unbind(fs: &dyn HostFs, a: PciAddress) -> Result<Restored> {
-    crate::host::require_device(fs, a)?;
-    let _lock = HostLock::acquire(fs)?;
-    if read_journal(fs)?.iter().any(|e| PciAddress::parse(&e.address).ok() == Some(a)) {
-        return restore_locked(fs, Some(a))?
-            .pop()
-            .ok_or_else(|| Error::NotFound { what: format!("journal entry of {a}"), hint: None });
-    }
-    let now = current_driver(fs, a);
-    if now.as_deref() != Some("vfio-pci") && driver_override(fs, a).is_none() {
-        return Err(Error::Invalid {
-            what: "device to unbind",
-            input: a.to_string(),
-            reason: format!(
-                "it is on {} and not in the journal: nothing to undo",
-                now.as_deref().unwrap_or("no driver")
-            ),
-        });
-    }
-    let e = JournalEntry {
-        address: a.to_string(),
-        target: String::new(),
-        driver: None,
-        driver_override: None,
-        sriov_numvfs: None,
-        node_owner: None,
-    };
-    restore_entry(fs, &e)?;
-    write_text(fs, Path::new("/sys/bus/pci/drivers_probe"), &a.to_string())?;
-    Ok(Restored { address: a.to_string(), driver: current_driver(fs, a) })
-}
-
-/// The canonical sysfs directory of a device (following the bus symlink).
-pub fn canonical_device_dir(fs: &dyn HostFs, a: PciAddress) -> Option<PathBuf> {
-    let link = device_path(a);
-    fs.read_link(&link).ok().map(|t| resolve_link(&link, &t))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::journal::read_journal;
+    use crate::host::restore::{restore, unbind};
     use crate::mock::sysfs::{SimBlock, SimNet};
     use crate::mock::{DeviceSpec, FaultOp, MockHost, SriovSpec, SysState};
 
@@ -989,10 +563,10 @@ mod tests {
         assert!(out.plan.steps.contains(&Step::Modprobe("vfio-pci".into())));
         assert_eq!(current_driver(&*fs, a("0000:02:00.0")).as_deref(), Some("vfio-pci"));
         let j = read_journal(&*fs).unwrap();
-        assert_eq!(j.len(), 1);
-        assert_eq!(j[0].driver.as_deref(), Some("igb"));
-        assert_eq!(j[0].driver_override.as_deref(), Some("igb"));
-        assert_eq!(j[0].sriov_numvfs, Some(2));
+        assert_eq!(j.devices.len(), 1);
+        assert_eq!(j.devices[0].driver.as_deref(), Some("igb"));
+        assert_eq!(j.devices[0].driver_override.as_deref(), Some("igb"));
+        assert_eq!(j.devices[0].sriov_numvfs, Some(2));
         // Binding again is a no-op.
         let again = plan_bind(&*fs, &BindRequest::vfio("02:00.0")).unwrap();
         assert!(again.devices.is_empty() && again.already == vec![a("0000:02:00.0")]);
@@ -1138,22 +712,6 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_survives_a_crash_and_restore_finishes() {
-        for n in 0..=5 {
-            let h = host();
-            let fs = h.fs();
-            let before = snapshot(&h);
-            let plan = plan_bind(&*fs, &BindRequest::vfio("0000:02:00.0")).unwrap();
-            execute_partially(&*fs, &plan, n).unwrap();
-            // A new process reads the journal from the host and puts things back.
-            assert_eq!(read_journal(&*fs).unwrap().len(), 1);
-            restore(&*fs, None).unwrap();
-            assert_eq!(snapshot(&h), before, "crash after step {n}");
-            assert!(read_journal(&*fs).unwrap().is_empty());
-        }
-    }
-
-    #[test]
     fn unbind_of_an_open_device_is_reported_and_journal_kept() {
         let h = host();
         let fs = h.fs();
@@ -1161,7 +719,7 @@ mod tests {
         h.set_device_open(a("0000:00:04.0"), true);
         let e = unbind(&*fs, a("0000:00:04.0")).unwrap_err().to_string();
         assert!(e.contains("holds the device open"), "{e}");
-        assert_eq!(read_journal(&*fs).unwrap().len(), 1);
+        assert_eq!(read_journal(&*fs).unwrap().devices.len(), 1);
         h.set_device_open(a("0000:00:04.0"), false);
         assert_eq!(unbind(&*fs, a("0000:00:04.0")).unwrap().driver.as_deref(), Some("edu"));
         // Without a journal: back to the native driver.

@@ -63,10 +63,7 @@ impl PciDevice {
     }
 }
 
-/// Whether a class code is a bridge; bridges do not stop a group from being used.
-pub fn is_bridge_class(class: u32) -> bool {
-    class >> 16 == 0x06
-}
+pub use crate::host::device::is_bridge_class;
 
 /// Reads one device's ids, names, driver and group.
 pub fn read_device(fs: &dyn HostFs, a: PciAddress, ids: &PciIds) -> Result<PciDevice> {

@@ -10,22 +10,28 @@
 //! - [`persist`]: the boot-time configuration; [`snapshot`]: capture a host's tree.
 
 pub mod bind;
+pub mod device;
 pub mod devices;
 pub mod doctor;
 pub mod filter;
 pub mod groups;
+pub mod guards;
+pub mod journal;
 pub mod lock;
 pub mod mdev;
 pub mod pci_ids;
 pub mod persist;
+pub mod restore;
 pub mod snapshot;
 pub mod sriov;
+pub mod steps;
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
+pub use device::SysfsDevice;
 
 /// `/sys/bus/pci/devices`.
 pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
@@ -89,29 +95,35 @@ pub(crate) fn resolve_link(link: &Path, target: &Path) -> PathBuf {
     out
 }
 
-/// The driver a device is bound to now.
+/// The driver a device is bound to now ([`SysfsDevice::driver`]).
 pub fn current_driver(fs: &dyn HostFs, a: PciAddress) -> Option<String> {
-    link_name(fs, &device_path(a).join("driver"))
+    SysfsDevice::new(fs, a).driver()
 }
 
-/// The device's `driver_override` (`None` when it reads `(null)` or is absent).
+/// The device's `driver_override` ([`SysfsDevice::driver_override`]).
 pub fn driver_override(fs: &dyn HostFs, a: PciAddress) -> Option<String> {
-    read_opt(fs, &device_path(a).join("driver_override")).filter(|s| s != "(null)" && !s.is_empty())
+    SysfsDevice::new(fs, a).driver_override()
 }
 
-/// The IOMMU group of a device.
+/// The IOMMU group of a device ([`SysfsDevice::iommu_group`]).
 pub fn iommu_group(fs: &dyn HostFs, a: PciAddress) -> Option<u32> {
-    link_name(fs, &device_path(a).join("iommu_group"))?.parse().ok()
+    SysfsDevice::new(fs, a).iommu_group()
 }
 
-/// Every PCI address under `/sys/bus/pci/devices`, sorted.
+/// Every PCI address under `/sys/bus/pci/devices`, sorted. Only canonical names
+/// (`0000:00:04.0`, as the kernel writes them) count: anything else in the directory is
+/// not a device of this host, and a loosely parsed name would list one device twice.
 pub fn pci_addresses(fs: &dyn HostFs) -> Result<Vec<PciAddress>> {
     let names = fs.read_dir(Path::new(PCI_DEVICES)).map_err(|e| {
         Error::host("read directory", PCI_DEVICES, e)
             .with_hint("is sysfs mounted? with --sysfs-root, point it at a captured tree")
     })?;
-    let mut v: Vec<PciAddress> = names.iter().filter_map(|n| PciAddress::parse(n).ok()).collect();
+    let mut v: Vec<PciAddress> = names
+        .iter()
+        .filter_map(|n| PciAddress::parse(n).ok().filter(|a| a.to_string() == *n))
+        .collect();
     v.sort();
+    v.dedup();
     Ok(v)
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::host::devices::read_device;
 use crate::host::pci_ids::PciIds;
-use crate::host::{bind::read_journal, doctor::initramfs_command, pci_addresses, write_text};
+use crate::host::{doctor::initramfs_command, journal::read_journal, pci_addresses};
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
 
@@ -64,6 +64,7 @@ pub fn plan_persist(fs: &dyn HostFs, devices: &[PciAddress]) -> Result<PersistPl
         ids.push(format!("{:04x}:{:04x}", d.vendor, d.device));
         vga |= d.class >> 8 == 0x0300;
         let native = journal
+            .devices
             .iter()
             .find(|e| e.address == a.to_string())
             .and_then(|e| e.driver.clone())
@@ -117,9 +118,9 @@ pub fn plan_persist(fs: &dyn HostFs, devices: &[PciAddress]) -> Result<PersistPl
 pub fn write_persist(fs: &dyn HostFs, plan: &PersistPlan) -> Result<()> {
     for (path, text) in &plan.files {
         if let Some(dir) = path.parent() {
-            fs.create_dir_all(dir).map_err(|e| Error::host("create directory", dir, e))?;
+            fs.create_dir_all(dir, 0o755).map_err(|e| Error::host("create directory", dir, e))?;
         }
-        write_text(fs, path, text)?;
+        fs.replace_file(path, text.as_bytes(), 0o644).map_err(|e| Error::host("write", path, e))?;
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ fn skip_name(name: &str) -> bool {
 
 impl Copier<'_> {
     fn target(&self, p: &Path) -> Result<PathBuf> {
-        self.dest.resolve(p).map_err(|e| Error::host("resolve", p, e))
+        self.dest.display_path(p).map_err(|e| Error::host("resolve", p, e))
     }
 
     fn mkdir(&mut self, p: &Path) -> Result<()> {
@@ -239,8 +239,8 @@ mod tests {
             assert_eq!(s(&c1), s(&c2), "{id}");
         }
         assert_eq!(
-            crate::host::bind::host_uses(&back, crate::PciAddress::parse("01:00.0").unwrap()),
-            crate::host::bind::host_uses(&*fs, crate::PciAddress::parse("01:00.0").unwrap())
+            crate::host::guards::host_uses(&back, crate::PciAddress::parse("01:00.0").unwrap()),
+            crate::host::guards::host_uses(&*fs, crate::PciAddress::parse("01:00.0").unwrap())
         );
         assert!(std::fs::symlink_metadata(dir.path().join("sys/bus/pci/devices/0000:00:04.0"))
             .unwrap()

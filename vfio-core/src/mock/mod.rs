@@ -10,11 +10,13 @@
 //! The mock models kernel semantics (errnos included); it does not return canned
 //! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
 
+pub mod crash;
 pub mod kernel;
 pub mod models;
 pub mod spec;
 pub mod sysfs;
 
+pub use crash::{CrashFs, SplitFs};
 pub use kernel::{
     DeviceModel, FaultWhen, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE,
 };

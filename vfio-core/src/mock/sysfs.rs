@@ -29,7 +29,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::{HostState, MockHost};
-use crate::hostfs::{HostFs, NodeKind, NodeMeta};
+use crate::hostfs::{not_regular, too_large, HeldLock, HostFs, NodeKind, NodeMeta};
 use crate::pci::PciAddress;
 
 /// One IOMMU unit of the simulated host (`/sys/class/iommu/NAME`).
@@ -116,8 +116,12 @@ pub struct SysState {
     pub blocks: Vec<SimBlock>,
     /// Plain files outside sysfs/procfs (`/etc/default/grub`, `/run/...`).
     pub files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Permission bits of plain files written with `replace_file` (others read 0o644).
+    pub file_modes: BTreeMap<PathBuf, u32>,
     /// Directories created outside sysfs.
     pub dirs: BTreeSet<PathBuf>,
+    /// Files whose lock ([`HostFs::lock`]) is held.
+    pub locks: BTreeSet<PathBuf>,
     /// Owner overrides set by `chown` (path to uid, gid).
     pub owners: BTreeMap<PathBuf, (u32, u32)>,
     /// Mode overrides of device nodes.
@@ -1027,7 +1031,8 @@ impl SimFs {
 
     fn plain(st: &HostState, p: &Path) -> Option<Node> {
         if st.sys.files.contains_key(p) {
-            return Some(Node::File(Attr::Plain(p.to_path_buf()), 0o644));
+            let mode = st.sys.file_modes.get(p).copied().unwrap_or(0o644);
+            return Some(Node::File(Attr::Plain(p.to_path_buf()), mode));
         }
         let is_dir = st.sys.dirs.contains(p)
             || st.sys.files.keys().chain(st.sys.dirs.iter()).any(|f| f.starts_with(p) && f != p);
@@ -1246,6 +1251,28 @@ impl SimFs {
     }
 }
 
+/// Whether a path belongs to the kernel's filesystems (sysfs, procfs, devtmpfs), where
+/// no regular file can be created.
+fn is_kernel_path(p: &Path) -> bool {
+    let p = normalize(p);
+    p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev")
+}
+
+/// A held simulated lock; released on drop.
+#[derive(Debug)]
+struct SimLock {
+    host: MockHost,
+    path: PathBuf,
+}
+
+impl HeldLock for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.host.state().sys.locks.remove(&self.path);
+    }
+}
+
 fn normalize_keep(p: &Path) -> Vec<String> {
     p.components()
         .filter_map(|c| match c {
@@ -1257,16 +1284,20 @@ fn normalize_keep(p: &Path) -> Vec<String> {
 }
 
 impl HostFs for SimFs {
-    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+    fn read_limited(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         let mut st = self.host.state();
         Self::fault(&mut st, FaultOp::Read, path)?;
         let real = Self::resolve(&st, path, true)?;
-        match Self::node(&st, &real) {
-            Some(Node::File(a, _)) => Self::read_attr(&st, &a),
-            Some(Node::Dir(_)) => Err(err(libc::EISDIR)),
-            Some(Node::Char(_)) => Err(err(libc::EINVAL)),
-            _ => Err(err(libc::ENOENT)),
+        let data = match Self::node(&st, &real) {
+            Some(Node::File(a, _)) => Self::read_attr(&st, &a)?,
+            Some(Node::Dir(_)) => return Err(err(libc::EISDIR)),
+            Some(Node::Char(_)) => return Err(not_regular(path, NodeKind::CharDevice)),
+            _ => return Err(err(libc::ENOENT)),
+        };
+        if data.len() > max {
+            return Err(too_large(path, max));
         }
+        Ok(data)
     }
 
     fn read_at(&self, path: &Path, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -1282,18 +1313,8 @@ impl HostFs for SimFs {
         Self::fault(&mut st, FaultOp::Write, path)?;
         let real = match Self::resolve(&st, path, true) {
             Ok(r) => r,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let p = normalize(path);
-                let parent = p.parent().unwrap_or(Path::new("/"));
-                if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
-                    return Err(err(libc::EACCES));
-                }
-                if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
-                    return Err(err(libc::ENOENT));
-                }
-                st.sys.files.insert(p.clone(), data.to_vec());
-                st.sys.writes.push(path.to_path_buf());
-                return Ok(());
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && is_kernel_path(path) => {
+                return Err(err(libc::EACCES));
             }
             Err(e) => return Err(e),
         };
@@ -1364,56 +1385,81 @@ impl HostFs for SimFs {
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let mut st = self.host.state();
         Self::fault(&mut st, FaultOp::Chown, path)?;
-        let real = Self::resolve(&st, path, true)?;
-        if Self::node(&st, &real).is_none() {
-            return Err(err(libc::ENOENT));
+        let real = Self::resolve(&st, path, false)?;
+        match Self::node(&st, &real) {
+            None => return Err(err(libc::ENOENT)),
+            Some(Node::Link(_)) => return Err(err(libc::ELOOP)),
+            Some(_) => {}
         }
         let cur = st.sys.owners.get(&real).copied().unwrap_or((0, 0));
         st.sys.owners.insert(real, (uid.unwrap_or(cur.0), gid.unwrap_or(cur.1)));
         Ok(())
     }
 
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    fn create_dir_all(&self, path: &Path, _mode: u32) -> io::Result<()> {
         let mut st = self.host.state();
         let p = normalize(path);
-        if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
+        if is_kernel_path(&p) {
             return match Self::node(&st, &p) {
                 Some(Node::Dir(_)) => Ok(()),
                 _ => Err(err(libc::EACCES)),
             };
         }
-        if st.sys.files.contains_key(&p) {
-            return Err(err(libc::EEXIST));
+        if p.ancestors().any(|a| st.sys.files.contains_key(a)) {
+            return Err(err(libc::ENOTDIR));
         }
         st.sys.dirs.insert(p);
         Ok(())
     }
 
-    fn create_new(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+    fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let mut st = self.host.state();
+        Self::fault(&mut st, FaultOp::Write, path)?;
         let p = normalize(path);
-        if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
+        if is_kernel_path(&p) {
             return Err(err(libc::EACCES));
-        }
-        if Self::node(&st, &p).is_some() {
-            return Err(err(libc::EEXIST));
         }
         let parent = p.parent().unwrap_or(Path::new("/"));
         if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
             return Err(err(libc::ENOENT));
         }
-        st.sys.files.insert(p, data.to_vec());
+        if matches!(Self::node(&st, &p), Some(Node::Dir(_))) {
+            return Err(err(libc::EISDIR));
+        }
+        st.sys.files.insert(p.clone(), data.to_vec());
+        st.sys.file_modes.insert(p, mode);
+        st.sys.writes.push(path.to_path_buf());
         Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn HeldLock>> {
+        let mut st = self.host.state();
+        let p = normalize(path);
+        if is_kernel_path(&p) {
+            return Err(err(libc::EACCES));
+        }
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
+            return Err(err(libc::ENOENT));
+        }
+        if !st.sys.locks.insert(p.clone()) {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        st.sys.files.insert(p.clone(), format!("{}\n", std::process::id()).into_bytes());
+        Ok(Box::new(SimLock { host: self.host.clone(), path: p }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut st = self.host.state();
         let p = normalize(path);
-        if p.starts_with("/sys") || p.starts_with("/proc") || p.starts_with("/dev") {
+        if is_kernel_path(&p) {
             return Err(err(libc::EACCES));
         }
         match st.sys.files.remove(&p) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                st.sys.file_modes.remove(&p);
+                Ok(())
+            }
             None if Self::node(&st, &p).is_some() => Err(err(libc::EISDIR)),
             None => Err(err(libc::ENOENT)),
         }
@@ -1618,7 +1664,7 @@ mod tests {
         let h = host();
         let fs = h.fs();
         h.inject_fault(FaultOp::Write, None, 2, libc::EIO);
-        fs.write(p("/etc/a"), b"1").unwrap();
+        fs.replace_file(p("/etc/a"), b"1", 0o644).unwrap();
         assert_eq!(fs.write(p("/etc/a"), b"2").unwrap_err().raw_os_error(), Some(libc::EIO));
         fs.write(p("/etc/a"), b"3").unwrap();
         assert_eq!(fs.read(p("/etc/a")).unwrap(), b"3");
@@ -1644,7 +1690,7 @@ mod tests {
         );
         assert_eq!(fs.read_string(p("/sys/class/iommu/dmar0/intel-iommu/ecap")).unwrap(), "f0205e");
         assert!(fs.read_dir(p("/etc")).unwrap().contains(&"default".to_string()));
-        fs.create_dir_all(p("/run/vfiotool")).unwrap();
+        fs.create_dir_all(p("/run/vfiotool"), 0o700).unwrap();
         assert!(fs.read_dir(p("/run/vfiotool")).unwrap().is_empty());
         assert_eq!(
             fs.write(p("/sys/bus/pci/nosuch"), b"1").unwrap_err().raw_os_error(),

@@ -51,7 +51,7 @@ pub fn run(args: &BindArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
             out!(
                 ctx,
                 "would run (prior state is journaled in {} first):",
-                vfio_core::host::bind::JOURNAL
+                vfio_core::host::journal::JOURNAL
             );
             for s in &plan.steps {
                 out!(ctx, "  {s}");

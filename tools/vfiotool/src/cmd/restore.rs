@@ -1,6 +1,7 @@
 //! `vfiotool restore`: finish or undo binds recorded in the journal.
 
-use vfio_core::host::bind::{plan_restore, read_journal, restore, JOURNAL};
+use vfio_core::host::journal::{read_journal, JOURNAL};
+use vfio_core::host::restore::{plan_restore, restore};
 
 use crate::cli::Context;
 use crate::cmd::{address, out};
@@ -26,7 +27,7 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         if j.is_empty() {
             out!(ctx, "the journal ({JOURNAL}) is empty: nothing to restore");
         }
-        for e in j {
+        for e in &j.devices {
             out!(
                 ctx,
                 "{}: moved to {}, was {} (override {}, VFs {}); restore with: vfiotool restore {}",
@@ -38,15 +39,22 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
                 e.address
             );
         }
+        for n in &j.nodes {
+            out!(ctx, "{}: owner was {}:{} before --user", n.path, n.uid, n.gid);
+        }
         return Ok(0);
     }
     let which = args.address.as_deref().map(address).transpose()?;
     if args.dry_run {
-        let plans = plan_restore(&*ctx.fs, which)?;
-        if plans.is_empty() {
+        let (plans, chowns) = plan_restore(&*ctx.fs, which)?;
+        if plans.is_empty() && chowns.is_empty() {
             out!(ctx, "nothing in the journal to restore");
         }
         for (e, steps) in plans {
+            let Some(steps) = steps else {
+                out!(ctx, "{}: the device no longer exists; would drop its entry", e.address);
+                continue;
+            };
             out!(
                 ctx,
                 "{}: back to {}; would run:",
@@ -58,6 +66,12 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
             }
             out!(ctx, "  (and drop its entry from {JOURNAL})");
         }
+        if !chowns.is_empty() {
+            out!(ctx, "group nodes back to their owners; would run:");
+            for s in chowns {
+                out!(ctx, "  {s}");
+            }
+        }
         return Ok(0);
     }
     let done = restore(&*ctx.fs, which)?;
@@ -65,7 +79,12 @@ pub fn run(args: &RestoreArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
         out!(ctx, "nothing in the journal to restore");
     }
     for r in done {
-        out!(ctx, "{} is back on {}", r.address, r.driver.as_deref().unwrap_or("no driver"));
+        match &r.note {
+            Some(n) => out!(ctx, "{}: {n}", r.address),
+            None => {
+                out!(ctx, "{} is back on {}", r.address, r.driver.as_deref().unwrap_or("no driver"))
+            }
+        }
     }
     Ok(0)
 }

@@ -1,6 +1,6 @@
 //! `vfiotool unbind`: return a device from vfio-pci to its own driver.
 
-use vfio_core::host::bind::{plan_unbind, unbind};
+use vfio_core::host::restore::{plan_unbind, unbind};
 
 use crate::cli::Context;
 use crate::cmd::{address, out};
