@@ -155,3 +155,94 @@ fn a_plan_made_before_another_run_moved_the_device_is_refused() {
     restore(&*fs, None).unwrap();
     assert_eq!(driver(&h).as_deref(), Some("edu"));
 }
+
+/// A host view that stops at its first sysfs write until released: the window in
+/// which a second run could interleave, held open on purpose.
+#[derive(Debug)]
+struct Paused {
+    inner: std::sync::Arc<dyn HostFs>,
+    reached: std::sync::mpsc::SyncSender<()>,
+    go: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    once: std::sync::Once,
+}
+
+impl HostFs for Paused {
+    fn read_limited(&self, p: &Path, max: usize) -> std::io::Result<Vec<u8>> {
+        self.inner.read_limited(p, max)
+    }
+    fn read_at(&self, p: &Path, o: u64, b: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read_at(p, o, b)
+    }
+    fn write(&self, p: &Path, d: &[u8]) -> std::io::Result<()> {
+        self.once.call_once(|| {
+            self.reached.send(()).unwrap();
+            self.go.lock().unwrap().recv().unwrap();
+        });
+        self.inner.write(p, d)
+    }
+    fn replace_file(&self, p: &Path, d: &[u8], m: u32) -> std::io::Result<()> {
+        self.inner.replace_file(p, d, m)
+    }
+    fn read_link(&self, p: &Path) -> std::io::Result<std::path::PathBuf> {
+        self.inner.read_link(p)
+    }
+    fn read_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
+        self.inner.read_dir(p)
+    }
+    fn metadata(&self, p: &Path) -> std::io::Result<vfio_core::hostfs::NodeMeta> {
+        self.inner.metadata(p)
+    }
+    fn chown(&self, p: &Path, u: Option<u32>, g: Option<u32>) -> std::io::Result<()> {
+        self.inner.chown(p, u, g)
+    }
+    fn create_dir_all(&self, p: &Path, m: u32) -> std::io::Result<()> {
+        self.inner.create_dir_all(p, m)
+    }
+    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(p)
+    }
+    fn lock(&self, p: &Path) -> std::io::Result<Box<dyn vfio_core::hostfs::HeldLock>> {
+        self.inner.lock(p)
+    }
+    fn modprobe(&self, m: &str) -> std::io::Result<()> {
+        self.inner.modprobe(m)
+    }
+}
+
+#[test]
+fn no_second_run_proceeds_while_the_first_is_paused_inside_its_changes() {
+    // The lock on a real file (flock), as on a host: sysfs simulated, /run real.
+    let h = host();
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn HostFs> =
+        Arc::new(vfio_core::mock::SplitFs::with_real_files(&h, dir.path()).unwrap());
+    let (reached_tx, reached) = std::sync::mpsc::sync_channel(1);
+    let (go, go_rx) = std::sync::mpsc::channel();
+    let paused: Arc<dyn HostFs> = Arc::new(Paused {
+        inner: fs.clone(),
+        reached: reached_tx,
+        go: std::sync::Mutex::new(go_rx),
+        once: std::sync::Once::new(),
+    });
+    let first = {
+        let paused = paused.clone();
+        std::thread::spawn(move || bind(&*paused, &BindRequest::vfio(EDU)).map(|_| ()))
+    };
+    reached.recv().unwrap();
+    // The first run has journaled and stands before its first sysfs write.
+    assert_eq!(read_journal(&*fs).unwrap().devices.len(), 1);
+    for (what, r) in [
+        ("bind", bind(&*fs, &BindRequest::vfio(EDU)).map(|_| ())),
+        ("restore", restore(&*fs, None).map(|_| ())),
+        ("unbind", unbind(&*fs, edu()).map(|_| ())),
+        ("lock", HostLock::acquire(&*fs).map(|_| ())),
+    ] {
+        assert!(matches!(r, Err(Error::Locked { .. })), "{what} went ahead: {r:?}");
+    }
+    assert_eq!(driver(&h).as_deref(), Some("edu"), "nothing moved meanwhile");
+    go.send(()).unwrap();
+    first.join().unwrap().unwrap();
+    assert_eq!(driver(&h).as_deref(), Some("vfio-pci"));
+    restore(&*fs, None).unwrap();
+    assert_eq!(driver(&h).as_deref(), Some("edu"));
+}

@@ -1340,6 +1340,20 @@ impl HostFs for SimFs {
         };
         if res.is_ok() {
             st.sys.writes.push(path.to_path_buf());
+            // A group node the write removed (its last device left vfio-pci) takes its
+            // owner and mode with it: the kernel makes a new node root's, 0600.
+            let gone: Vec<PathBuf> = st
+                .sys
+                .owners
+                .keys()
+                .chain(st.sys.modes.keys())
+                .filter(|n| n.starts_with("/dev/vfio") && Self::node(&st, n).is_none())
+                .cloned()
+                .collect();
+            for n in gone {
+                st.sys.owners.remove(&n);
+                st.sys.modes.remove(&n);
+            }
         }
         res
     }

@@ -1,0 +1,235 @@
+//! Crash recovery of every host flow: the process is killed before each change it makes
+//! in turn (`CrashFs`), then `restore --all` runs as the next invocation would. Every
+//! device must be back on its original driver with its original `driver_override` and
+//! VF count, every group node back with its owner, and the journal must parse (and be
+//! gone once everything is restored).
+//!
+//! The journal and the lock take the real filesystem path (`SplitFs` over a temporary
+//! directory: temporary file, fsync, rename, flock), so a torn journal would show here;
+//! sysfs is the simulated one, which reacts to writes as Linux does.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use vfio_core::host::bind::{bind, BindRequest};
+use vfio_core::host::journal::{read_journal, JOURNAL};
+use vfio_core::host::restore::{restore, unbind};
+use vfio_core::hostfs::HostFs;
+use vfio_core::mock::{CrashFs, DeviceSpec, FaultOp, MockHost, SplitFs, SriovSpec, SysState};
+use vfio_core::PciAddress;
+
+const EDU: &str = "0000:00:04.0";
+const NIC: &str = "0000:02:00.0";
+const GPU: &str = "0000:05:00.0";
+const AUDIO: &str = "0000:05:00.1";
+
+fn a(s: &str) -> PciAddress {
+    PciAddress::parse(s).unwrap()
+}
+
+/// A host with an SR-IOV NIC (2 VFs on, an override set), an edu device, and a GPU
+/// sharing its group with its audio function behind a bridge.
+fn host() -> MockHost {
+    let mut nic = DeviceSpec::new(NIC).driver("igb").group(3);
+    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
+    nic.sriov =
+        Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+    let mut gpu = DeviceSpec::new(GPU).driver("nouveau").group(7);
+    gpu.class = 0x030000;
+    let mut audio = DeviceSpec::new(AUDIO).driver("snd_hda_intel").group(7);
+    audio.class = 0x040300;
+    let h = MockHost::new([
+        DeviceSpec::edu(EDU).driver("edu").group(1),
+        nic,
+        DeviceSpec::bridge("0000:00:1c.0").driver("pcieport").group(7),
+        gpu,
+        audio,
+    ])
+    .with_sys(|s| *s = SysState::intel_ready());
+    h.fs().write(Path::new(&format!("/sys/bus/pci/devices/{NIC}/sriov_numvfs")), b"2").unwrap();
+    h.state().devices.get_mut(&a(NIC)).unwrap().driver_override = Some("igb".into());
+    h
+}
+
+/// Drivers, overrides, VF counts (VFs included) and node owners.
+type State = (Vec<(PciAddress, Option<String>, Option<String>, u16)>, Vec<(String, (u32, u32))>);
+
+fn state(h: &MockHost) -> State {
+    let st = h.state();
+    let devs = st
+        .devices
+        .iter()
+        .map(|(a, d)| {
+            (
+                *a,
+                d.driver.clone(),
+                d.driver_override.clone(),
+                st.sys.numvfs.get(a).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let owners = st
+        .sys
+        .owners
+        .iter()
+        .filter(|(p, o)| p.starts_with("/dev/vfio") && **o != (0, 0))
+        .map(|(p, o)| (p.display().to_string(), *o))
+        .collect();
+    (devs, owners)
+}
+
+/// One host flow: a setup run to completion, then the flow that gets killed.
+struct Flow {
+    name: &'static str,
+    setup: fn(&dyn HostFs, &MockHost),
+    run: fn(&dyn HostFs, &MockHost),
+}
+
+fn bind_req(addr: &str) -> BindRequest {
+    BindRequest { user: Some("qemu".into()), ..BindRequest::vfio(addr) }
+}
+
+fn flows() -> Vec<Flow> {
+    vec![
+        Flow {
+            name: "bind (VFs off, override, --user)",
+            setup: |_, _| {},
+            run: |fs, _| drop(bind(fs, &bind_req(NIC))),
+        },
+        Flow {
+            name: "bind again to another driver",
+            setup: |fs, _| drop(bind(fs, &BindRequest::vfio(EDU)).unwrap()),
+            run: |fs, _| {
+                drop(bind(fs, &BindRequest { driver: "pci-stub".into(), ..BindRequest::vfio(EDU) }))
+            },
+        },
+        Flow {
+            name: "bind that fails and rolls back",
+            setup: |_, h| {
+                h.inject_fault(FaultOp::Write, Some("/sys/bus/pci/drivers_probe"), 1, libc::EIO)
+            },
+            run: |fs, _| drop(bind(fs, &bind_req(NIC))),
+        },
+        Flow {
+            name: "group bind",
+            setup: |_, _| {},
+            run: |fs, _| drop(bind(fs, &BindRequest { group: true, ..bind_req(AUDIO) })),
+        },
+        Flow {
+            name: "unbind",
+            setup: |fs, _| drop(bind(fs, &bind_req(NIC)).unwrap()),
+            run: |fs, _| drop(unbind(fs, a(NIC))),
+        },
+        Flow {
+            name: "restore one",
+            setup: |fs, _| {
+                bind(fs, &bind_req(NIC)).unwrap();
+                bind(fs, &bind_req(EDU)).unwrap();
+            },
+            run: |fs, _| drop(restore(fs, Some(a(NIC)))),
+        },
+        Flow {
+            name: "restore all",
+            setup: |fs, _| {
+                bind(fs, &bind_req(NIC)).unwrap();
+                bind(fs, &BindRequest { group: true, ..bind_req(GPU) }).unwrap();
+            },
+            run: |fs, _| drop(restore(fs, None)),
+        },
+    ]
+}
+
+/// A fresh host with its journal on a real filesystem, the flow's setup done.
+fn prepared(flow: &Flow) -> (MockHost, tempfile::TempDir, Arc<dyn HostFs>, State) {
+    let h = host();
+    let before = state(&h);
+    let dir = tempfile::tempdir().unwrap();
+    let fs: Arc<dyn HostFs> = Arc::new(SplitFs::with_real_files(&h, dir.path()).unwrap());
+    (flow.setup)(&*fs, &h);
+    (h, dir, fs, before)
+}
+
+#[test]
+fn a_kill_before_any_change_of_any_flow_is_recovered_by_restore_all() {
+    let mut report = vec![];
+    for flow in flows() {
+        let (h, _d, fs, _) = prepared(&flow);
+        let probe = CrashFs::new(fs.clone(), 0);
+        (flow.run)(&probe, &h);
+        let changes = probe.changes();
+        assert!(changes >= 2, "{}: {changes} changes", flow.name);
+        for k in 1..=changes {
+            let (h, dir, fs, before) = prepared(&flow);
+            let dying = CrashFs::new(fs.clone(), k);
+            (flow.run)(&dying, &h);
+            assert!(dying.died(), "{} k={k}: the run did not reach change {k}", flow.name);
+            // The journal on disk is whole: it parses (or is absent).
+            let j = read_journal(&*fs).unwrap_or_else(|e| panic!("{} k={k}: {e}", flow.name));
+            // The next invocation: restore --all.
+            h.state().sys.faults.clear();
+            let r = restore(&*fs, None);
+            assert!(r.is_ok(), "{} k={k}: restore failed: {r:?}; journal was {j:?}", flow.name);
+            assert_eq!(state(&h), before, "{} k={k}: host not back; journal was {j:?}", flow.name);
+            assert!(read_journal(&*fs).unwrap().is_empty(), "{} k={k}", flow.name);
+            assert!(!dir.path().join(&JOURNAL[1..]).exists(), "{} k={k}", flow.name);
+            // No temporary file is left in the run directory.
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("run/vfiotool"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n != "lock")
+                .collect();
+            assert!(left.is_empty(), "{} k={k}: {left:?}", flow.name);
+        }
+        report.push(format!("{}: {changes} kill points", flow.name));
+    }
+    println!("crash recovery: {}", report.join("; "));
+}
+
+/// The journal written by one process survives `SIGKILL` of that process at any
+/// moment: the file is always the old or the new journal, never a torn one.
+#[test]
+fn the_journal_on_disk_is_never_torn_by_sigkill() {
+    if let Ok(dir) = std::env::var("VFIO_CRASH_CHILD_DIR") {
+        journal_writer(Path::new(&dir));
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..12u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "the_journal_on_disk_is_never_torn_by_sigkill", "--nocapture"])
+            .env("VFIO_CRASH_CHILD_DIR", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(40 + round * 23));
+        let _ = child.kill();
+        let _ = child.wait();
+        let fs = vfio_core::hostfs::RealFs::new(dir.path());
+        match read_journal(&fs) {
+            Ok(j) => assert!(j.devices.iter().all(|e| e.driver.as_deref() == Some("igb"))),
+            Err(e) => panic!("round {round}: torn journal: {e}"),
+        }
+    }
+}
+
+/// The child of the SIGKILL test: rewrites a growing journal until killed.
+fn journal_writer(root: &Path) {
+    use vfio_core::host::journal::{write_journal, Journal, JournalEntry};
+    let fs = vfio_core::hostfs::RealFs::new(root);
+    let mut j = Journal::default();
+    for i in 0u32.. {
+        j.devices.push(JournalEntry {
+            address: format!("0000:{:02x}:{:02x}.{}", (i >> 8) & 0xff, (i >> 3) & 0x1f, i & 7),
+            target: "vfio-pci".into(),
+            driver: Some("igb".into()),
+            driver_override: Some("x".repeat((i % 200) as usize)),
+            sriov_numvfs: Some(1),
+        });
+        if j.devices.len() > 2000 {
+            j.devices.clear();
+        }
+        write_journal(&fs, &j).unwrap();
+    }
+}
