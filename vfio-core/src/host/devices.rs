@@ -127,9 +127,26 @@ pub fn group_members(fs: &dyn HostFs, group: u32) -> Vec<PciAddress> {
     v
 }
 
-/// Every PCI device of the host, sorted by address.
-pub fn list_devices(fs: &dyn HostFs, ids: &PciIds) -> Result<Vec<PciDevice>> {
-    pci_addresses(fs)?.into_iter().map(|a| read_device(fs, a, ids)).collect()
+/// A listing that goes on past entries it cannot read, naming each one it skipped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Scan<T> {
+    /// What could be read.
+    pub items: Vec<T>,
+    /// What was skipped, each as "what: why".
+    pub skipped: Vec<String>,
+}
+
+/// Every PCI device of the host, sorted by address. A device whose attributes cannot be
+/// read (a damaged or hostile tree) is skipped and named, not fatal to the listing.
+pub fn list_devices(fs: &dyn HostFs, ids: &PciIds) -> Result<Scan<PciDevice>> {
+    let mut scan = Scan { items: vec![], skipped: vec![] };
+    for a in pci_addresses(fs)? {
+        match read_device(fs, a, ids) {
+            Ok(d) => scan.items.push(d),
+            Err(e) => scan.skipped.push(format!("{a}: {e}")),
+        }
+    }
+    Ok(scan)
 }
 
 #[cfg(test)]
@@ -148,7 +165,7 @@ mod tests {
         ]);
         let fs = h.fs();
         let ids = PciIds::parse("1b36  Red Hat, Inc.\n\t0010  QEMU NVM Express Controller\n");
-        let devs = list_devices(&*fs, &ids).unwrap();
+        let devs = list_devices(&*fs, &ids).unwrap().items;
         assert_eq!(devs.len(), 5);
         let nvme = &devs[1];
         assert_eq!(nvme.ids(), "1b36:0010:0108");

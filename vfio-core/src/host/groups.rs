@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::host::devices::{read_device, PciDevice};
+use crate::host::devices::{read_device, PciDevice, Scan};
 use crate::host::pci_ids::PciIds;
 use crate::hostfs::HostFs;
 
@@ -21,6 +21,9 @@ pub struct IommuGroup {
     pub id: u32,
     /// Its members.
     pub members: Vec<PciDevice>,
+    /// Members whose attributes could not be read ("address: why"); the group counts as
+    /// not viable while any is left, since its driver is unknown.
+    pub unreadable: Vec<String>,
     /// Members bound to host drivers, with the driver: these keep VFIO out.
     pub blockers: Vec<(String, String)>,
     /// Whether VFIO can use the group now.
@@ -58,9 +61,15 @@ pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> 
         Error::host("read directory", &dir, e).with_hint("run 'vfiotool groups' to see the groups")
     })?;
     let mut members = vec![];
+    let mut unreadable = vec![];
     for n in names {
-        if let Ok(a) = crate::pci::PciAddress::parse(&n) {
-            members.push(read_device(fs, a, ids)?);
+        let Ok(a) = crate::pci::PciAddress::parse(&n) else { continue };
+        if a.to_string() != n {
+            continue;
+        }
+        match read_device(fs, a, ids) {
+            Ok(d) => members.push(d),
+            Err(e) => unreadable.push(format!("{a}: {e}")),
         }
     }
     let blockers: Vec<(String, String)> = members
@@ -68,9 +77,12 @@ pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> 
         .filter(|d| member_blocks(d))
         .map(|d| (d.address.to_string(), d.driver.clone().unwrap_or_default()))
         .collect();
-    let viable = blockers.is_empty();
+    let viable = blockers.is_empty() && unreadable.is_empty();
     let endpoints = members.iter().filter(|d| !d.is_bridge()).count();
     let advice = (!viable).then(|| {
+        if blockers.is_empty() {
+            return format!("check the members vfiotool could not read: {}", unreadable.join("; "));
+        }
         let list: Vec<String> = blockers.iter().map(|(a, d)| format!("{a} ({d})")).collect();
         if endpoints == 1 {
             format!("bind it: vfiotool bind {} (now on {})", blockers[0].0, blockers[0].1)
@@ -86,14 +98,16 @@ pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> 
         id,
         dev_node: fs.exists(Path::new(&format!("/dev/vfio/{id}"))),
         members,
+        unreadable,
         blockers,
         viable,
         advice,
     })
 }
 
-/// Every IOMMU group, by number. Empty when no IOMMU is active.
-pub fn list_groups(fs: &dyn HostFs, ids: &PciIds) -> Result<Vec<IommuGroup>> {
+/// Every IOMMU group, by number (empty when no IOMMU is active); a group that cannot be
+/// read is skipped and named.
+pub fn list_groups(fs: &dyn HostFs, ids: &PciIds) -> Result<Scan<IommuGroup>> {
     let mut nums: Vec<u32> = fs
         .read_dir(Path::new("/sys/kernel/iommu_groups"))
         .unwrap_or_default()
@@ -101,7 +115,15 @@ pub fn list_groups(fs: &dyn HostFs, ids: &PciIds) -> Result<Vec<IommuGroup>> {
         .filter_map(|n| n.parse().ok())
         .collect();
     nums.sort();
-    nums.into_iter().map(|g| read_group(fs, g, ids)).collect()
+    nums.dedup();
+    let mut scan = Scan { items: vec![], skipped: vec![] };
+    for g in nums {
+        match read_group(fs, g, ids) {
+            Ok(group) => scan.items.push(group),
+            Err(e) => scan.skipped.push(format!("group {g}: {e}")),
+        }
+    }
+    Ok(scan)
 }
 
 #[cfg(test)]
@@ -120,7 +142,7 @@ mod tests {
         ])
         .with_sys(|s| s.load_vfio());
         let fs = h.fs();
-        let g = list_groups(&*fs, &PciIds::default()).unwrap();
+        let g = list_groups(&*fs, &PciIds::default()).unwrap().items;
         assert_eq!(
             g.iter().map(|g| (g.id, g.viable)).collect::<Vec<_>>(),
             vec![(1, true), (2, false), (3, true)]
@@ -143,6 +165,6 @@ mod tests {
     #[test]
     fn no_iommu_means_no_groups() {
         let h = MockHost::new([DeviceSpec::edu("0000:00:04.0")]);
-        assert!(list_groups(&*h.fs(), &PciIds::default()).unwrap().is_empty());
+        assert!(list_groups(&*h.fs(), &PciIds::default()).unwrap().items.is_empty());
     }
 }

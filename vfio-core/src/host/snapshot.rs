@@ -225,11 +225,14 @@ mod tests {
         assert!(r.files > 20 && r.links > 5, "{r:?}");
         let back = RealFs::new(dir.path());
         let ids = PciIds::default();
-        assert_eq!(list_devices(&back, &ids).unwrap(), list_devices(&*fs, &ids).unwrap());
+        assert_eq!(
+            list_devices(&back, &ids).unwrap().items,
+            list_devices(&*fs, &ids).unwrap().items
+        );
         let g1: Vec<(u32, bool)> =
-            list_groups(&*fs, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
+            list_groups(&*fs, &ids).unwrap().items.iter().map(|g| (g.id, g.viable)).collect();
         let g2: Vec<(u32, bool)> =
-            list_groups(&back, &ids).unwrap().iter().map(|g| (g.id, g.viable)).collect();
+            list_groups(&back, &ids).unwrap().items.iter().map(|g| (g.id, g.viable)).collect();
         assert_eq!(g1, g2);
         let c1 = run_checks(&*fs, &DoctorOptions::default());
         let c2 = run_checks(&back, &DoctorOptions::default());

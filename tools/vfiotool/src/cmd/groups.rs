@@ -15,7 +15,9 @@ pub struct GroupsArgs {
 
 /// Runs `groups`.
 pub fn run(args: &GroupsArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
-    let groups = list_groups(&*ctx.fs, &ids(ctx))?;
+    let scan = list_groups(&*ctx.fs, &ids(ctx))?;
+    crate::cmd::warn_skipped(ctx, &scan.skipped);
+    let groups = scan.items;
     if args.json {
         print_json(ctx, &groups);
         return Ok(0);
@@ -27,6 +29,8 @@ pub fn run(args: &GroupsArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
     for g in &groups {
         let state = if g.viable {
             "ready for VFIO".to_string()
+        } else if g.blockers.is_empty() {
+            "not known to be ready for VFIO (members could not be read)".to_string()
         } else {
             "not ready for VFIO (held by host drivers)".to_string()
         };

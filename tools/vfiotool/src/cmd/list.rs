@@ -61,8 +61,9 @@ pub fn table(devs: &[PciDevice]) -> String {
 /// Runs `list`.
 pub fn run(args: &ListArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
     let f = filter(args)?;
-    let devs: Vec<PciDevice> =
-        list_devices(&*ctx.fs, &ids(ctx))?.into_iter().filter(|d| f.matches(d)).collect();
+    let scan = list_devices(&*ctx.fs, &ids(ctx))?;
+    crate::cmd::warn_skipped(ctx, &scan.skipped);
+    let devs: Vec<PciDevice> = scan.items.into_iter().filter(|d| f.matches(d)).collect();
     if args.json {
         print_json(ctx, &devs);
     } else {

@@ -27,6 +27,14 @@ macro_rules! out {
 }
 pub(crate) use out;
 
+/// Names, on standard error, what a listing skipped (`vfiotool: skipped WHAT: WHY`).
+pub(crate) fn warn_skipped(ctx: &mut Context, skipped: &[String]) {
+    use std::io::Write as _;
+    for s in skipped {
+        let _ = writeln!(ctx.err, "vfiotool: skipped {s}");
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub(crate) fn print_json<T: serde::Serialize>(ctx: &mut Context, v: &T) {
     match serde_json::to_string_pretty(v) {
