@@ -26,6 +26,9 @@ const EDU: &str = "0000:00:04.0";
 const NVME: &str = "0000:01:00.0";
 const NIC: &str = "0000:02:00.0";
 
+/// What is compared of each path beside the tree: content, size, mode, owner, mtime.
+type Observed = BTreeMap<PathBuf, (Vec<u8>, u64, u32, u32, u32, i64)>;
+
 /// A captured tree of a simulated host, under `base/root`, with `base/outside` beside it
 /// holding files a hostile tree points at.
 struct Tree {
@@ -98,7 +101,7 @@ impl Tree {
     }
 
     /// Everything beside the tree: path to (content, size, mode, uid, gid, mtime).
-    fn outside_state(&self) -> BTreeMap<PathBuf, (Vec<u8>, u64, u32, u32, u32, i64)> {
+    fn outside_state(&self) -> Observed {
         let mut out = BTreeMap::new();
         let mut todo = vec![self.base.path().to_path_buf()];
         while let Some(d) = todo.pop() {
@@ -119,7 +122,9 @@ impl Tree {
     }
 }
 
-/// Runs the vfiotool binary; returns (status, stderr, peak RSS in KiB).
+/// Runs the vfiotool binary; returns (status, stderr, peak RSS in KiB). The child is
+/// reaped with `wait4` (for its rusage), or killed and reaped at the deadline.
+#[allow(clippy::zombie_processes)]
 fn vfiotool(root: &Path, args: &[&str]) -> (i32, String, i64) {
     let err = tempfile::NamedTempFile::new().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vfiotool"))
