@@ -34,6 +34,9 @@ fn split_id(line: &str, digits: usize) -> Option<(u32, &str)> {
     Some((v, rest.trim()))
 }
 
+/// The largest `pci.ids` read (today's file is under 2 MiB); a larger one is ignored.
+pub const PCI_IDS_CAP: usize = 32 << 20;
+
 impl PciIds {
     /// Parses the text of a `pci.ids` file. Malformed lines are skipped.
     pub fn parse(text: &str) -> Self {
@@ -95,7 +98,7 @@ impl PciIds {
     /// Loads the first `pci.ids` found in [`PCI_IDS_PATHS`]; an empty database when none.
     pub fn load(fs: &dyn HostFs) -> Self {
         for p in PCI_IDS_PATHS {
-            if let Ok(bytes) = fs.read(Path::new(p)) {
+            if let Ok(bytes) = fs.read_limited(Path::new(p), PCI_IDS_CAP) {
                 return PciIds::parse(&String::from_utf8_lossy(&bytes));
             }
         }
