@@ -45,7 +45,10 @@ fn host() -> MockHost {
         gpu,
         audio,
     ])
-    .with_sys(|s| *s = SysState::intel_ready());
+    .with_sys(|s| {
+        *s = SysState::intel_ready();
+        s.available_modules.insert("pci_stub".into());
+    });
     h.fs().write(Path::new(&format!("/sys/bus/pci/devices/{NIC}/sriov_numvfs")), b"2").unwrap();
     h.state().devices.get_mut(&a(NIC)).unwrap().driver_override = Some("igb".into());
     h
@@ -99,8 +102,12 @@ fn flows() -> Vec<Flow> {
         Flow {
             name: "bind again to another driver",
             setup: |fs, _| drop(bind(fs, &BindRequest::vfio(EDU)).unwrap()),
-            run: |fs, _| {
-                drop(bind(fs, &BindRequest { driver: "pci-stub".into(), ..BindRequest::vfio(EDU) }))
+            run: |fs, h| {
+                bind(fs, &BindRequest { driver: "pci-stub".into(), ..BindRequest::vfio(EDU) })
+                    .map(|_| {
+                        assert_eq!(h.state().devices[&a(EDU)].driver.as_deref(), Some("pci-stub"))
+                    })
+                    .ok();
             },
         },
         Flow {

@@ -22,6 +22,9 @@ pub const RUN_DIR: &str = "/run/vfiotool";
 /// The lock file.
 pub const LOCK: &str = "/run/vfiotool/lock";
 
+/// How long a busy lock is tried again before [`Error::Locked`].
+pub const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A held host lock; released on drop.
 #[derive(Debug)]
 pub struct HostLock {
@@ -65,17 +68,28 @@ pub fn ensure_run_dir(fs: &dyn HostFs) -> Result<()> {
 }
 
 impl HostLock {
-    /// Takes the lock, or fails at once with [`Error::Locked`] naming the holder.
+    /// Takes the lock, or fails with [`Error::Locked`] naming the holder.
+    ///
+    /// A lock that is busy is tried again for [`LOCK_GRACE`]: a child process forked by
+    /// any thread of the holder's process shares its descriptors (and so its `flock`)
+    /// until it `exec`s, which holds a lock for an instant after its holder let it go.
     pub fn acquire(fs: &dyn HostFs) -> Result<Self> {
         ensure_run_dir(fs)?;
         let path = Path::new(LOCK);
-        match fs.lock(path) {
-            Ok(held) => Ok(HostLock { _held: held }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let pid = fs.read_string(path).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-                Err(Error::Locked { pid, path: path.into() })
+        let deadline = std::time::Instant::now() + LOCK_GRACE;
+        loop {
+            match fs.lock(path) {
+                Ok(held) => return Ok(HostLock { _held: held }),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        continue;
+                    }
+                    let pid = fs.read_string(path).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    return Err(Error::Locked { pid, path: path.into() });
+                }
+                Err(e) => return Err(Error::host("lock", path, e)),
             }
-            Err(e) => Err(Error::host("lock", path, e)),
         }
     }
 }

@@ -34,16 +34,32 @@ pub fn plan_restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<Vec<Step>
     let dev = SysfsDevice::new(fs, a);
     let mut steps = vec![];
     let cur = dev.driver();
-    if cur.is_some() && cur != e.driver {
-        steps.push(Step::Write { path: dev.attr_path("driver/unbind"), value: e.address.clone() });
-    }
-    if dev.driver_override() != e.driver_override {
+    let set_override = |steps: &mut Vec<Step>, v: &Option<String>| {
         steps.push(Step::Write {
             path: dev.attr_path("driver_override"),
-            value: e.driver_override.clone().unwrap_or_default(),
-        });
-    }
-    if cur != e.driver {
+            value: v.clone().unwrap_or_default(),
+        })
+    };
+    if cur == e.driver {
+        if dev.driver_override() != e.driver_override {
+            set_override(&mut steps, &e.driver_override);
+        }
+    } else {
+        if cur.is_some() {
+            steps.push(Step::Write {
+                path: dev.attr_path("driver/unbind"),
+                value: e.address.clone(),
+            });
+        }
+        // An override naming another driver keeps the probe from binding the prior
+        // driver (it was set after that driver took the device): it is cleared for the
+        // probe and written back after.
+        let blocks =
+            e.driver.is_some() && e.driver_override.is_some() && e.driver_override != e.driver;
+        let during = if blocks { None } else { e.driver_override.clone() };
+        if dev.driver_override() != during {
+            set_override(&mut steps, &during);
+        }
         if let Some(drv) = &e.driver {
             steps.push(Step::Write {
                 path: PathBuf::from("/sys/bus/pci/drivers_probe"),
@@ -52,6 +68,9 @@ pub fn plan_restore_entry(fs: &dyn HostFs, e: &JournalEntry) -> Result<Vec<Step>
             steps.push(Step::BindIfUnbound { address: a, driver: drv.clone() });
         }
         steps.push(Step::Expect { address: a, driver: e.driver.clone() });
+        if during != e.driver_override {
+            set_override(&mut steps, &e.driver_override);
+        }
     }
     if let Some(n) = e.sriov_numvfs.filter(|n| *n > 0) {
         let now = dev.sriov_numvfs().unwrap_or(0);
