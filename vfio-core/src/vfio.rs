@@ -8,7 +8,7 @@ use crate::container::{Container, IommuType};
 use crate::device::Device;
 use crate::dma::AddressSpace;
 use crate::error::{Error, Result};
-use crate::hostfs::{HostFs, RealFs};
+use crate::hostfs::{HostFs, RealFs, SysfsDevice};
 use crate::iommufd::Iommufd;
 use crate::kernel::{GroupNode, RealKernel, VfioKernel};
 use crate::pci::PciAddress;
@@ -41,22 +41,11 @@ pub struct DeviceLocation {
     pub cdev: Option<u32>,
 }
 
-/// Drivers that do not stop a group from being viable (they do not do DMA of their own).
-const DMA_SAFE_DRIVERS: &[&str] = &["vfio-pci", "pci-stub", "pcieport"];
-
 /// The entry point: a kernel and a host view, from which devices are opened.
 #[derive(Debug, Clone)]
 pub struct Vfio {
     kernel: Arc<dyn VfioKernel>,
     fs: Arc<dyn HostFs>,
-}
-
-fn dev_dir(address: PciAddress) -> PathBuf {
-    PathBuf::from(format!("/sys/bus/pci/devices/{address}"))
-}
-
-fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
-    fs.read_link(path).ok()?.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 impl Vfio {
@@ -82,55 +71,41 @@ impl Vfio {
 
     /// Reads where a device sits: driver, group node, cdev.
     pub fn locate(&self, address: PciAddress) -> Result<DeviceLocation> {
-        let dir = dev_dir(address);
-        if !self.fs.exists(&dir) {
+        let dev = SysfsDevice::new(&*self.fs, address);
+        if !dev.exists() {
             return Err(Error::NotFound {
                 what: format!("PCI device {address}"),
                 hint: Some("see `vfiotool list` for the devices of this host".into()),
             });
         }
-        let driver = link_name(&*self.fs, &dir.join("driver"));
-        let group = link_name(&*self.fs, &dir.join("iommu_group"))
-            .and_then(|n| n.parse::<u32>().ok())
-            .map(|n| {
-                let name = self
-                    .fs
-                    .read_string(Path::new(&format!("/sys/kernel/iommu_groups/{n}/name")))
-                    .unwrap_or_default();
-                if name == "vfio-noiommu"
-                    || self.fs.exists(Path::new(&format!("/dev/vfio/noiommu-{n}")))
-                {
-                    GroupNode::NoIommu(n)
-                } else {
-                    GroupNode::Iommu(n)
-                }
-            });
-        let cdev = self
-            .fs
-            .read_dir(&dir.join("vfio-dev"))
-            .ok()
-            .and_then(|names| names.iter().find_map(|n| n.strip_prefix("vfio")?.parse().ok()));
-        Ok(DeviceLocation { address, driver, group, cdev })
+        let group = dev.iommu_group().map(|n| {
+            let name = self
+                .fs
+                .read_string(Path::new(&format!("/sys/kernel/iommu_groups/{n}/name")))
+                .unwrap_or_default();
+            if name == "vfio-noiommu"
+                || self.fs.exists(Path::new(&format!("/dev/vfio/noiommu-{n}")))
+            {
+                GroupNode::NoIommu(n)
+            } else {
+                GroupNode::Iommu(n)
+            }
+        });
+        Ok(DeviceLocation { address, driver: dev.driver(), group, cdev: dev.vfio_cdev() })
     }
 
     /// The members of a group that keep it from being viable, with their drivers.
     pub fn group_blockers(&self, group: u32) -> Vec<(String, String)> {
         let dir = PathBuf::from(format!("/sys/kernel/iommu_groups/{group}/devices"));
-        let mut out = Vec::new();
-        for name in self.fs.read_dir(&dir).unwrap_or_default() {
-            let dev = PathBuf::from(format!("/sys/bus/pci/devices/{name}"));
-            let Some(driver) = link_name(&*self.fs, &dev.join("driver")) else { continue };
-            if DMA_SAFE_DRIVERS.contains(&driver.as_str()) {
-                continue;
-            }
-            // Bridges never block a group (the kernel allows any driver on them).
-            let header = self.fs.read(&dev.join("config")).ok().and_then(|c| c.get(0x0e).copied());
-            if header.is_some_and(|h| h & 0x7f != 0) {
-                continue;
-            }
-            out.push((name, driver));
-        }
-        out
+        self.fs
+            .read_dir(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|name| {
+                let a = PciAddress::parse(&name).ok().filter(|a| a.to_string() == name)?;
+                Some((name, SysfsDevice::new(&*self.fs, a).blocks_group()?))
+            })
+            .collect()
     }
 
     fn not_viable(&self, group: u32) -> Error {

@@ -20,6 +20,8 @@ use vfio_core::hostfs::RealFs;
 use vfio_core::{Interface, PciAddress, Vfio};
 use vfio_tests::conformance;
 
+#[path = "../vmchecks/crash.rs"]
+mod crash;
 #[path = "../../../vfio-core/examples/edu/driver.rs"]
 mod driver;
 #[path = "../vmchecks/edu.rs"]
@@ -126,7 +128,7 @@ struct Lab {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset (for narrowing down a problem).
+/// memlock, shared, hotreset, reset, crash (for narrowing down a problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -321,6 +323,13 @@ fn main() -> ExitCode {
         r,
     );
     rep.check("restore: nvme is live again on its driver", nvme_live(lab.nvme));
+    if lab.skip.iter().any(|s| s == "crash") {
+        rep.skip("crash recovery", format!("left out by {SKIP_VAR}"));
+    } else if current_driver(&fs, lab.e1000e).as_deref() != Some("e1000e") {
+        rep.skip("crash recovery", "e1000e is not on its driver");
+    } else {
+        crash::run(&mut rep, lab.e1000e);
+    }
     println!("{}", rep.summary());
     if rep.any_failed() {
         ExitCode::FAILURE

@@ -1,12 +1,9 @@
 //! PCI devices as sysfs shows them.
 
 use crate::error::Result;
+use crate::host::pci_addresses;
 use crate::host::pci_ids::PciIds;
-use crate::host::{
-    current_driver, device_path, driver_override, iommu_group, parse_hex, pci_addresses, read_opt,
-    read_text,
-};
-use crate::hostfs::HostFs;
+use crate::hostfs::{HostFs, SysfsDevice};
 use crate::pci::PciAddress;
 
 /// One PCI function.
@@ -36,6 +33,9 @@ pub struct PciDevice {
     pub driver_override: Option<String>,
     /// IOMMU group.
     pub iommu_group: Option<u32>,
+    /// Whether it is a PCI-to-PCI or CardBus bridge (header type 1 or 2), which keeps
+    /// its driver without keeping its group from VFIO.
+    pub pci_bridge: bool,
     /// Whether its group holds nothing else but bridges (`None` without a group).
     pub isolated: Option<bool>,
     /// Other members of its group that are not bridges.
@@ -63,36 +63,21 @@ impl PciDevice {
     }
 }
 
-pub use crate::host::device::is_bridge_class;
+pub use crate::hostfs::is_bridge_class;
 
 /// Reads one device's ids, names, driver and group.
 pub fn read_device(fs: &dyn HostFs, a: PciAddress, ids: &PciIds) -> Result<PciDevice> {
     crate::host::require_device(fs, a)?;
-    let dir = device_path(a);
-    let hex = |name: &str| -> Result<u64> {
-        let p = dir.join(name);
-        let s = read_text(fs, &p)?;
-        parse_hex(&s).ok_or_else(|| crate::Error::Invalid {
-            what: "sysfs attribute",
-            input: s,
-            reason: format!("{} is not hexadecimal", p.display()),
-        })
-    };
+    let dev = SysfsDevice::new(fs, a);
     let (vendor, device, class) =
-        (hex("vendor")? as u16, hex("device")? as u16, hex("class")? as u32);
-    let sv =
-        read_opt(fs, &dir.join("subsystem_vendor")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
-    let sd =
-        read_opt(fs, &dir.join("subsystem_device")).and_then(|s| parse_hex(&s)).unwrap_or(0) as u16;
-    let group = iommu_group(fs, a);
+        (dev.hex("vendor")? as u16, dev.hex("device")? as u16, dev.hex("class")? as u32);
+    let sv = dev.hex("subsystem_vendor").unwrap_or(0) as u16;
+    let sd = dev.hex("subsystem_device").unwrap_or(0) as u16;
+    let group = dev.iommu_group();
     let group_peers = match group {
         Some(g) => group_members(fs, g)
             .into_iter()
-            .filter(|m| *m != a)
-            .filter(|m| {
-                let c = read_opt(fs, &device_path(*m).join("class")).and_then(|s| parse_hex(&s));
-                !c.is_some_and(|c| is_bridge_class(c as u32))
-            })
+            .filter(|m| *m != a && !SysfsDevice::new(fs, *m).is_bridge())
             .collect(),
         None => vec![],
     };
@@ -106,9 +91,10 @@ pub fn read_device(fs: &dyn HostFs, a: PciAddress, ids: &PciIds) -> Result<PciDe
         vendor_name: ids.vendor(vendor).map(str::to_string),
         device_name: ids.device(vendor, device).map(str::to_string),
         class_name: ids.class(class).map(str::to_string),
-        driver: current_driver(fs, a),
-        driver_override: driver_override(fs, a),
+        driver: dev.driver(),
+        driver_override: dev.driver_override(),
         iommu_group: group,
+        pci_bridge: dev.is_pci_bridge(),
         isolated: group.map(|_| group_peers.is_empty()),
         group_peers,
     })
@@ -121,9 +107,10 @@ pub fn group_members(fs: &dyn HostFs, group: u32) -> Vec<PciAddress> {
         .read_dir(std::path::Path::new(&p))
         .unwrap_or_default()
         .iter()
-        .filter_map(|n| PciAddress::parse(n).ok())
+        .filter_map(|n| PciAddress::parse(n).ok().filter(|a| a.to_string() == *n))
         .collect();
     v.sort();
+    v.dedup();
     v
 }
 

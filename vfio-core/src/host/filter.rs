@@ -182,6 +182,7 @@ mod tests {
             driver: None,
             driver_override: None,
             iommu_group: None,
+            pci_bridge: false,
             isolated: None,
             group_peers: vec![],
         }

@@ -12,7 +12,7 @@ use crate::host::pci_ids::PciIds;
 use crate::hostfs::HostFs;
 
 /// Drivers that never stop a group from being used.
-pub const HARMLESS_DRIVERS: [&str; 3] = ["vfio-pci", "pci-stub", "pcieport"];
+pub use crate::hostfs::DMA_SAFE_DRIVERS as HARMLESS_DRIVERS;
 
 /// One IOMMU group.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -50,7 +50,7 @@ impl IommuGroup {
 pub fn member_blocks(d: &PciDevice) -> bool {
     match d.driver.as_deref() {
         None => false,
-        Some(drv) => !d.is_bridge() && !HARMLESS_DRIVERS.contains(&drv),
+        Some(drv) => !d.pci_bridge && !HARMLESS_DRIVERS.contains(&drv),
     }
 }
 

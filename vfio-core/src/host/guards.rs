@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use crate::host::device::SysfsDevice;
 use crate::hostfs::HostFs;
+use crate::hostfs::SysfsDevice;
 use crate::pci::PciAddress;
 
 /// A route of `/proc/net/route` (IPv4): interface and whether it is the default route.

@@ -10,7 +10,6 @@
 //! - [`persist`]: the boot-time configuration; [`snapshot`]: capture a host's tree.
 
 pub mod bind;
-pub mod device;
 pub mod devices;
 pub mod doctor;
 pub mod filter;
@@ -30,20 +29,12 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hostfs::HostFs;
+pub use crate::hostfs::{SysfsDevice, PCI_DEVICES};
 use crate::pci::PciAddress;
-pub use device::SysfsDevice;
-
-/// `/sys/bus/pci/devices`.
-pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
 
 /// The sysfs directory of a device (`/sys/bus/pci/devices/BDF`).
 pub fn device_path(a: PciAddress) -> PathBuf {
     Path::new(PCI_DEVICES).join(a.to_string())
-}
-
-/// Reads a trimmed text attribute, as an [`Error::Host`] on failure.
-pub(crate) fn read_text(fs: &dyn HostFs, path: &Path) -> Result<String> {
-    fs.read_string(path).map_err(|e| Error::host("read", path, e))
 }
 
 /// Reads a text attribute if it exists and is readable.
@@ -64,16 +55,7 @@ pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()>
     })
 }
 
-/// Parses a hexadecimal attribute (`0x8086`).
-pub(crate) fn parse_hex(s: &str) -> Option<u64> {
-    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
-}
-
-/// The last component of a symlink's target (`../../../bus/pci/drivers/nvme` → `nvme`).
-pub(crate) fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
-    let t = fs.read_link(path).ok()?;
-    t.file_name().map(|n| n.to_string_lossy().into_owned())
-}
+pub(crate) use crate::hostfs::link_name;
 
 /// Joins a symlink's target to the directory holding the link, resolving `..`.
 pub(crate) fn resolve_link(link: &Path, target: &Path) -> PathBuf {

@@ -20,12 +20,16 @@
 //! - **one lock**: [`HostFs::lock`] is an exclusive `flock`, released by the kernel when
 //!   its holder dies, so it can never be held twice nor left stale.
 
+mod device;
 mod real;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use device::{
+    is_bridge_class, link_name, parse_hex, SysfsDevice, DMA_SAFE_DRIVERS, PCI_DEVICES,
+};
 pub use real::RealFs;
 
 /// The size cap of [`HostFs::read`]: sysfs attributes are one page, the largest file

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use vfio_core::host::pci_ids::PciIds;
-use vfio_core::hostfs::{HostFs, NodeKind};
+use vfio_core::hostfs::{HostFs, NodeKind, SysfsDevice};
 use vfio_core::info::RegionFlags;
 use vfio_core::irq::IrqFlags;
 use vfio_core::pci::caps::CapabilityFields;
@@ -400,15 +400,6 @@ fn dev_path(addr: PciAddress, attr: &str) -> PathBuf {
     PathBuf::from(format!("/sys/bus/pci/devices/{addr}/{attr}"))
 }
 
-fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
-    let t = fs.read_link(path).ok()?;
-    t.file_name().map(|n| n.to_string_lossy().into_owned())
-}
-
-fn read_u32(fs: &dyn HostFs, path: &Path) -> Option<u32> {
-    fs.read_string(path).ok()?.parse().ok()
-}
-
 /// Gathers everything about `addr`. With `read_rom`, the ROM is read (this enables the
 /// ROM BAR for a moment).
 pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<DeviceInfo<'a>> {
@@ -431,36 +422,24 @@ pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<
         .unwrap_or_default();
     let config = decode_with(&bytes, &opts)?;
 
-    let driver = link_name(fs, &dev_path(addr, "driver"));
-    let driver_override = fs
-        .read_string(&dev_path(addr, "driver_override"))
-        .ok()
-        .filter(|s| !s.is_empty() && s != "(null)");
-    let iommu_group = link_name(fs, &dev_path(addr, "iommu_group"))
-        .and_then(|n| n.parse::<u32>().ok())
-        .map(|id| {
-            let devs = PathBuf::from(format!("/sys/kernel/iommu_groups/{id}/devices"));
-            let others = fs
-                .read_dir(&devs)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|m| *m != addr.to_string())
-                .map(|m| GroupMember {
-                    driver: link_name(
-                        fs,
-                        &PathBuf::from(format!("/sys/bus/pci/devices/{m}/driver")),
-                    ),
-                    address: m,
-                })
-                .collect();
-            IommuGroup { id, others }
-        });
-    let reset_methods = fs
-        .read_string(&dev_path(addr, "reset_method"))
-        .ok()
-        .map(|s| s.split_whitespace().map(str::to_string).collect());
-    let total = read_u32(fs, &dev_path(addr, "sriov_totalvfs"));
-    let num = read_u32(fs, &dev_path(addr, "sriov_numvfs"));
+    let sysfs = SysfsDevice::new(fs, addr);
+    let driver = sysfs.driver();
+    let driver_override = sysfs.driver_override();
+    let iommu_group = sysfs.iommu_group().map(|id| {
+        let others = vfio_core::host::devices::group_members(fs, id)
+            .into_iter()
+            .filter(|m| *m != addr)
+            .map(|m| GroupMember {
+                driver: SysfsDevice::new(fs, m).driver(),
+                address: m.to_string(),
+            })
+            .collect();
+        IommuGroup { id, others }
+    });
+    let reset_methods =
+        sysfs.text("reset_method").map(|s| s.split_whitespace().map(str::to_string).collect());
+    let total = sysfs.text("sriov_totalvfs").and_then(|s| s.parse().ok());
+    let num = sysfs.sriov_numvfs().map(u32::from);
     let sriov =
         (total.is_some() || num.is_some()).then_some(SriovState { total_vfs: total, num_vfs: num });
     let rom = fs.exists(&dev_path(addr, "rom")).then(|| {

@@ -1,16 +1,30 @@
 //! One PCI device as sysfs shows it: the single place that reads a device's attributes.
 //!
-//! Every fact about a device that the host layer, the VFIO objects and vfiotool use
-//! (driver, `driver_override`, IOMMU group, ids, class, SR-IOV counts, boot VGA, the
-//! interfaces and disks below it) is read here, through [`HostFs`], so two callers can
-//! never disagree about what "a bridge" or "its driver" is.
+//! Every fact about a device that the VFIO objects, the host layer and vfiotool use
+//! (driver, `driver_override`, IOMMU group, cdev, ids, class, bridge or not, SR-IOV
+//! counts, boot VGA, the interfaces and disks below it) is read here, through
+//! [`HostFs`], so two callers can never disagree about what "a bridge" or "its driver"
+//! is.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::host::{link_name, parse_hex, PCI_DEVICES};
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
+
+/// `/sys/bus/pci/devices`.
+pub const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+
+/// The last component of a symlink's target (`../../../bus/pci/drivers/nvme` → `nvme`).
+pub fn link_name(fs: &dyn HostFs, path: &Path) -> Option<String> {
+    let t = fs.read_link(path).ok()?;
+    t.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Parses a hexadecimal attribute (`0x8086`).
+pub fn parse_hex(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
 
 /// A device's sysfs directory seen through a host view.
 #[derive(Debug, Clone, Copy)]
@@ -19,8 +33,12 @@ pub struct SysfsDevice<'a> {
     address: PciAddress,
 }
 
-/// Whether a class code is a bridge (class 06xx: host, PCI-to-PCI, CardBus...); bridges
-/// do not stop a group from being used and are never bound.
+/// Drivers that never keep a group from VFIO: VFIO's own, and the kernel's drivers that
+/// manage their own DMA (`driver_managed_dma`: pci-stub, pcieport).
+pub const DMA_SAFE_DRIVERS: [&str; 3] = ["vfio-pci", "pci-stub", "pcieport"];
+
+/// Whether a class code is a bridge (class 06xx: host, ISA, PCI-to-PCI, CardBus...):
+/// system devices that are never bound to vfio-pci.
 pub fn is_bridge_class(class: u32) -> bool {
     class >> 16 == 0x06
 }
@@ -91,9 +109,38 @@ impl<'a> SysfsDevice<'a> {
         self.hex("class").ok().map(|c| c as u32)
     }
 
-    /// Whether it is a bridge.
+    /// Whether it is a bridge (class 06xx), a system device never bound to vfio-pci and
+    /// never counted as a blocker of its group. The kernel's viability rule lets bridges
+    /// keep their drivers (pcieport manages its own DMA); a host or ISA bridge with a
+    /// driver would still block a group in the kernel, which [`SysfsDevice::is_pci_bridge`]
+    /// tells apart.
     pub fn is_bridge(&self) -> bool {
         self.class().is_some_and(is_bridge_class)
+    }
+
+    /// Whether it is a PCI-to-PCI or CardBus bridge: header type 1 or 2 (config byte
+    /// 0x0e, readable without root), or class 0604/0607 when config space is unreadable.
+    pub fn is_pci_bridge(&self) -> bool {
+        match self.fs.read_limited(&self.attr_path("config"), 4096) {
+            Ok(c) if c.len() > 0x0e => c[0x0e] & 0x7f != 0,
+            _ => self.class().is_some_and(|c| matches!(c >> 8, 0x0604 | 0x0607)),
+        }
+    }
+
+    /// Whether this member keeps its IOMMU group from VFIO: it has a driver that is not
+    /// DMA-safe and it is not a PCI-to-PCI bridge.
+    pub fn blocks_group(&self) -> Option<String> {
+        let d = self.driver()?;
+        (!DMA_SAFE_DRIVERS.contains(&d.as_str()) && !self.is_pci_bridge()).then_some(d)
+    }
+
+    /// `N` of the device's VFIO cdev (`vfio-dev/vfioN`), when it has one.
+    pub fn vfio_cdev(&self) -> Option<u32> {
+        self.fs
+            .read_dir(&self.attr_path("vfio-dev"))
+            .ok()?
+            .iter()
+            .find_map(|n| n.strip_prefix("vfio")?.parse().ok())
     }
 
     /// The driver bound now.
