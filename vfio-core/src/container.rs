@@ -232,7 +232,8 @@ impl Container {
             iova,
             size,
         };
-        self.kernel.map_dma(self.fd(), &map).map_err(|e| self.map_error(e, size))
+        // SAFETY: this function's own contract (`# Safety` above) is the seam's.
+        unsafe { self.kernel.map_dma(self.fd(), &map) }.map_err(|e| self.map_error(e, size))
     }
 
     #[cold]

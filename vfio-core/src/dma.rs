@@ -7,6 +7,7 @@
 //! returned when it is dropped.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::container::{Container, IommuType};
@@ -430,28 +431,45 @@ impl DmaBuffer {
         self.mem.as_ref().map_or(std::ptr::null_mut(), |m| m.ptr.as_ptr())
     }
 
-    /// Copies bytes out of the buffer at `offset` (volatile: the device may have written).
+    /// The byte at `offset` as an atomic: the memory is shared with the device and with
+    /// other threads holding `&self`, so every access the library makes is atomic
+    /// (relaxed), which makes concurrent [`DmaBuffer::read`]s and [`DmaBuffer::write`]s
+    /// from several threads well defined instead of a data race.
+    fn byte(&self, offset: usize) -> &AtomicU8 {
+        // SAFETY: `offset < self.len` (callers check), so the pointer is inside the live
+        // mapping owned by `self.mem`, which outlives the returned reference; AtomicU8 has
+        // the size and alignment of u8; the library accesses this memory only atomically,
+        // and `as_ptr` users are told to do the same.
+        unsafe { AtomicU8::from_ptr(self.base().add(offset)) }
+    }
+
+    /// Copies bytes out of the buffer at `offset` (the device may have written them).
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
         self.check(offset, out.len())?;
+        fence(Ordering::Acquire);
         for (i, b) in out.iter_mut().enumerate() {
-            // SAFETY: in bounds (checked); volatile because the device writes behind us.
-            *b = unsafe { std::ptr::read_volatile(self.base().add(offset + i)) };
+            *b = self.byte(offset + i).load(Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Copies bytes into the buffer at `offset`.
+    /// Copies bytes into the buffer at `offset`. Several threads may write at once; each
+    /// byte ends up as one of the values written. The stores are complete (a release
+    /// fence) before the call returns, so a doorbell written to the device afterwards
+    /// finds the data in memory.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check(offset, data.len())?;
         for (i, b) in data.iter().enumerate() {
-            // SAFETY: in bounds (checked); volatile so the device sees every byte.
-            unsafe { std::ptr::write_volatile(self.base().add(offset + i), *b) };
+            self.byte(offset + i).store(*b, Ordering::Relaxed);
         }
+        fence(Ordering::Release);
         Ok(())
     }
 
-    /// A raw pointer to the memory, for zero-copy use (descriptor rings). The device may
-    /// change the memory at any time: access it with volatile or atomic operations.
+    /// A raw pointer to the memory, for zero-copy use (descriptor rings). The device and
+    /// other threads may change the memory at any time: access it with atomic operations
+    /// only (`AtomicU32::from_ptr` and friends), as [`DmaBuffer::read`] and
+    /// [`DmaBuffer::write`] do.
     pub fn as_ptr(&self) -> *mut u8 {
         self.base()
     }

@@ -121,7 +121,8 @@ impl Ioas {
             length: size,
             iova: iova.unwrap_or(0),
         };
-        match self.iommufd.kernel.ioas_map(self.iommufd.fd(), &mut map) {
+        // SAFETY: this function's own contract (`# Safety` above) is the seam's.
+        match unsafe { self.iommufd.kernel.ioas_map(self.iommufd.fd(), &mut map) } {
             Ok(()) => Ok(map.iova),
             Err(e) => Err(self.map_error(e, size)),
         }

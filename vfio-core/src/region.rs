@@ -28,6 +28,10 @@ pub struct MappedRegion<'d> {
     device: &'d Device,
     index: u32,
     size: u64,
+    /// The region has READ (the mapping is `PROT_READ`).
+    readable: bool,
+    /// The region has WRITE (the mapping is `PROT_WRITE`).
+    writable: bool,
     areas: Vec<Area>,
 }
 
@@ -135,17 +139,25 @@ impl<'d> MappedRegion<'d> {
     /// One volatile read of `T` at `offset`. No heap allocation.
     #[inline]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
+        if !self.readable {
+            return Err(access_denied(self.device, self.index, "read", "READ"));
+        }
         let p = self.locate(offset, T::SIZE)?;
         // SAFETY: `p` points into a live shared mapping of at least SIZE bytes, aligned for
-        // T (checked by `locate`); volatile because it is device memory.
+        // T (checked by `locate`), mapped PROT_READ (the region has READ, checked above);
+        // volatile because it is device memory.
         Ok(unsafe { std::ptr::read_volatile(p.cast::<T>()) })
     }
 
     /// One volatile write of `T` at `offset`. No heap allocation.
     #[inline]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
+        if !self.writable {
+            return Err(access_denied(self.device, self.index, "write", "WRITE"));
+        }
         let p = self.locate(offset, T::SIZE)?;
-        // SAFETY: as in `read`; the mapping is writable when the region has WRITE.
+        // SAFETY: as in `read`; the mapping is PROT_WRITE since the region has WRITE
+        // (checked above).
         unsafe { std::ptr::write_volatile(p.cast::<T>(), value) };
         Ok(())
     }
@@ -161,11 +173,22 @@ impl Drop for MappedRegion<'_> {
     }
 }
 
+/// The error of an access the region's flags do not allow.
+#[cold]
+fn access_denied(device: &Device, index: u32, access: &str, flag: &str) -> Error {
+    Error::Unsupported {
+        what: format!("{access} of region {index} of {}", device.target()),
+        hint: Some(format!("the kernel reports the region without {flag}")),
+    }
+}
+
 /// Access to a BAR: mmap where the kernel allows it, pread/pwrite everywhere else.
 #[derive(Debug)]
 pub struct Bar<'d> {
     device: &'d Device,
     index: u32,
+    readable: bool,
+    writable: bool,
     map: Option<MappedRegion<'d>>,
 }
 
@@ -173,9 +196,12 @@ impl Bar<'_> {
     /// Reads `T` at `offset`: a volatile load when mapped, else a pread. No heap allocation.
     #[inline]
     pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
+        if !self.readable {
+            return Err(access_denied(self.device, self.index, "read", "READ"));
+        }
         if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
             // SAFETY: `ptr_at` returned a naturally aligned pointer with SIZE bytes of a
-            // live device mapping behind it.
+            // live device mapping behind it, mapped PROT_READ (the region has READ).
             return Ok(unsafe { std::ptr::read_volatile(p.cast::<T>()) });
         }
         let mut b = [0u8; 8];
@@ -186,8 +212,11 @@ impl Bar<'_> {
     /// Writes `T` at `offset`: a volatile store when mapped, else a pwrite.
     #[inline]
     pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
+        if !self.writable {
+            return Err(access_denied(self.device, self.index, "write", "WRITE"));
+        }
         if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
-            // SAFETY: as in `read`; the mapping is writable when the region has WRITE.
+            // SAFETY: as in `read`; mapped PROT_WRITE since the region has WRITE.
             unsafe { std::ptr::write_volatile(p.cast::<T>(), value) };
             return Ok(());
         }
@@ -222,7 +251,14 @@ impl Device {
         if r.flags.contains(RegionFlags::WRITE) {
             prot |= libc::PROT_WRITE;
         }
-        let mut m = MappedRegion { device: self, index, size: r.size, areas: Vec::new() };
+        let mut m = MappedRegion {
+            device: self,
+            index,
+            size: r.size,
+            readable: prot & libc::PROT_READ != 0,
+            writable: prot & libc::PROT_WRITE != 0,
+            areas: Vec::new(),
+        };
         for area in &r.mmap_areas {
             let len = usize::try_from(area.size).map_err(|_| Error::OutOfBounds {
                 what: format!("mmap area of region {index}"),
@@ -257,6 +293,12 @@ impl Device {
         }
         let map =
             if r.flags.contains(RegionFlags::MMAP) { Some(self.map_region(index)?) } else { None };
-        Ok(Bar { device: self, index, map })
+        Ok(Bar {
+            device: self,
+            index,
+            readable: r.flags.contains(RegionFlags::READ),
+            writable: r.flags.contains(RegionFlags::WRITE),
+            map,
+        })
     }
 }

@@ -51,7 +51,8 @@ fn dma_map(k: &MockKernel, c: &KernelFd, vaddr: u64, iova: u64, size: u64) -> KR
         iova,
         size,
     };
-    k.map_dma(c, &m)
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    unsafe { k.map_dma(c, &m) }
 }
 
 fn dma_unmap(k: &MockKernel, c: &KernelFd, iova: u64, size: u64, flags: u32) -> KResult<u64> {
@@ -315,9 +316,11 @@ fn map_dma_argument_checks() {
     assert_eq!(dma_map(&k, &c, va, 0x800, PAGE).unwrap_err(), Errno::EINVAL);
     assert_eq!(dma_map(&k, &c, va + 1, 0, PAGE).unwrap_err(), Errno::EINVAL);
     let bad = vfio_iommu_type1_dma_map { argsz: 32, flags: 0x80, vaddr: va, iova: 0, size: PAGE };
-    assert_eq!(k.map_dma(&c, &bad).unwrap_err(), Errno::EINVAL);
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(unsafe { k.map_dma(&c, &bad) }.unwrap_err(), Errno::EINVAL);
     let noprot = vfio_iommu_type1_dma_map { argsz: 32, flags: 0, vaddr: va, iova: 0, size: PAGE };
-    assert_eq!(k.map_dma(&c, &noprot).unwrap_err(), Errno::EINVAL);
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(unsafe { k.map_dma(&c, &noprot) }.unwrap_err(), Errno::EINVAL);
     // The MSI window is outside the usable ranges.
     assert_eq!(dma_map(&k, &c, va, 0xfee0_0000, PAGE).unwrap_err(), Errno::EINVAL);
     // Crossing 2^64.
@@ -335,7 +338,8 @@ fn map_dma_argument_checks() {
         iova: 0x80000,
         size: PAGE,
     };
-    k.map_dma(&c, &read_only).unwrap();
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    unsafe { k.map_dma(&c, &read_only) }.unwrap();
     // Memory that is not mapped in the process (nothing is ever mapped below
     // vm.mmap_min_addr, so page 1 is a stable unmapped address).
     assert_eq!(dma_map(&k, &c, UNMAPPED, 0x40000, PAGE).unwrap_err(), Errno::EFAULT);
@@ -422,15 +426,24 @@ fn update_vaddr_invalidates_then_remaps() {
         size: PAGE,
     };
     // Not invalidated yet; nothing at that IOVA.
-    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap_err(), Errno::EINVAL);
-    assert_eq!(k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x50000)).unwrap_err(), Errno::ENOENT);
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(
+        unsafe { k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)) }.unwrap_err(),
+        Errno::EINVAL
+    );
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(
+        unsafe { k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x50000)) }.unwrap_err(),
+        Errno::ENOENT
+    );
     assert_eq!(dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap(), PAGE);
     assert_eq!(k.dma_mappings(), 1, "the mapping stays");
     assert_eq!(
         dma_unmap(&k, &c, 0x10000, PAGE, VFIO_DMA_UNMAP_FLAG_VADDR).unwrap_err(),
         Errno::EINVAL
     );
-    k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)).unwrap();
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    unsafe { k.map_dma(&c, &vaddr(b.as_ptr() as u64, 0x10000)) }.unwrap();
 }
 
 #[test]
@@ -476,7 +489,8 @@ fn ioas_map(
         length: len,
         iova: iova.unwrap_or(0),
     };
-    k.ioas_map(io, &mut m).map(|_| m.iova)
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    unsafe { k.ioas_map(io, &mut m) }.map(|_| m.iova)
 }
 
 fn ioas_unmap(k: &MockKernel, io: &KernelFd, id: u32, iova: u64, len: u64) -> KResult<u64> {
@@ -537,9 +551,11 @@ fn ioas_map_chooses_iova_and_unmaps() {
         length: PAGE,
         iova: 0,
     };
-    assert_eq!(k.ioas_map(&io, &mut m).unwrap_err(), Errno::EOPNOTSUPP);
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(unsafe { k.ioas_map(&io, &mut m) }.unwrap_err(), Errno::EOPNOTSUPP);
     m.flags = 1;
-    assert_eq!(k.ioas_map(&io, &mut m).unwrap_err(), Errno::EINVAL);
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    assert_eq!(unsafe { k.ioas_map(&io, &mut m) }.unwrap_err(), Errno::EINVAL);
     assert_eq!(ioas_map(&k, &io, 77, va, PAGE, None).unwrap_err(), Errno::ENOENT);
     // iopt_alloc_pages refuses a zero length before any IOVA is looked for.
     assert_eq!(ioas_map(&k, &io, a, va, 0, None).unwrap_err(), Errno::EINVAL);

@@ -120,7 +120,8 @@ fn dma_round_trip_through_the_iommu() {
         iova: 0x10_0000,
         size: 8192,
     };
-    r.k.map_dma(&r.c, &m).unwrap();
+    // SAFETY: the range is this test's memory or one no simulated device reaches.
+    unsafe { r.k.map_dma(&r.c, &m) }.unwrap();
     // RAM -> edu buffer, with completion interrupt.
     wr64(&r, 0x80, 0x10_0000);
     wr64(&r, 0x88, 0x40000);

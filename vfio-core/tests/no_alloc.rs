@@ -70,7 +70,8 @@ fn paused<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-impl VfioKernel for Paused {
+// SAFETY: every method forwards to the wrapped kernel, which keeps the contract.
+unsafe impl VfioKernel for Paused {
     fn open_container(&self) -> KResult<KernelFd> {
         paused(|| self.0.open_container())
     }
@@ -98,8 +99,9 @@ impl VfioKernel for Paused {
     fn iommu_get_info(&self, c: &KernelFd, b: &mut [u8]) -> KResult<()> {
         paused(|| self.0.iommu_get_info(c, b))
     }
-    fn map_dma(&self, c: &KernelFd, m: &vfio_iommu_type1_dma_map) -> KResult<()> {
-        paused(|| self.0.map_dma(c, m))
+    unsafe fn map_dma(&self, c: &KernelFd, m: &vfio_iommu_type1_dma_map) -> KResult<()> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        paused(|| unsafe { self.0.map_dma(c, m) })
     }
     fn unmap_dma(&self, c: &KernelFd, u: &mut vfio_iommu_type1_dma_unmap) -> KResult<()> {
         paused(|| self.0.unmap_dma(c, u))
@@ -170,8 +172,9 @@ impl VfioKernel for Paused {
     fn ioas_alloc(&self, i: &KernelFd, a: &mut iommu_ioas_alloc) -> KResult<()> {
         paused(|| self.0.ioas_alloc(i, a))
     }
-    fn ioas_map(&self, i: &KernelFd, m: &mut iommu_ioas_map) -> KResult<()> {
-        paused(|| self.0.ioas_map(i, m))
+    unsafe fn ioas_map(&self, i: &KernelFd, m: &mut iommu_ioas_map) -> KResult<()> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        paused(|| unsafe { self.0.ioas_map(i, m) })
     }
     fn ioas_unmap(&self, i: &KernelFd, u: &mut iommu_ioas_unmap) -> KResult<()> {
         paused(|| self.0.ioas_unmap(i, u))

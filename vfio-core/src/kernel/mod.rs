@@ -223,7 +223,23 @@ impl fmt::Display for KernelOp {
 /// offset 0, with its `argsz` filled in by the caller; the callee fills the struct and
 /// any capability chain that fits in `argsz` exactly as the kernel does (raising
 /// `argsz` to the size it needs when the buffer is too small).
-pub trait VfioKernel: Send + Sync + fmt::Debug {
+///
+/// # Safety
+///
+/// The safe objects of this crate build references and volatile accesses on what an
+/// implementation returns, so an implementation must keep the kernel's promises:
+///
+/// - [`VfioKernel::mmap`] returns the start of a live mapping of at least `len` bytes,
+///   readable when `prot` has `PROT_READ` and writable when it has `PROT_WRITE`, that
+///   stays valid until [`VfioKernel::munmap`] is called on it and is aliased by no Rust
+///   reference;
+/// - [`VfioKernel::map_dma`] and [`VfioKernel::ioas_map`] let a device reach only the
+///   memory the caller named, and only until it is unmapped;
+/// - [`VfioKernel::region_read`] never returns more than `buf.len()`, and every method
+///   writes only into the buffers it is given.
+///
+/// `RealKernel` keeps them by being the kernel; the mock keeps them by construction.
+pub unsafe trait VfioKernel: Send + Sync + fmt::Debug {
     /// Opens the legacy container node `/dev/vfio/vfio`.
     fn open_container(&self) -> KResult<KernelFd>;
     /// Opens a group node.
@@ -244,7 +260,12 @@ pub trait VfioKernel: Send + Sync + fmt::Debug {
     /// `VFIO_IOMMU_GET_INFO`; `buf` holds a `vfio_iommu_type1_info`.
     fn iommu_get_info(&self, container: &KernelFd, buf: &mut [u8]) -> KResult<()>;
     /// `VFIO_IOMMU_MAP_DMA`.
-    fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()>;
+    ///
+    /// # Safety
+    /// `map.vaddr .. map.vaddr + map.size` must be memory the caller owns and keeps
+    /// mapped until the IOVA range is unmapped, and that no Rust reference assumes the
+    /// device will not write (the device may write it at any time).
+    unsafe fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()>;
     /// `VFIO_IOMMU_UNMAP_DMA`; the kernel writes the unmapped size back into `unmap.size`.
     fn unmap_dma(
         &self,
@@ -315,7 +336,10 @@ pub trait VfioKernel: Send + Sync + fmt::Debug {
     /// `IOMMU_IOAS_ALLOC`; the kernel fills `alloc.out_ioas_id`.
     fn ioas_alloc(&self, iommufd: &KernelFd, alloc: &mut iommu_ioas_alloc) -> KResult<()>;
     /// `IOMMU_IOAS_MAP`; the kernel fills `map.iova` unless `IOMMU_IOAS_MAP_FIXED_IOVA`.
-    fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()>;
+    ///
+    /// # Safety
+    /// As for [`VfioKernel::map_dma`], for `map.user_va .. map.user_va + map.length`.
+    unsafe fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()>;
     /// `IOMMU_IOAS_UNMAP`; the kernel writes the unmapped length into `unmap.length`.
     fn ioas_unmap(&self, iommufd: &KernelFd, unmap: &mut iommu_ioas_unmap) -> KResult<()>;
     /// `IOMMU_IOAS_IOVA_RANGES`; `buf` holds an `iommu_ioas_iova_ranges` followed by room

@@ -117,7 +117,9 @@ fn fits<T>(buf: &[u8]) -> KResult<()> {
     }
 }
 
-impl VfioKernel for RealKernel {
+// SAFETY: every method is the kernel call it names; the kernel keeps the trait's promises
+// (mmap returns a live mapping of the length asked, maps reach only the memory named).
+unsafe impl VfioKernel for RealKernel {
     fn open_container(&self) -> KResult<KernelFd> {
         self.open_node("vfio/vfio")
     }
@@ -168,7 +170,7 @@ impl VfioKernel for RealKernel {
         .map(drop)
     }
 
-    fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()> {
+    unsafe fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()> {
         // SAFETY: the kernel reads the struct only; the memory it pins is the caller's
         // responsibility (see `Container::map_dma`'s safety contract).
         check(unsafe { ioctl_with_ref(&fd(container), VFIO_IOMMU_MAP_DMA(), map) }).map(drop)
@@ -352,7 +354,7 @@ impl VfioKernel for RealKernel {
         check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_ALLOC(), alloc) }).map(drop)
     }
 
-    fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()> {
+    unsafe fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()> {
         // SAFETY: the kernel writes only inside `map` (iova); the pinned memory is the
         // caller's responsibility (see `Ioas::map_dma`'s safety contract).
         check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_MAP(), map) }).map(drop)

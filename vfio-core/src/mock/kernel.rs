@@ -1048,7 +1048,10 @@ fn maybe_release_group(k: &mut KernelState, gid: u32) {
     }
 }
 
-impl VfioKernel for MockKernel {
+// SAFETY: `mmap` hands out memfd mappings of the length asked (BARs are memfd-backed)
+// that live until `munmap`; DMA maps only record ranges, and the simulated devices read
+// and write through them only while they are mapped.
+unsafe impl VfioKernel for MockKernel {
     fn open_container(&self) -> KResult<KernelFd> {
         let mut st = self.enter(KernelOp::OpenContainer)?;
         let k = &mut st.kernel;
@@ -1269,7 +1272,7 @@ impl VfioKernel for MockKernel {
         finish_info(buf, &mut info, argsz, &caps, 16)
     }
 
-    fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()> {
+    unsafe fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()> {
         let mut st = self.enter(KernelOp::MapDma)?;
         let k = &mut st.kernel;
         let cid = container_of(k, container)?;
@@ -2180,7 +2183,7 @@ impl VfioKernel for MockKernel {
         Ok(())
     }
 
-    fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()> {
+    unsafe fn ioas_map(&self, iommufd: &KernelFd, map: &mut iommu_ioas_map) -> KResult<()> {
         let mut st = self.enter(KernelOp::IoasMap)?;
         let k = &mut st.kernel;
         let id = ictx_of(k, iommufd)?;
