@@ -31,6 +31,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "vfio-core alone, default features (what a VMM embeds)"
+cargo test -p vfio-core
+
+step "vfio-core as packaged for crates.io: built and tested on its own (tests/package-check.sh)"
+bash tests/package-check.sh
+
 step "fuzz/run.sh 5 (every fuzz target, 5 s each)"
 fuzz/run.sh 5
 

@@ -17,7 +17,8 @@ use crate::kernel::{
 };
 
 /// The IOMMU model a container uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum IommuType {
     /// `VFIO_TYPE1v2_IOMMU`: unmap never splits a mapping and reports exact sizes.
     Type1v2,
@@ -38,7 +39,8 @@ impl IommuType {
     }
 }
 
-/// A VFIO container. Groups join it with [`crate::group::Group::attach`]; its IOMMU type is
+/// A VFIO container. Groups join it when a device is opened into it ([`crate::Vfio::open`],
+/// [`crate::Vfio::open_in`]); its IOMMU type is
 /// set when the first group joins; DMA mappings made through it apply to every device of
 /// every group in it.
 #[derive(Debug)]

@@ -114,7 +114,8 @@ bitflags! {
 }
 
 /// One mmap-able area of a region (from the sparse-mmap capability, or the whole region).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct MmapArea {
     /// Offset inside the region.
     pub offset: u64,
@@ -228,7 +229,8 @@ pub fn parse_region_info(buf: &[u8]) -> Option<RegionInfo> {
 }
 
 /// One usable IOVA range, inclusive of both ends as the kernel reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct IovaRange {
     /// First usable IOVA.
     pub start: u64,

@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 use crate::kernel::{vfio_irq_info, KernelOp};
 
 /// The IRQ indexes of a vfio-pci device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum IrqIndex {
     /// Legacy INTx (one line, level-triggered, masked automatically when it fires).
     Intx,

@@ -10,11 +10,22 @@
 //! - pure decoders over bytes: [`pci`] (addresses, config space, capabilities) and
 //!   [`rom`] (option ROM images);
 //! - the kernel seam [`kernel::VfioKernel`] and the host seam [`hostfs::HostFs`], with real
-//!   backends and, under the `mock` feature, a simulated host in [`mock`];
+//!   backends and, under the `mock` feature, a simulated host in the `mock` module;
 //! - VFIO objects built on the kernel seam;
-//! - the host layer built on the host seam.
+//! - the host layer built on the host seam (feature `host`).
+//!
+//! ## Features
+//!
+//! - default: the VFIO objects, the seams with their real backends, and the decoders;
+//!   what a VMM embeds, with a small dependency tree;
+//! - `serde`: `Serialize` for the decoded and reported types;
+//! - `host`: the host layer (module `host`: groups, binding, SR-IOV, mdev, doctor, persist,
+//!   snapshot), with `serde` and the `pci.ids`/filter machinery it needs;
+//! - `mock`: the simulated host (module `mock`) for tests of code that embeds this crate
+//!   (turns on `host`, since the simulated sysfs reacts as the host layer expects).
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod container;
@@ -22,6 +33,8 @@ pub mod device;
 pub mod dma;
 pub mod error;
 pub mod group;
+#[cfg(feature = "host")]
+#[cfg_attr(docsrs, doc(cfg(feature = "host")))]
 pub mod host;
 pub mod hostfs;
 pub mod info;
@@ -36,7 +49,13 @@ pub mod rom;
 pub mod vfio;
 
 #[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
+
+/// The README's example, compiled as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub use container::{Container, IommuType};
 pub use device::Device;

@@ -10,7 +10,8 @@ use crate::kernel::{Errno, KernelOp};
 use crate::pci::PciAddress;
 
 /// A device a hot reset would also reset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AffectedDevice {
     /// Its address.
     pub address: PciAddress,

@@ -7,8 +7,6 @@
 //! file never has to be read whole. Bad input gives problems in the report, never a
 //! panic.
 
-use serde::Serialize;
-
 /// The largest ROM a PCI expansion ROM BAR can map (16 MiB). Nothing past this is
 /// examined; pass at most this many bytes to [`parse_prefix`].
 pub const MAX_ROM_BYTES: u64 = 16 << 20;
@@ -18,8 +16,9 @@ pub const MAX_IMAGES: usize = 64;
 const PCIR_MIN: usize = 0x18;
 
 /// How serious a problem is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Severity {
     /// Worth knowing; the ROM still works.
     Warning,
@@ -28,8 +27,9 @@ pub enum Severity {
 }
 
 /// The kind of a problem found in a ROM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ProblemKind {
     /// The ROM is empty.
     Empty,
@@ -66,7 +66,8 @@ pub enum ProblemKind {
 }
 
 /// One problem, with where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Problem {
     /// What kind.
     pub kind: ProblemKind,
@@ -79,8 +80,9 @@ pub struct Problem {
 }
 
 /// The code type of an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CodeType {
     /// 0: x86 PC-AT (legacy BIOS).
     X86PcAt,
@@ -119,7 +121,8 @@ impl CodeType {
 }
 
 /// The PCI data structure of an image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Pcir {
     /// Vendor id.
     pub vendor_id: u16,
@@ -144,7 +147,8 @@ pub struct Pcir {
 }
 
 /// The EFI header of a code type 3 image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct EfiHeader {
     /// The signature field (0x0EF1 when valid).
     pub signature: u32,
@@ -167,7 +171,8 @@ pub struct EfiHeader {
 }
 
 /// The checksum of a legacy x86 image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Checksum {
     /// Sum of the image's bytes mod 256.
     pub sum: u8,
@@ -178,7 +183,8 @@ pub struct Checksum {
 }
 
 /// One image of a ROM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RomImage {
     /// Offset of the image in the ROM.
     pub offset: u64,
@@ -201,7 +207,8 @@ pub struct RomImage {
 }
 
 /// Verdicts for a passthrough user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Verdicts {
     /// No problem of severity error.
     pub valid: bool,
@@ -214,7 +221,8 @@ pub struct Verdicts {
 }
 
 /// The full report on a ROM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RomReport {
     /// The ROM's total length in bytes.
     pub total_length: u64,

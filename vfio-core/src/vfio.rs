@@ -14,7 +14,8 @@ use crate::kernel::{GroupNode, RealKernel, VfioKernel};
 use crate::pci::PciAddress;
 
 /// Which kernel interface to open devices through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Interface {
     /// iommufd when `/dev/iommu` and the device's cdev exist, else the legacy container
     /// (type1v2, falling back to type1; no-IOMMU for no-IOMMU groups).
@@ -49,7 +50,7 @@ pub struct Vfio {
 }
 
 impl Vfio {
-    /// Over explicit backends (a [`crate::mock::MockHost`] in tests).
+    /// Over explicit backends (a `mock::MockHost`'s kernel and view in tests).
     pub fn new(kernel: Arc<dyn VfioKernel>, fs: Arc<dyn HostFs>) -> Self {
         Vfio { kernel, fs }
     }

@@ -315,6 +315,7 @@ fn accessor_reads_and_iterators() {
 }
 
 #[test]
+#[cfg(feature = "serde")]
 fn json_has_the_documented_top_level_keys() {
     let d = decode(&image("qemu-e1000e.bin")).unwrap();
     let v = serde_json::to_value(&d).unwrap();

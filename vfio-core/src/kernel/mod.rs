@@ -7,7 +7,7 @@
 //! decoders above this layer parse exactly what a real kernel returns.
 //!
 //! Two implementations exist: [`RealKernel`] (the host's `/dev`) and, with the `mock`
-//! feature, [`crate::mock::MockKernel`], which models the kernel's semantics.
+//! feature, `mock::MockKernel`, which models the kernel's semantics.
 //! Nothing above this module touches a VFIO file descriptor directly.
 
 mod real;

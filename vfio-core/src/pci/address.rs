@@ -6,8 +6,9 @@ use std::str::FromStr;
 use crate::error::Error;
 
 /// A PCI function address: domain, bus, device (slot) and function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(into = "String"))]
 pub struct PciAddress {
     /// PCI domain (segment). Up to 32 bits (VMD domains are above 0xffff).
     pub domain: u32,

@@ -6,8 +6,6 @@
 //! Walking never fails: a damaged chain ends with a [`Diagnostic`] item so that
 //! everything before the damage still decodes.
 
-use serde::Serialize;
-
 use super::config::{decode_bar_at, Bar, ConfigSpace, Diagnostic, DiagnosticKind};
 
 /// First offset of the extended capability chain.
@@ -137,7 +135,8 @@ pub fn ext_cap_name(id: u16) -> Option<&'static str> {
 }
 
 /// One capability header found in a chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RawCapability {
     /// Offset of the capability in config space.
     pub offset: u16,
@@ -375,7 +374,8 @@ impl Iterator for ExtendedCapabilities<'_> {
 }
 
 /// A capability with its decoded fields.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Capability {
     /// Offset in config space.
     pub offset: u16,
@@ -392,8 +392,9 @@ pub struct Capability {
 }
 
 /// Decoded fields of one capability, tagged by `kind` in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 #[allow(missing_docs)]
 pub enum CapabilityFields {
     PowerManagement(PowerManagement),
@@ -422,7 +423,8 @@ pub enum CapabilityFields {
 }
 
 /// Power Management capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PowerManagement {
     /// PM specification version (PMC bits 0-2).
     pub version: u8,
@@ -444,7 +446,8 @@ pub struct PowerManagement {
 }
 
 /// MSI capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Msi {
     /// MSI enabled.
     pub enabled: bool,
@@ -463,7 +466,8 @@ pub struct Msi {
 }
 
 /// MSI-X capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Msix {
     /// MSI-X enabled.
     pub enabled: bool,
@@ -482,7 +486,8 @@ pub struct Msix {
 }
 
 /// PCI Express capability.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PciExpress {
     /// Capability version (1 or 2).
     pub version: u8,
@@ -511,7 +516,8 @@ pub struct PciExpress {
 }
 
 /// PCIe device capabilities register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PcieDeviceCaps {
     /// Max payload size supported, bytes.
     pub max_payload: u32,
@@ -524,7 +530,8 @@ pub struct PcieDeviceCaps {
 }
 
 /// PCIe device control register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PcieDeviceControl {
     /// Correctable error reporting enabled.
     pub correctable_error_reporting: bool,
@@ -545,7 +552,8 @@ pub struct PcieDeviceControl {
 }
 
 /// PCIe device status register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PcieDeviceStatus {
     /// Correctable error detected.
     pub correctable_error: bool,
@@ -562,7 +570,8 @@ pub struct PcieDeviceStatus {
 }
 
 /// PCIe link capabilities register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PcieLinkCaps {
     /// Max link speed ("2.5GT/s", ...).
     pub max_speed: String,
@@ -575,7 +584,8 @@ pub struct PcieLinkCaps {
 }
 
 /// PCIe link status register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PcieLinkStatus {
     /// Current link speed.
     pub speed: String,
@@ -588,14 +598,16 @@ pub struct PcieLinkStatus {
 }
 
 /// PCI vendor-specific capability header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct VendorSpecific {
     /// Length byte of the capability.
     pub length: u8,
 }
 
 /// Advanced Error Reporting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Aer {
     /// Uncorrectable error status.
     pub uncorrectable_status: u32,
@@ -616,7 +628,8 @@ pub struct Aer {
 }
 
 /// ACS control bits (the same layout for capability and control).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct AcsBits {
     /// Source Validation.
     pub sv: bool,
@@ -649,7 +662,8 @@ impl AcsBits {
 }
 
 /// Access Control Services.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Acs {
     /// What the port can do.
     pub capabilities: AcsBits,
@@ -660,7 +674,8 @@ pub struct Acs {
 }
 
 /// Alternative Routing-ID Interpretation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Ari {
     /// MFVC function groups capable.
     pub mfvc: bool,
@@ -671,7 +686,8 @@ pub struct Ari {
 }
 
 /// Address Translation Services.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Ats {
     /// Invalidate queue depth (0 means 32).
     pub invalidate_queue_depth: u8,
@@ -684,7 +700,8 @@ pub struct Ats {
 }
 
 /// Page Request Interface.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Pri {
     /// PRI enabled.
     pub enabled: bool,
@@ -695,7 +712,8 @@ pub struct Pri {
 }
 
 /// Process Address Space ID.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Pasid {
     /// Execute permission supported.
     pub exec_permission: bool,
@@ -708,7 +726,8 @@ pub struct Pasid {
 }
 
 /// Single Root I/O Virtualization.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Sriov {
     /// SR-IOV capabilities register.
     pub capabilities: u32,
@@ -741,7 +760,8 @@ pub struct Sriov {
 }
 
 /// One resizable BAR entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ResizableBarEntry {
     /// Which BAR.
     pub bar: u8,
@@ -752,14 +772,16 @@ pub struct ResizableBarEntry {
 }
 
 /// Resizable BAR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ResizableBar {
     /// The entries.
     pub entries: Vec<ResizableBarEntry>,
 }
 
 /// Device Serial Number.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DeviceSerialNumber {
     /// The 64-bit serial number.
     pub serial: u64,
@@ -768,7 +790,8 @@ pub struct DeviceSerialNumber {
 }
 
 /// Vendor-specific extended capability header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct VendorSpecificExtended {
     /// VSEC id.
     pub vsec_id: u16,
@@ -779,7 +802,8 @@ pub struct VendorSpecificExtended {
 }
 
 /// Designated vendor-specific extended capability header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Dvsec {
     /// DVSEC vendor id.
     pub vendor_id: u16,

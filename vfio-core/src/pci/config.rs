@@ -7,8 +7,6 @@
 //! BAR sizes are not in config space (sizing needs writes); they are passed in, from
 //! sysfs `resource` ([`parse_sysfs_resource`]) or VFIO region info.
 
-use serde::Serialize;
-
 use super::caps::{
     decode_capability, Capabilities, Capability, CapabilityFields, ExtendedCapabilities,
     RawCapability,
@@ -99,8 +97,9 @@ impl<'a> ConfigSpace<'a> {
 }
 
 /// What kind of damage a diagnostic reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum DiagnosticKind {
     /// A capability pointer into the header (standard) or into the first 256 bytes
     /// (extended).
@@ -122,7 +121,8 @@ pub enum DiagnosticKind {
 }
 
 /// A problem found while decoding; decoding goes on as far as it can.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Diagnostic {
     /// What kind of problem.
     pub kind: DiagnosticKind,
@@ -133,7 +133,8 @@ pub struct Diagnostic {
 }
 
 /// Decoded command register (0x04).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Command {
     /// Raw value.
     pub raw: u16,
@@ -183,7 +184,8 @@ impl Command {
 }
 
 /// Decoded status register (0x06).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Status {
     /// Raw value.
     pub raw: u16,
@@ -236,7 +238,8 @@ impl Status {
 }
 
 /// Class code (0x09-0x0b).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ClassCode {
     /// The 24-bit code (`0x020000`).
     pub code: u32,
@@ -249,22 +252,24 @@ pub struct ClassCode {
 }
 
 /// What a BAR maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum BarKind {
     /// I/O ports.
     Io,
     /// 32-bit memory.
     Memory32,
     /// Memory below 1 MiB (legacy type 1).
-    #[serde(rename = "memory_below_1m")]
+    #[cfg_attr(feature = "serde", serde(rename = "memory_below_1m"))]
     Memory1M,
     /// 64-bit memory (takes two BAR slots).
     Memory64,
 }
 
 /// A decoded base address register.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Bar {
     /// BAR index (0-5).
     pub index: u8,
@@ -310,7 +315,8 @@ pub(crate) fn decode_bar_at(
 }
 
 /// The expansion ROM BAR.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RomBar {
     /// Address programmed.
     pub address: u64,
@@ -321,7 +327,8 @@ pub struct RomBar {
 }
 
 /// Interrupt pin and line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Interrupt {
     /// Pin: `null` for none, else "A".."D" (or "invalid").
     pub pin: Option<&'static str>,
@@ -342,7 +349,8 @@ fn interrupt(cs: &ConfigSpace<'_>) -> Interrupt {
 }
 
 /// Type 0 (endpoint) header fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Type0 {
     /// Implemented BARs.
     pub bars: Vec<Bar>,
@@ -361,7 +369,8 @@ pub struct Type0 {
 }
 
 /// A bridge forwarding window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Window {
     /// First address.
     pub base: u64,
@@ -374,7 +383,8 @@ pub struct Window {
 }
 
 /// Type 1 (PCI-to-PCI bridge) header fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Type1 {
     /// Implemented BARs (0-1).
     pub bars: Vec<Bar>,
@@ -407,8 +417,9 @@ pub struct Type1 {
 }
 
 /// The layout-specific part of the header.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "layout", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "layout", rename_all = "snake_case"))]
 pub enum Header {
     /// Type 0: an endpoint.
     Endpoint(Type0),
@@ -432,7 +443,8 @@ pub struct DecodeOptions {
 
 /// Everything decoded from a config-space image. This is part of `vfiotool info --json`;
 /// fields are only ever added.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct DecodedConfig {
     /// Bytes in the image.
     pub image_length: usize,
@@ -687,7 +699,8 @@ pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, 
 }
 
 /// One line of sysfs `resource`: start, end and flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ResourceLine {
     /// First address.
     pub start: u64,
