@@ -223,9 +223,11 @@ fn write_keeps_the_users_lines_backs_the_file_up_and_is_idempotent() {
     assert_eq!(file(&h, &format!("{MODPROBE}.vfiotool-bak")).unwrap(), edited);
     // A line of the user's that also sets vfio-pci options is pointed out.
     let h = host().with_sys(|s| {
-        s.files.insert(MODPROBE.into(), b"options vfio-pci ids=1234:11e8\n".to_vec());
+        let text = b"# no driver_override here\noptions vfio-pci ids=1234:11e8\n";
+        s.files.insert(MODPROBE.into(), text.to_vec());
     });
     let r = ok(&h, &["persist", GPU]);
+    assert_eq!(r.out.matches("outside vfiotool's block").count(), 1, "{}", r.out);
     assert!(
         r.out.contains("outside vfiotool's block: 'options vfio-pci ids=1234:11e8'"),
         "{}",

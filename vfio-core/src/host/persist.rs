@@ -690,7 +690,7 @@ fn outside_warnings(state: &PersistedState) -> Vec<String> {
     for f in &state.files {
         let Some(text) = &f.text else { continue };
         let Ok(split) = split_block(text) else { continue };
-        for l in split.outside().lines().map(str::trim) {
+        for l in split.outside().lines().map(str::trim).filter(|l| !l.starts_with('#')) {
             let words: Vec<&str> = l.split_whitespace().collect();
             let fights = match words.as_slice() {
                 ["options", m, ..] => matches!(*m, "vfio-pci" | "vfio_pci"),
