@@ -42,7 +42,8 @@ pub enum Command {
     List(ListArgs),
     /// Mediated devices: list types and instances, create, remove.
     Mdev(cmd::mdev::MdevArgs),
-    /// Print or write the boot-time configuration that binds devices to vfio-pci.
+    /// Print or write the boot-time configuration that puts devices on vfio-pci (and
+    /// VF counts); list and remove what it wrote.
     Persist(cmd::persist::PersistArgs),
     /// Dump and check option ROMs.
     #[command(subcommand)]
