@@ -367,6 +367,7 @@ fn mock_benches(c: &mut Criterion) {
                 vaddr: anon.addr() + i * 4096,
                 iova: (1 << 32) + i * 4096,
                 size: 4096,
+                slot: 0,
             })
             .collect();
         let before = k.calls(vfio_core::kernel::KernelOp::MapDma);

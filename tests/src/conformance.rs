@@ -243,6 +243,10 @@ fn dma(r: &mut Report, d: &Device) {
     r.put("dma.map_zero_size", map(base, m + 0x20000, 0));
     r.put("dma.map_cross_2_64", map(base, u64::MAX - 0xfff, 0x2000));
     r.put(
+        "dma.unmap_split_tail",
+        format!("{:?}", space.unmap(m + 0x1000, 0x1000).map_err(|e| outcome_err(&e))),
+    );
+    r.put(
         "dma.unmap_split_head",
         format!("{:?}", space.unmap(m, 0x1000).map_err(|e| outcome_err(&e))),
     );

@@ -254,6 +254,10 @@ impl DmaPool {
     ///
     /// # Safety
     /// As [`DmaPool::map_user`].
+    ///
+    /// The pool records the range, so [`DmaPool::alloc`] and [`DmaPool::map_user`] never
+    /// hand out IOVAs inside it while the mapping lives (IOVA 0 included: guest RAM at
+    /// guest-physical 0 is fine), and hands them out again once it is dropped.
     pub unsafe fn map_user_at(
         &self,
         vaddr: u64,
@@ -261,22 +265,35 @@ impl DmaPool {
         size: u64,
         perm: DmaPerm,
     ) -> Result<DmaMapping> {
-        let reserved =
-            self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).alloc_at(iova, size);
+        let taken = self
+            .inner
+            .iova
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_free(iova, size)
+            .unwrap_or_default();
         // SAFETY: forwarded contract.
         if let Err(e) = unsafe { self.inner.space.map(vaddr, iova, size, perm) } {
-            if reserved {
-                self.free_iova_range(iova, size);
-            }
+            self.free_parts(&taken);
             return Err(e);
         }
-        Ok(DmaMapping { pool: self.inner.clone(), iova, size, owns_iova: reserved })
+        Ok(DmaMapping { pool: self.inner.clone(), iova, size, taken })
     }
 
-    /// Maps many buffers with as few kernel calls as possible: entries contiguous in both
-    /// process and IO address space are coalesced into one mapping. Returns one
-    /// [`DmaMapping`] per kernel mapping made. If any call fails, the mappings already made
-    /// are undone and the error returned.
+    fn free_parts(&self, parts: &[(u64, u64)]) {
+        let mut a = self.inner.iova.lock().unwrap_or_else(|p| p.into_inner());
+        for &(s, l) in parts {
+            a.free(s, l - s + 1);
+        }
+    }
+
+    /// Maps many buffers with as few kernel calls as possible: entries of the same slot
+    /// contiguous in both process and IO address space are coalesced into one mapping.
+    /// Entries of different slots ([`BatchEntry::slot`]: a VMM's memory slots) are never
+    /// merged, so each slot can be unmapped on its own later (type1v2 and iommufd refuse
+    /// to unmap part of a mapping). Returns one [`DmaMapping`] per kernel mapping made,
+    /// in order. If any call fails, the mappings already made are undone and the error
+    /// returned.
     ///
     /// # Safety
     /// Every entry must satisfy [`DmaPool::map_user`]'s contract.
@@ -295,8 +312,8 @@ impl DmaPool {
     }
 }
 
-/// One buffer of a batch map: process address, IOVA, size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One buffer of a batch map: process address, IOVA, size, and the slot it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchEntry {
     /// Process virtual address.
     pub vaddr: u64,
@@ -304,9 +321,12 @@ pub struct BatchEntry {
     pub iova: u64,
     /// Bytes.
     pub size: u64,
+    /// The caller's unit of unmapping (a memory slot); entries of different slots are
+    /// never merged into one mapping.
+    pub slot: u32,
 }
 
-/// Merges entries that continue the previous one in both address spaces.
+/// Merges entries of one slot that continue the previous one in both address spaces.
 pub fn coalesce(entries: &[BatchEntry]) -> impl Iterator<Item = BatchEntry> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
@@ -314,7 +334,8 @@ pub fn coalesce(entries: &[BatchEntry]) -> impl Iterator<Item = BatchEntry> + '_
         let mut run = first;
         i += 1;
         while let Some(next) = entries.get(i) {
-            let contiguous = run.vaddr.checked_add(run.size) == Some(next.vaddr)
+            let contiguous = run.slot == next.slot
+                && run.vaddr.checked_add(run.size) == Some(next.vaddr)
                 && run.iova.checked_add(run.size) == Some(next.iova);
             match (contiguous, run.size.checked_add(next.size)) {
                 (true, Some(size)) => {
@@ -517,7 +538,8 @@ pub struct DmaMapping {
     pool: Arc<PoolInner>,
     iova: u64,
     size: u64,
-    owns_iova: bool,
+    /// The IOVA intervals (inclusive) the pool's allocator gave up for this mapping.
+    taken: Vec<(u64, u64)>,
 }
 
 impl DmaMapping {
@@ -539,11 +561,14 @@ impl DmaMapping {
     }
 
     fn release(&self) -> Result<u64> {
-        if self.owns_iova {
-            self.pool.release(self.iova, self.size)
-        } else {
-            self.pool.space.unmap(self.iova, self.size)
+        let r = self.pool.space.unmap(self.iova, self.size);
+        if r.is_ok() {
+            let mut a = self.pool.iova.lock().unwrap_or_else(|p| p.into_inner());
+            for &(s, l) in &self.taken {
+                a.free(s, l - s + 1);
+            }
         }
+        r
     }
 }
 
@@ -560,7 +585,7 @@ mod tests {
     use super::*;
 
     fn e(vaddr: u64, iova: u64, size: u64) -> BatchEntry {
-        BatchEntry { vaddr, iova, size }
+        BatchEntry { vaddr, iova, size, slot: 0 }
     }
 
     #[test]
@@ -588,5 +613,17 @@ mod tests {
         assert_eq!(coalesce(&[]).count(), 0);
         let wrap = [e(u64::MAX - 0xfff, 0, 0x1000), e(0, 0x1000, 0x1000)];
         assert_eq!(coalesce(&wrap).count(), 2, "no run across the end of the space");
+    }
+
+    #[test]
+    fn never_merges_across_slots() {
+        let entries = [
+            BatchEntry { slot: 1, ..e(0x1000, 0x1000, 0x1000) },
+            BatchEntry { slot: 1, ..e(0x2000, 0x2000, 0x1000) },
+            BatchEntry { slot: 2, ..e(0x3000, 0x3000, 0x1000) },
+        ];
+        let runs: Vec<_> = coalesce(&entries).collect();
+        assert_eq!(runs.len(), 2);
+        assert_eq!((runs[0].size, runs[1].slot), (0x2000, 2));
     }
 }

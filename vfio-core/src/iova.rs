@@ -117,6 +117,28 @@ impl IovaAllocator {
         }
     }
 
+    /// Takes every free part of `[iova, iova + size)` (rounded to the granule) and returns
+    /// the parts taken, so that exactly those can be given back ([`IovaAllocator::free`]
+    /// each). Parts already in use, kept out (IOVA 0, above a limit) or outside the
+    /// ranges are left as they are: a caller's mapping at a fixed address (guest RAM at
+    /// guest-physical 0) is recorded wherever the allocator could otherwise have handed
+    /// the space out. `None` for a misaligned, empty or overflowing range.
+    pub fn take_free(&mut self, iova: u64, size: u64) -> Option<Vec<(u64, u64)>> {
+        let size = self.round(size)?;
+        if iova & (self.granule - 1) != 0 {
+            return None;
+        }
+        let last = iova.checked_add(size - 1)?;
+        let taken: Vec<(u64, u64)> = self
+            .free
+            .iter()
+            .filter(|&&(s, l)| l >= iova && s <= last)
+            .map(|&(s, l)| (s.max(iova), l.min(last)))
+            .collect();
+        self.reserve(iova, size);
+        Some(taken)
+    }
+
     /// Marks `[iova, iova + size)` as used wherever it is free (no error when part of it
     /// is already used or outside the ranges).
     pub fn reserve(&mut self, iova: u64, size: u64) {

@@ -241,6 +241,7 @@ fn batch_map_coalesces_and_undoes_on_failure() {
                 vaddr: mem.addr() + i * 4096,
                 iova: 0x40_0000 + i * 4096,
                 size: 4096,
+                slot: 0,
             })
             .collect();
         let before = k.calls(op);

@@ -266,9 +266,9 @@ fn dma_flow(interface: Interface) -> impl Fn(&Vfio) -> vfio_core::Result<()> {
         // SAFETY: `mem` outlives every mapping made from it (they are dropped first).
         let user = unsafe { pool.map_user(base, 4096, DmaPerm::ReadWrite)? };
         let entries = [
-            BatchEntry { vaddr: base + 4096, iova: 0x1000_0000, size: 4096 },
-            BatchEntry { vaddr: base + 8192, iova: 0x1000_1000, size: 4096 },
-            BatchEntry { vaddr: base + 12288, iova: 0x2000_0000, size: 4096 },
+            BatchEntry { vaddr: base + 4096, iova: 0x1000_0000, size: 4096, slot: 0 },
+            BatchEntry { vaddr: base + 8192, iova: 0x1000_1000, size: 4096, slot: 0 },
+            BatchEntry { vaddr: base + 12288, iova: 0x2000_0000, size: 4096, slot: 0 },
         ];
         // SAFETY: as above.
         let batch = unsafe { pool.map_batch(&entries, DmaPerm::ReadWrite)? };

@@ -1,0 +1,124 @@
+//! DMA as a VMM uses it, in every IOMMU mode: guest RAM mapped at guest-physical 0 next
+//! to buffers from the same pool, memory slots batch-mapped and unplugged one by one,
+//! and what an unmap of part of a mapping does in each mode (as the real kernel does;
+//! see `tests/conformance/edu-*.expected`, `dma.unmap_split_*`).
+
+use vfio_core::container::IommuType;
+use vfio_core::dma::{Backing, BatchEntry, HostMemory};
+use vfio_core::kernel::Errno;
+use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
+use vfio_core::{DmaPerm, DmaPool, Interface, PciAddress, Vfio};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    Type1v2,
+    Type1,
+    Iommufd,
+}
+
+const MODES: [Mode; 3] = [Mode::Type1v2, Mode::Type1, Mode::Iommufd];
+
+fn open(m: Mode) -> (MockHost, vfio_core::Device) {
+    let host = MockHost::new([DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci")]);
+    host.set_kernel_config(MockKernelConfig {
+        cap_ipc_lock: true,
+        allow_unsafe_interrupts: true,
+        ..MockKernelConfig::default()
+    });
+    let interface = match m {
+        Mode::Type1v2 => Interface::Container,
+        Mode::Type1 => Interface::ContainerWith(IommuType::Type1),
+        Mode::Iommufd => Interface::Iommufd,
+    };
+    let dev = Vfio::new(host.kernel(), host.fs())
+        .open(PciAddress::parse("0000:00:04.0").unwrap(), interface)
+        .unwrap();
+    (host, dev)
+}
+
+#[test]
+fn guest_ram_at_gpa_zero_and_pool_buffers_never_collide() {
+    for m in MODES {
+        let (host, dev) = open(m);
+        let pool = DmaPool::new(dev.address_space()).unwrap();
+        let ram = HostMemory::new(16 << 20, Backing::Anonymous).unwrap();
+        // SAFETY: `ram` outlives the mapping (dropped first, below).
+        let gpa0 = unsafe { pool.map_user_at(ram.addr(), 0, 16 << 20, DmaPerm::ReadWrite) }
+            .unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let bufs: Vec<_> = (0..8).map(|_| pool.alloc(4096).unwrap()).collect();
+        for b in &bufs {
+            assert!(b.iova() >= 16 << 20, "{m:?}: a buffer at {:#x} inside guest RAM", b.iova());
+        }
+        // SAFETY: as above.
+        let more = unsafe { pool.map_user(ram.addr(), 4096, DmaPerm::Read) }.unwrap();
+        assert!(more.iova() >= 16 << 20, "{m:?}");
+        drop(more);
+        drop(bufs);
+        drop(gpa0);
+        assert_eq!(host.kernel().dma_mappings(), 0, "{m:?}");
+        // Once guest RAM is gone, its IOVAs (not 0, kept out for the pool's own buffers)
+        // are handed out again.
+        let b = pool.alloc(4096).unwrap();
+        assert_eq!(b.iova(), 0x1000, "{m:?}");
+    }
+}
+
+#[test]
+fn slots_batch_mapped_together_unplug_one_by_one() {
+    for m in MODES {
+        let (host, dev) = open(m);
+        let pool = DmaPool::new(dev.address_space()).unwrap();
+        let ram = HostMemory::new(8 << 20, Backing::Anonymous).unwrap();
+        // Two slots, contiguous in both address spaces, each sent as 2 MiB pieces.
+        let entries: Vec<BatchEntry> = (0..4u64)
+            .map(|i| BatchEntry {
+                vaddr: ram.addr() + i * (2 << 20),
+                iova: (1 << 30) + i * (2 << 20),
+                size: 2 << 20,
+                slot: (i / 2) as u32,
+            })
+            .collect();
+        // SAFETY: `ram` outlives the mappings.
+        let mut maps = unsafe { pool.map_batch(&entries, DmaPerm::ReadWrite) }.unwrap();
+        assert_eq!(maps.len(), 2, "{m:?}: one mapping per slot");
+        assert_eq!(host.kernel().dma_mappings(), 2, "{m:?}");
+        // Unplug slot 0: its mapping goes, slot 1 stays.
+        let slot0 = maps.remove(0);
+        assert_eq!(slot0.unmap().unwrap(), 4 << 20, "{m:?}");
+        assert_eq!(host.kernel().dma_mappings(), 1, "{m:?}");
+        drop(maps);
+        assert_eq!(host.kernel().dma_mappings(), 0, "{m:?}");
+    }
+}
+
+#[test]
+fn unmapping_part_of_a_mapping_does_what_the_kernel_does() {
+    for m in MODES {
+        let (host, dev) = open(m);
+        let space = dev.address_space();
+        let mem = HostMemory::new(2 << 12, Backing::Anonymous).unwrap();
+        let iova = 1 << 20;
+        // SAFETY: `mem` outlives the mapping, unmapped below.
+        unsafe { space.map(mem.addr(), iova, 2 << 12, DmaPerm::ReadWrite) }.unwrap();
+        let tail = space.unmap(iova + 4096, 4096);
+        match m {
+            // type1 v1: a request that does not cover a mapping's first IOVA unmaps
+            // nothing and succeeds with size 0; the mapping stays whole.
+            Mode::Type1 => assert_eq!(tail.unwrap(), 0),
+            Mode::Type1v2 => assert_eq!(tail.unwrap_err().errno(), Some(Errno::EINVAL)),
+            Mode::Iommufd => assert_eq!(tail.unwrap_err().errno(), Some(Errno::ENOENT)),
+        }
+        assert_eq!(host.kernel().dma_mappings(), 1, "{m:?}: the mapping is still whole");
+        // Covering the first IOVA: type1 v1 unmaps the whole mapping, the others refuse.
+        let head = space.unmap(iova, 4096);
+        match m {
+            Mode::Type1 => assert_eq!(head.unwrap(), 2 << 12),
+            Mode::Type1v2 => assert_eq!(head.unwrap_err().errno(), Some(Errno::EINVAL)),
+            Mode::Iommufd => assert_eq!(head.unwrap_err().errno(), Some(Errno::ENOENT)),
+        }
+        if m != Mode::Type1 {
+            assert_eq!(space.unmap(iova, 2 << 12).unwrap(), 2 << 12, "{m:?}");
+        }
+        assert_eq!(host.kernel().dma_mappings(), 0, "{m:?}");
+    }
+}
