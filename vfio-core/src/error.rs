@@ -41,6 +41,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A path that must not exist yet does (a new directory is written only where
+    /// nothing was, so nothing planted there can redirect a write).
+    #[error("{} exists; {what}", path.display())]
+    Exists {
+        /// The path.
+        path: PathBuf,
+        /// Why it must be new, and what to do.
+        what: String,
+    },
+
     /// A filesystem operation on the host view (sysfs, procfs, /dev) failed.
     #[error("{op} {}: {source}{}", path.display(), hint_suffix(hint))]
     Host {
