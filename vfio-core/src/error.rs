@@ -135,6 +135,18 @@ pub enum Error {
         /// Why, or what to use instead.
         hint: Option<String>,
     },
+
+    /// Changing a PF's VF count would remove VFs that are on vfio-pci or used by the
+    /// host.
+    #[error("{action} would remove VFs in use: {}; {fix}, or pass --force to remove them anyway", vfs.join(", "))]
+    VfsInUse {
+        /// The change (`disabling the VFs of 0000:02:00.0`).
+        action: String,
+        /// The VFs in use, each with what uses it.
+        vfs: Vec<String>,
+        /// How to free them.
+        fix: String,
+    },
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {

@@ -224,6 +224,36 @@ fn sriov_mdev_persist_snapshot() {
 }
 
 #[test]
+fn sriov_keeps_vfs_in_use_unless_forced_and_then_drops_their_journal_entries() {
+    let h = host();
+    assert_eq!(run(&h, &["sriov", "02:00.0", "--numvfs", "2"]).code, 0);
+    assert_eq!(run(&h, &["bind", "0000:02:10.1"]).code, 0);
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "0"]);
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert_eq!(
+        r.err,
+        "vfiotool: disabling the VFs of 0000:02:00.0 would remove VFs in use: 0000:02:10.1 \
+         (bound to vfio-pci); stop the VMs using them and unbind them first (vfiotool unbind \
+         0000:02:10.1), or pass --force to remove them anyway\n"
+    );
+    assert_eq!(h.state().sys.numvfs[&a("0000:02:00.0")], 2);
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "0", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains("removed 0000:02:10.1 (bound to vfio-pci)"), "{}", r.out);
+    assert!(
+        r.out.contains(
+            "dropped the bind journal entry of 0000:02:10.1: the VF no longer exists (it was on \
+             no driver before vfiotool bound it)"
+        ),
+        "{}",
+        r.out
+    );
+    assert!(!h.fs().exists(Path::new("/run/vfiotool/journal.json")));
+    let r = run(&h, &["restore", "--all"]);
+    assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+}
+
+#[test]
 fn snapshot_writes_a_new_directory_and_lists_what_it_kept_redacted_and_left_out() {
     use std::os::unix::fs::symlink;
     let h = host();
