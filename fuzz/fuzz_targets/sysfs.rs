@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vfio_core::host::bind::{read_journal, restore, JOURNAL};
+use vfio_core::host::journal::{read_journal, JOURNAL};
+use vfio_core::host::restore::restore;
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::{DeviceSpec, MockHost};
 use vfio_core::pci::config::{parse_sysfs_resource, DecodeOptions};
@@ -22,8 +23,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         let host = MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("vfio-pci")]);
         let fs = host.fs();
-        fs.create_dir_all(std::path::Path::new("/run/vfiotool")).unwrap();
-        fs.write(std::path::Path::new(JOURNAL), rest).unwrap();
+        fs.create_dir_all(std::path::Path::new("/run/vfiotool"), 0o700).unwrap();
+        fs.replace_file(std::path::Path::new(JOURNAL), rest, 0o600).unwrap();
         if read_journal(&*fs).is_ok() {
             let _ = restore(&*fs, None);
         } else {

@@ -66,8 +66,9 @@ pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()>
     })
 }
 
-/// Parses a hexadecimal attribute (`0x8086`).
-pub(crate) fn parse_hex(s: &str) -> Option<u64> {
+/// Parses a hexadecimal attribute (`0x8086`, `0x020000`; white space around is
+/// ignored). Pure; fuzzed.
+pub fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
 }
 

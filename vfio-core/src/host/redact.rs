@@ -30,11 +30,13 @@ pub const KEPT_MOUNT_POINTS: [&str; 6] = ["/", "/boot", "/boot/efi", "/usr", "/v
 pub const REDACTED: &str = "redacted";
 
 /// Keeps the kernel log lines about the IOMMU, DMAR, AMD-Vi, VFIO and interrupt
-/// remapping, without the syslog time stamp and host name (everything before `kernel:`).
+/// remapping, without the syslog time stamp and host name (everything before the last
+/// ` kernel: `).
 pub fn kernel_log(text: &str) -> String {
     let mut out = String::new();
     for line in text.lines() {
-        let line = match line.find(" kernel: ") {
+        let line = line.trim_end_matches('\r');
+        let line = match line.rfind(" kernel: ") {
             Some(i) => &line[i + 1..],
             None => line,
         };
@@ -61,14 +63,26 @@ const BY_PATHS: [&str; 4] = ["by-uuid/", "by-partuuid/", "by-label/", "by-partla
 /// Replaces the disk and file system identifiers of a kernel command line (or of a file
 /// holding one, such as `/etc/default/grub`): the values of `UUID=`, `PARTUUID=`,
 /// `LABEL=`, `PARTLABEL=` and `*.uuid=` keys, and the names after `/dev/disk/by-uuid/`
-/// and its kin. Every other character, the parameters and white space are kept.
+/// and its kin. Every other character, the parameters and white space are kept: a value
+/// ends at white space (a quoted label with a space keeps its later words), so each
+/// parameter stays one parameter and [`parse_cmdline`](crate::host::doctor::parse_cmdline)
+/// finds the same facts in the result.
 pub fn cmdline(text: &str) -> String {
+    // White space as the readers split on it (Unicode's, as `split_whitespace`).
+    let value_len = |from: usize| -> usize {
+        text[from..]
+            .char_indices()
+            .find(|(_, c)| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ':'))
+            .map_or(text.len() - from, |(n, _)| n)
+    };
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < b.len() {
-        let boundary =
-            i == 0 || matches!(b[i - 1], b' ' | b'\t' | b'\n' | b'"' | b'=' | b',' | b':' | b'\'');
+        let boundary = text[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, '"' | '=' | ',' | ':' | '\''));
         if boundary {
             // A key: [A-Za-z0-9._-]+ followed by '='.
             let key_end = i + b[i..]
@@ -81,38 +95,23 @@ pub fn cmdline(text: &str) -> String {
                 && identifying_key(&text[i..key_end])
             {
                 out.push_str(&text[i..=key_end]);
-                let v = key_end + 1;
-                let quoted = i > 0 && b[i - 1] == b'"';
-                let end = v + b[v..]
-                    .iter()
-                    .take_while(|c| {
-                        if quoted {
-                            !matches!(c, b'"' | b'\n')
-                        } else {
-                            !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b',' | b':')
-                        }
-                    })
-                    .count();
-                if end > v {
+                // The value ends at white space even inside quotes, so that every
+                // parameter stays one parameter for the readers that split on it.
+                let n = value_len(key_end + 1);
+                if n > 0 {
                     out.push_str(REDACTED);
                 }
-                i = end;
+                i = key_end + 1 + n;
                 continue;
             }
         }
         if let Some(p) = BY_PATHS.iter().find(|p| text[i..].starts_with(**p)) {
             out.push_str(p);
-            let v = i + p.len();
-            let end = v + b[v..]
-                .iter()
-                .take_while(|c| {
-                    !c.is_ascii_whitespace() && !matches!(c, b'"' | b'\'' | b',' | b':')
-                })
-                .count();
-            if end > v {
+            let n = value_len(i + p.len());
+            if n > 0 {
                 out.push_str(REDACTED);
             }
-            i = end;
+            i += p.len() + n;
             continue;
         }
         // Copy one character (text is UTF-8: move to the next boundary).
@@ -324,7 +323,7 @@ pub fn config(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::doctor::{kernel_version, parse_memlock};
+    use crate::host::doctor::{kernel_version, parse_cmdline, parse_memlock};
     use crate::host::guards::{
         is_on_disk, parse_if_inet6, parse_mounts, parse_routes_v4, parse_routes_v6, parse_swaps,
     };
@@ -360,18 +359,21 @@ mod tests {
             r,
             "BOOT_IMAGE=/vmlinuz-6.12 root=UUID=redacted ro \
              resume=PARTUUID=redacted rd.luks.uuid=redacted quiet LABEL=redacted \
-             cryptdevice=UUID=redacted:cryptroot root2=\"LABEL=redacted\" \
+             cryptdevice=UUID=redacted:cryptroot root2=\"LABEL=redacted Disk\" \
              swap=/dev/disk/by-uuid/redacted intel_iommu=on iommu=pt pcie_acs_override=downstream\n"
         );
         assert_eq!(cmdline(&r), r);
-        // What doctor reads (the parameters, by white space): every parameter without
-        // an identifier is still there.
-        let b: Vec<&str> = r.split_whitespace().collect();
-        for x in c.split_whitespace() {
-            if !["UUID", "LABEL", "uuid", "Disk"].iter().any(|k| x.contains(k)) {
-                assert!(b.contains(&x), "{x}");
+        // What doctor reads (the parameters, by white space): as many, every one without
+        // an identifier unchanged, the same facts.
+        let (a, b): (Vec<&str>, Vec<&str>) =
+            (c.split_whitespace().collect(), r.split_whitespace().collect());
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            if !["UUID", "LABEL", "uuid", "by-uuid"].iter().any(|k| x.contains(k)) {
+                assert_eq!(x, y);
             }
         }
+        assert_eq!(parse_cmdline(&r), parse_cmdline(c));
         let grub = "GRUB_CMDLINE_LINUX=\"resume=UUID=abc quiet\"\n";
         assert_eq!(cmdline(grub), "GRUB_CMDLINE_LINUX=\"resume=UUID=redacted quiet\"\n");
         assert_eq!(cmdline("UUID="), "UUID=");

@@ -28,6 +28,17 @@ pub struct SriovState {
     pub vfs: Vec<(PciAddress, Option<String>)>,
 }
 
+/// Parses a VF count attribute (`sriov_totalvfs`, `sriov_numvfs`: a decimal number up to
+/// 65535, white space around ignored) named `what` in the error. Pure; fuzzed.
+pub fn parse_vf_count(text: &str, what: &str) -> Result<u16> {
+    let s = text.trim();
+    s.parse().map_err(|_| Error::Invalid {
+        what: "sysfs attribute",
+        input: s.chars().take(64).collect(),
+        reason: format!("{what} is not a number"),
+    })
+}
+
 /// Reads the SR-IOV state of a device; an error when it has no SR-IOV capability.
 pub fn sriov_state(fs: &dyn HostFs, a: PciAddress) -> Result<SriovState> {
     require_device(fs, a)?;
@@ -36,15 +47,8 @@ pub fn sriov_state(fs: &dyn HostFs, a: PciAddress) -> Result<SriovState> {
         what: format!("SR-IOV on {a}"),
         hint: Some("the device has no sriov_totalvfs; only physical functions with the SR-IOV capability have VFs".into()),
     })?;
-    let parse = |s: &str, what: &str| -> Result<u16> {
-        s.parse().map_err(|_| Error::Invalid {
-            what: "sysfs attribute",
-            input: s.into(),
-            reason: format!("{what} is not a number"),
-        })
-    };
-    let total_vfs = parse(&total, "sriov_totalvfs")?;
-    let num_vfs = parse(
+    let total_vfs = parse_vf_count(&total, "sriov_totalvfs")?;
+    let num_vfs = parse_vf_count(
         &read_opt(fs, &dir.join("sriov_numvfs")).unwrap_or_else(|| "0".into()),
         "sriov_numvfs",
     )?;
