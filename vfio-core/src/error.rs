@@ -41,6 +41,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// A path that must not exist yet does (a new directory is written only where
+    /// nothing was, so nothing planted there can redirect a write).
+    #[error("{} exists; {what}", path.display())]
+    Exists {
+        /// The path.
+        path: PathBuf,
+        /// Why it must be new, and what to do.
+        what: String,
+    },
+
     /// A filesystem operation on the host view (sysfs, procfs, /dev) failed.
     #[error("{op} {}: {source}{}", path.display(), hint_suffix(hint))]
     Host {
@@ -124,6 +134,18 @@ pub enum Error {
         what: String,
         /// Why, or what to use instead.
         hint: Option<String>,
+    },
+
+    /// Changing a PF's VF count would remove VFs that are on vfio-pci or used by the
+    /// host.
+    #[error("{action} would remove VFs in use: {}; {fix}, or pass --force to remove them anyway", vfs.join(", "))]
+    VfsInUse {
+        /// The change (`disabling the VFs of 0000:02:00.0`).
+        action: String,
+        /// The VFs in use, each with what uses it.
+        vfs: Vec<String>,
+        /// How to free them.
+        fix: String,
     },
 }
 

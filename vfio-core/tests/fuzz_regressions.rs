@@ -46,3 +46,27 @@ fn iova_allocations_stay_inside_one_range() {
         assert!(ranges.iter().any(|r| r.start <= iova && last <= r.last), "{iova:#x}");
     }
 }
+
+/// Found by `cmdline`: a vertical tab (white space to `split_whitespace`, not to
+/// `u8::is_ascii_whitespace`) after a `by-label/` name. The redaction took it and the
+/// next parameter as part of the name, so two parameters became one; values now end at
+/// white space as the readers split on it.
+#[test]
+fn cmdline_redaction_ends_values_at_unicode_white_space() {
+    use vfio_core::host::doctor::parse_cmdline;
+    use vfio_core::host::redact;
+    let data: &[u8] = &[
+        61, 48, 61, 46, 1, 0, 0, 14, 109, 109, 116, 0, 0, 98, 121, 45, 108, 97, 98, 101, 108, 47,
+        117, 61, 11, 116, 0, 0, 98, 121, 45, 108, 97, 98, 101, 108, 47, 0,
+    ];
+    let text = String::from_utf8_lossy(data);
+    let r = redact::cmdline(&text);
+    assert_eq!(r.split_whitespace().count(), text.split_whitespace().count(), "{r:?}");
+    assert_eq!(parse_cmdline(&r), parse_cmdline(&text));
+    for ws in ["\u{b}", "\u{85}", "\u{a0}", "\u{3000}"] {
+        let c = format!("root=UUID=abc{ws}iommu=pt");
+        let r = redact::cmdline(&c);
+        assert_eq!(r, format!("root=UUID=redacted{ws}iommu=pt"));
+        assert!(parse_cmdline(&r).passthrough);
+    }
+}

@@ -118,6 +118,55 @@ fn sriov_dry_run_changes_nothing() {
 }
 
 #[test]
+fn sriov_and_bind_refuse_to_remove_vfs_in_use_even_in_a_dry_run() {
+    let h = host();
+    real(&h, &["sriov", NIC, "--numvfs", "2"]);
+    real(&h, &["bind", "0000:02:10.1"]);
+    let before = state(&h);
+    for args in [
+        &["sriov", NIC, "--numvfs", "0", "--dry-run"][..],
+        &["sriov", NIC, "--numvfs", "3", "--dry-run"],
+        &["bind", NIC, "--dry-run"],
+    ] {
+        let r = run(&h, args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.out);
+        assert_eq!(r.err.lines().count(), 1, "{}", r.err);
+        assert!(
+            r.err.contains("would remove VFs in use: 0000:02:10.1 (bound to vfio-pci)")
+                && r.err.contains("vfiotool unbind 0000:02:10.1")
+                && r.err.contains("--force"),
+            "{args:?}: {}",
+            r.err
+        );
+        assert_eq!(state(&h), before, "{args:?}");
+    }
+    // Forced: the dry run shows the writes, the VF it removes and the journal entry it
+    // drops, and changes nothing.
+    let r = run(&h, &["sriov", NIC, "--numvfs", "1", "--force", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(state(&h), before);
+    let steps: Vec<&str> = r.out.lines().filter(|l| l.starts_with("  ")).map(str::trim).collect();
+    assert_eq!(
+        steps,
+        vec![
+            format!("echo 0 > /sys/bus/pci/devices/{NIC}/sriov_numvfs"),
+            format!("echo 1 > /sys/bus/pci/devices/{NIC}/sriov_numvfs"),
+        ]
+    );
+    assert!(r.out.contains("would remove 0000:02:10.1 (bound to vfio-pci)"), "{}", r.out);
+    assert!(r.out.contains("would drop the bind journal entry of 0000:02:10.1"), "{}", r.out);
+    // bind --force of the PF: the plan names the VFs it removes.
+    let r = run(&h, &["bind", NIC, "--force", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(
+        r.out.contains(&format!("warning: binding {NIC} sets its sriov_numvfs to 0: its 2 VFs disappear (0000:02:10.0, 0000:02:10.1 (bound to vfio-pci))")),
+        "{}",
+        r.out
+    );
+    assert_eq!(state(&h), before);
+}
+
+#[test]
 fn mdev_create_and_remove_dry_runs_change_nothing() {
     let h = host();
     let create = ["mdev", "create", IGD, "i915-GVTg_V5_4", "--uuid", UUID];

@@ -215,9 +215,93 @@ fn sriov_mdev_persist_snapshot() {
     assert!(!h.fs().exists(Path::new("/etc/modprobe.d/vfio.conf")));
     run(&h, &["persist", "--write"]);
     assert!(h.fs().exists(Path::new("/etc/modprobe.d/vfio.conf")));
-    let dir = tempfile::tempdir().unwrap();
-    let r = run(&h, &["snapshot", dir.path().to_str().unwrap()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let r = run(&h, &["snapshot", dir.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.err);
-    let back: Arc<dyn HostFs> = Arc::new(vfio_core::hostfs::RealFs::new(dir.path()));
+    let back: Arc<dyn HostFs> = Arc::new(vfio_core::hostfs::RealFs::new(&dir));
     assert_eq!(run_on(back, &["list"]).out, run(&h, &["list"]).out);
+}
+
+#[test]
+fn sriov_keeps_vfs_in_use_unless_forced_and_then_drops_their_journal_entries() {
+    let h = host();
+    assert_eq!(run(&h, &["sriov", "02:00.0", "--numvfs", "2"]).code, 0);
+    assert_eq!(run(&h, &["bind", "0000:02:10.1"]).code, 0);
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "0"]);
+    assert_eq!(r.code, 1, "{}", r.out);
+    assert_eq!(
+        r.err,
+        "vfiotool: disabling the VFs of 0000:02:00.0 would remove VFs in use: 0000:02:10.1 \
+         (bound to vfio-pci); stop the VMs using them and unbind them first (vfiotool unbind \
+         0000:02:10.1), or pass --force to remove them anyway\n"
+    );
+    assert_eq!(h.state().sys.numvfs[&a("0000:02:00.0")], 2);
+    let r = run(&h, &["sriov", "02:00.0", "--numvfs", "0", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains("removed 0000:02:10.1 (bound to vfio-pci)"), "{}", r.out);
+    assert!(
+        r.out.contains(
+            "dropped the bind journal entry of 0000:02:10.1: the VF no longer exists (it was on \
+             no driver before vfiotool bound it)"
+        ),
+        "{}",
+        r.out
+    );
+    assert!(!h.fs().exists(Path::new("/run/vfiotool/journal.json")));
+    let r = run(&h, &["restore", "--all"]);
+    assert_eq!(r.code, 0, "{}{}", r.out, r.err);
+}
+
+#[test]
+fn snapshot_writes_a_new_directory_and_lists_what_it_kept_redacted_and_left_out() {
+    use std::os::unix::fs::symlink;
+    let h = host();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let r = run(&h, &["snapshot", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let line = |path: &str| {
+        r.out
+            .lines()
+            .find(|l| l.split_whitespace().any(|w| w == path))
+            .unwrap_or_else(|| panic!("{path} not listed:\n{}", r.out))
+            .to_string()
+    };
+    assert!(line("/etc/passwd").starts_with("left out  /etc/passwd  (user names"), "{}", r.out);
+    assert!(line("/proc/net/route").starts_with("redacted  /proc/net/route  (gateways zeroed"));
+    assert!(line("/proc/sys/kernel/osrelease").starts_with("kept      "));
+    assert!(r.out.contains("--keep-private keeps it"), "{}", r.out);
+    assert!(r.out.contains(&format!("read it back with: vfiotool --sysfs-root {}", dir.display())));
+    assert!(!dir.join("etc/passwd").exists());
+    // Every file written is listed, and nothing else was written.
+    let listed = r.out.lines().filter(|l| l.starts_with("kept") || l.starts_with("redacted"));
+    let summary = r.out.lines().find(|l| l.starts_with("captured ")).unwrap();
+    assert!(summary.starts_with(&format!("captured {} files", listed.count())), "{summary}");
+
+    // An existing directory is refused in one line, and what was planted in it is
+    // left alone.
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"keep me\n").unwrap();
+    let planted = tmp.path().join("planted");
+    std::fs::create_dir_all(planted.join("proc")).unwrap();
+    symlink(&victim, planted.join("proc/cmdline")).unwrap();
+    let r = run(&h, &["snapshot", planted.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err,
+        format!("vfiotool: {} exists; snapshot writes a new directory\n", planted.display())
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me\n");
+
+    // --keep-private: every file verbatim.
+    let dir = tmp.path().join("verbatim");
+    let r = run(&h, &["snapshot", "--keep-private", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    let changed = |l: &&str| l.starts_with("redacted") || l.starts_with("left out");
+    assert!(!r.out.lines().any(|l| changed(&l)), "{}", r.out);
+    assert_eq!(
+        std::fs::read(dir.join("etc/passwd")).unwrap(),
+        h.fs().read(Path::new("/etc/passwd")).unwrap()
+    );
 }

@@ -48,7 +48,8 @@ impl Tree {
             s.load_vfio();
         });
         let base = tempfile::tempdir().unwrap();
-        vfio_core::host::snapshot::snapshot(&*h.fs(), &base.path().join("root")).unwrap();
+        let opts = vfio_core::host::snapshot::SnapshotOptions { keep_private: true };
+        vfio_core::host::snapshot::snapshot(&*h.fs(), &base.path().join("root"), &opts).unwrap();
         let outside = base.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
         std::fs::write(outside.join("victim"), b"do not touch\n").unwrap();

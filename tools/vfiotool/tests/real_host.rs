@@ -94,11 +94,12 @@ fn groups_and_a_snapshot_of_this_machine_agree_with_it() {
     assert_eq!(code, 0);
     let groups = std::fs::read_dir("/sys/kernel/iommu_groups").map(|d| d.count()).unwrap_or(0);
     assert_eq!(out.contains("no IOMMU groups"), groups == 0, "{out}");
-    let dir = tempfile::tempdir().unwrap();
-    let (code, _) = run(&["snapshot", dir.path().to_str().unwrap()]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    let (code, _) = run(&["snapshot", dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     let (_, live) = run(&["list"]);
-    let (_, captured) = run_at(dir.path().to_str().unwrap(), &["list"]);
-    assert!(dir.path().join("sys/bus/pci/devices").is_dir());
+    let (_, captured) = run_at(dir.to_str().unwrap(), &["list"]);
+    assert!(dir.join("sys/bus/pci/devices").is_dir());
     assert_eq!(live, captured);
 }

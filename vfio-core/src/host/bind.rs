@@ -15,7 +15,9 @@
 //! 4. if any step or the verification fails, every device and node is put back as it
 //!    was before this run and the journal is put back as it was.
 //!
-//! Guards ([`crate::host::guards`]) refuse a device the host itself uses unless forced.
+//! Guards ([`crate::host::guards`]) refuse a device the host itself uses unless forced,
+//! and a PF whose VFs (which the bind removes) are on vfio-pci or used by the host; the
+//! plan warns about every VF a bind removes.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,7 @@ use crate::host::guards::host_uses;
 use crate::host::journal::{read_journal, write_journal, JournalEntry, NodeOwner};
 use crate::host::lock::HostLock;
 use crate::host::restore::{plan_restore_entry, plan_restore_node};
+use crate::host::sriov::{vfs_in_use_error, vfs_removed_by};
 use crate::host::steps::{run_steps, Step};
 use crate::host::{current_driver, iommu_group, pci_addresses, read_opt, SysfsDevice};
 use crate::hostfs::HostFs;
@@ -235,6 +238,25 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 })
             })
             .transpose()?;
+        if sriov_numvfs.unwrap_or(0) > 0 {
+            // Binding sets sriov_numvfs to 0: every VF disappears with its binding.
+            let st = crate::host::sriov::sriov_state(fs, a)?;
+            let removed = vfs_removed_by(fs, &st, 0);
+            if !req.force && removed.iter().any(|v| v.in_use()) {
+                let action = format!("binding {a} to {target} (which sets its sriov_numvfs to 0)");
+                return Err(vfs_in_use_error(action, &removed));
+            }
+            let names: Vec<String> = removed
+                .iter()
+                .map(|v| if v.in_use() { v.describe() } else { v.vf.to_string() })
+                .collect();
+            plan.warnings.push(format!(
+                "binding {a} sets its sriov_numvfs to 0: its {} VFs disappear ({}) until it is \
+                 unbound or restored",
+                st.num_vfs,
+                names.join(", ")
+            ));
+        }
         let driver_override =
             dev.text_if_present("driver_override")?.filter(|s| s != "(null)" && !s.is_empty());
         plan.devices.push(JournalEntry {
@@ -664,6 +686,42 @@ mod tests {
         let e = plan_bind(&*fs, &BindRequest::vfio("0000:00:1c.0")).unwrap_err();
         assert!(e.to_string().contains("bridge"), "{e}");
         assert!(plan_bind(&*fs, &BindRequest::vfio("0000:09:00.0")).is_err());
+    }
+
+    #[test]
+    fn binding_a_pf_names_the_vfs_it_removes_and_refuses_vfs_in_use() {
+        let h = host();
+        let fs = h.fs();
+        // 02:00.0 has 2 VFs (on igbvf): a warning names them.
+        let plan = plan_bind(&*fs, &BindRequest::vfio("0000:02:00.0")).unwrap();
+        let w = plan.warnings.iter().find(|w| w.contains("sriov_numvfs")).unwrap();
+        assert!(w.contains("its 2 VFs disappear (0000:02:10.0, 0000:02:10.1)"), "{w}");
+        // One VF on vfio-pci, the other carrying the host's route: refused, naming both.
+        bind(&*fs, &BindRequest::vfio("0000:02:10.0")).unwrap();
+        h.state().sys.nets.push(SimNet {
+            name: "eth7".into(),
+            device: a("0000:02:10.1"),
+            default_route: false,
+            ipv4: vec!["10.0.0.7/24".into()],
+        });
+        let e = plan_bind(&*fs, &BindRequest::vfio("0000:02:00.0")).unwrap_err();
+        assert!(matches!(e, Error::VfsInUse { .. }), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.starts_with("binding 0000:02:00.0 to vfio-pci (which sets its sriov_numvfs to 0) would remove VFs in use: 0000:02:10.0 (bound to vfio-pci), 0000:02:10.1 (network interface eth7 has an address")
+                && e.contains("vfiotool unbind 0000:02:10.0")
+                && e.ends_with("or pass --force to remove them anyway"),
+            "{e}"
+        );
+        // Forced: planned, with the VFs in use named in the warning.
+        let plan =
+            plan_bind(&*fs, &BindRequest { force: true, ..BindRequest::vfio("0000:02:00.0") })
+                .unwrap();
+        let w = plan.warnings.iter().find(|w| w.contains("sriov_numvfs")).unwrap();
+        assert!(w.contains("0000:02:10.0 (bound to vfio-pci)"), "{w}");
+        // A PF without VFs on: no such warning.
+        let plan = plan_bind(&*fs, &BindRequest::vfio("0000:00:04.0")).unwrap();
+        assert!(plan.warnings.iter().all(|w| !w.contains("sriov_numvfs")));
     }
 
     #[test]

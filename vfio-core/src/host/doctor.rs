@@ -183,12 +183,62 @@ pub fn parse_memlock(limits: &str) -> Option<Option<u64>> {
     }
 }
 
+/// What the checks learn from the kernel command line (`/proc/cmdline`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CmdlineFacts {
+    /// `intel_iommu` or `amd_iommu` is given (with any value).
+    pub iommu_asked: bool,
+    /// The parameters that turn the IOMMU off (`intel_iommu=off`, `amd_iommu=off`,
+    /// `iommu=off`), in order.
+    pub iommu_off: Vec<String>,
+    /// `iommu=pt` is given.
+    pub passthrough: bool,
+    /// The first `pcie_acs_override...` parameter.
+    pub acs_override: Option<String>,
+}
+
+/// Parses a kernel command line: parameters are separated by white space. Pure; fuzzed.
+pub fn parse_cmdline(text: &str) -> CmdlineFacts {
+    let args: Vec<&str> = text.split_whitespace().collect();
+    let has = |p: &str| {
+        args.iter().any(|a| *a == p || a.strip_prefix(p).is_some_and(|r| r.starts_with('=')))
+    };
+    CmdlineFacts {
+        iommu_asked: has("intel_iommu") || has("amd_iommu"),
+        iommu_off: args
+            .iter()
+            .filter(|a| matches!(**a, "intel_iommu=off" | "amd_iommu=off" | "iommu=off"))
+            .map(|a| a.to_string())
+            .collect(),
+        passthrough: args.contains(&"iommu=pt"),
+        acs_override: args
+            .iter()
+            .find(|a| a.starts_with("pcie_acs_override"))
+            .map(|a| a.to_string()),
+    }
+}
+
+/// Parses an IOMMU unit's capability register as sysfs shows it: Intel VT-d `ecap` or
+/// `cap` (`f0205e`, `0xf0205e`) or AMD-Vi `features` (`25bf732fa2295afe`; newer kernels
+/// add the second extended feature register: `25bf732fa2295afe:53d`). Returns the
+/// register and the second one when present. Pure; fuzzed.
+pub fn parse_iommu_register(text: &str) -> Option<(u64, Option<u64>)> {
+    let hex = |s: &str| u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok();
+    match text.trim().split_once(':') {
+        Some((a, b)) => Some((hex(a)?, Some(hex(b)?))),
+        None => Some((hex(text)?, None)),
+    }
+}
+
+/// Whether a VT-d `ecap` value says the unit remaps interrupts (bit 3, IR).
+pub fn ecap_remaps_interrupts(ecap: u64) -> bool {
+    ecap & (1 << 3) != 0
+}
+
 /// Runs every check.
 pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     let mut out = vec![];
-    let cmdline = read_opt(fs, Path::new("/proc/cmdline")).unwrap_or_default();
-    let args: Vec<&str> = cmdline.split_whitespace().collect();
-    let has = |p: &str| args.iter().any(|a| *a == p || a.starts_with(&format!("{p}=")));
+    let cmdline = parse_cmdline(&read_opt(fs, Path::new("/proc/cmdline")).unwrap_or_default());
     let iommus = fs.read_dir(Path::new("/sys/class/iommu")).unwrap_or_default();
     let groups = fs.read_dir(Path::new("/sys/kernel/iommu_groups")).unwrap_or_default();
     let log = read_opt(fs, Path::new("/var/log/kern.log")).unwrap_or_default();
@@ -218,22 +268,17 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         }
         out.push(check("iommu", Status::Pass, msg, None));
     } else {
-        let asked = has("intel_iommu") || has("amd_iommu");
+        let asked = cmdline.iommu_asked;
         let mut msg =
             "no IOMMU is active (/sys/class/iommu and /sys/kernel/iommu_groups are empty)"
                 .to_string();
         if !log_lines.is_empty() {
             msg += &format!("; kernel log: {}", log_lines.join(" | "));
         }
-        let off: Vec<&&str> = args
-            .iter()
-            .filter(|a| matches!(**a, "intel_iommu=off" | "amd_iommu=off" | "iommu=off"))
-            .collect();
-        let fix = if !off.is_empty() {
-            let list: Vec<&str> = off.iter().map(|a| **a).collect();
+        let fix = if !cmdline.iommu_off.is_empty() {
             format!(
                 "the command line turns it off ({}): remove that, then {}",
-                list.join(" "),
+                cmdline.iommu_off.join(" "),
                 cmdline_fix(fs, iommu_param)
             )
         } else if asked {
@@ -250,7 +295,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     // 2. Passthrough mode for host devices.
     if !active {
         out.push(check("iommu-pt", Status::Skip, "no IOMMU", None));
-    } else if args.contains(&"iommu=pt") {
+    } else if cmdline.passthrough {
         out.push(check(
             "iommu-pt",
             Status::Pass,
@@ -277,8 +322,8 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         for u in &iommus {
             let base = Path::new("/sys/class/iommu").join(u);
             if let Some(ecap) = read_opt(fs, &base.join("intel-iommu/ecap")) {
-                let v = u64::from_str_radix(ecap.trim_start_matches("0x"), 16).unwrap_or(0);
-                if v & (1 << 3) == 0 {
+                let v = parse_iommu_register(&ecap).map_or(0, |(v, _)| v);
+                if !ecap_remaps_interrupts(v) {
                     lacking.push(format!("{u} (ecap {ecap}: bit 3 clear)"));
                 }
             } else if !fs.exists(&base.join("amd-iommu")) {
@@ -371,7 +416,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         Some(_) => out.push(check("unsafe-interrupts", Status::Pass, "allow_unsafe_interrupts is off", None)),
         None => out.push(check("unsafe-interrupts", Status::Skip, "vfio_iommu_type1 is not loaded", None)),
     }
-    if let Some(a) = args.iter().find(|a| a.starts_with("pcie_acs_override")) {
+    if let Some(a) = &cmdline.acs_override {
         out.push(check(
             "acs-override",
             Status::Warn,
@@ -609,5 +654,25 @@ mod tests {
         assert_eq!(parse_memlock(l), Some(Some(8388608)));
         assert_eq!(parse_memlock("Max locked memory unlimited unlimited bytes"), Some(None));
         assert_eq!(parse_memlock("nothing"), None);
+        assert_eq!(parse_iommu_register("f0205e"), Some((0xf0205e, None)));
+        assert_eq!(parse_iommu_register("0xf0205e\n"), Some((0xf0205e, None)));
+        assert_eq!(
+            parse_iommu_register("25bf732fa2295afe:53d"),
+            Some((0x25bf732fa2295afe, Some(0x53d)))
+        );
+        assert_eq!(parse_iommu_register("zz"), None);
+        assert!(ecap_remaps_interrupts(0xf0205e) && !ecap_remaps_interrupts(0xf02056));
+        let c = parse_cmdline("ro intel_iommu=on iommu=pt iommu=off pcie_acs_override=downstream");
+        assert_eq!(
+            c,
+            CmdlineFacts {
+                iommu_asked: true,
+                iommu_off: vec!["iommu=off".into()],
+                passthrough: true,
+                acs_override: Some("pcie_acs_override=downstream".into()),
+            }
+        );
+        assert!(!parse_cmdline("intel_iommux=on amd_iommu_intr=legacy").iommu_asked);
+        assert!(parse_cmdline("amd_iommu").iommu_asked);
     }
 }

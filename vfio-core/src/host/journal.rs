@@ -128,8 +128,10 @@ impl Journal {
         let mut seen = std::collections::BTreeSet::new();
         for e in &self.devices {
             let a = &e.address;
-            PciAddress::parse(a).map_err(|err| format!("entry {a:?}: {err}"))?;
-            if !seen.insert(a.as_str()) {
+            // One device twice, even spelled two ways (`02:00.0`, `0000:02:00.0`), would
+            // be restored twice.
+            let parsed = PciAddress::parse(a).map_err(|err| format!("entry {a:?}: {err}"))?;
+            if !seen.insert(parsed) {
                 return Err(format!("entry {a} appears twice"));
             }
             for d in [Some(&e.target), e.driver.as_ref()].into_iter().flatten() {
@@ -250,6 +252,7 @@ mod tests {
             r#"{"format":"vfiotool.journal/1","devices":[{"address":"0000:00:01.0","target":"../x","driver":null,"driver_override":null,"sriov_numvfs":null}]}"#,
             r#"{"format":"vfiotool.journal/1","devices":[],"nodes":[{"path":"/etc/shadow","uid":0,"gid":0}]}"#,
             r#"{"format":"other/2","devices":[]}"#,
+            r#"{"format":"vfiotool.journal/1","devices":[{"address":"0000:02:00.0","target":"vfio-pci","driver":null,"driver_override":null,"sriov_numvfs":null},{"address":"02:00.0","target":"vfio-pci","driver":null,"driver_override":null,"sriov_numvfs":null}]}"#,
             "[]",
         ] {
             assert!(Journal::parse(bad.as_bytes()).is_err(), "{bad}");

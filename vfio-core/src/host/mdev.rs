@@ -41,6 +41,43 @@ fn types_dir(a: PciAddress) -> PathBuf {
     device_path(a).join("mdev_supported_types")
 }
 
+/// The attributes of a type directory as read (`None`: absent or unreadable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MdevTypeText {
+    /// `name`.
+    pub name: Option<String>,
+    /// `description`.
+    pub description: Option<String>,
+    /// `device_api`.
+    pub device_api: Option<String>,
+    /// `available_instances`.
+    pub available_instances: Option<String>,
+}
+
+/// Builds a type from its attributes' text: text attributes trimmed, an
+/// `available_instances` that is not a number counted as 0. Pure; fuzzed.
+pub fn parse_mdev_type(
+    parent: PciAddress,
+    id: String,
+    text: &MdevTypeText,
+    instances: Vec<String>,
+) -> MdevType {
+    let trimmed = |s: &Option<String>| s.as_deref().map(|s| s.trim().to_string());
+    MdevType {
+        parent,
+        name: trimmed(&text.name),
+        description: trimmed(&text.description),
+        device_api: trimmed(&text.device_api),
+        available: text
+            .available_instances
+            .as_deref()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0),
+        instances,
+        id,
+    }
+}
+
 /// Every mdev type offered on the host.
 pub fn list_types(fs: &dyn HostFs) -> Result<Vec<MdevType>> {
     let mut out = vec![];
@@ -48,17 +85,14 @@ pub fn list_types(fs: &dyn HostFs) -> Result<Vec<MdevType>> {
         let dir = types_dir(a);
         for id in fs.read_dir(&dir).unwrap_or_default() {
             let t = dir.join(&id);
-            out.push(MdevType {
-                parent: a,
+            let text = MdevTypeText {
                 name: read_opt(fs, &t.join("name")),
                 description: read_opt(fs, &t.join("description")),
                 device_api: read_opt(fs, &t.join("device_api")),
-                available: read_opt(fs, &t.join("available_instances"))
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-                instances: fs.read_dir(&t.join("devices")).unwrap_or_default(),
-                id,
-            });
+                available_instances: read_opt(fs, &t.join("available_instances")),
+            };
+            let instances = fs.read_dir(&t.join("devices")).unwrap_or_default();
+            out.push(parse_mdev_type(a, id, &text, instances));
         }
     }
     Ok(out)

@@ -7,7 +7,8 @@
 //! - [`bind`]: transactional binding to vfio-pci with a journal, guards and rollback;
 //! - [`doctor`]: host checks with exact fixes for this host's boot loader;
 //! - [`sriov`], [`mdev`]: virtual functions and mediated devices;
-//! - [`persist`]: the boot-time configuration; [`snapshot`]: capture a host's tree.
+//! - [`persist`]: the boot-time configuration; [`snapshot`]: capture a host's tree,
+//!   with [`redact`] leaving identifying content out.
 
 pub mod bind;
 pub mod devices;
@@ -20,6 +21,7 @@ pub mod lock;
 pub mod mdev;
 pub mod pci_ids;
 pub mod persist;
+pub mod redact;
 pub mod restore;
 pub mod snapshot;
 pub mod sriov;
@@ -56,6 +58,7 @@ pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()>
 }
 
 pub(crate) use crate::hostfs::link_name;
+pub use crate::hostfs::parse_hex;
 
 /// Joins a symlink's target to the directory holding the link, resolving `..`.
 pub(crate) fn resolve_link(link: &Path, target: &Path) -> PathBuf {

@@ -22,6 +22,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct RealFs {
     root: PathBuf,
+    /// `RESOLVE_*` flags added to every lookup ([`RealFs::no_symlinks`]).
+    resolve: u64,
 }
 
 impl Default for RealFs {
@@ -89,7 +91,29 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl RealFs {
     /// A view of the filesystem under `root` (`/` for the live host).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        RealFs { root: root.into() }
+        RealFs { root: root.into(), resolve: 0 }
+    }
+
+    /// The same view, following no symbolic link at all (`RESOLVE_NO_SYMLINKS`): a path
+    /// with a link in it fails with `ELOOP`, a final link is still read, replaced or
+    /// removed as itself. For a tree this process writes and nobody else may redirect
+    /// (`vfiotool snapshot`).
+    pub fn no_symlinks(mut self) -> Self {
+        self.resolve |= libc::RESOLVE_NO_SYMLINKS;
+        self
+    }
+
+    /// Makes a symbolic link at the host path `link` holding `target` as given (not
+    /// resolved, not checked). The directory of `link` is opened confined to the root;
+    /// an existing `link` fails with [`io::ErrorKind::AlreadyExists`] and is left alone.
+    pub fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        let (dir, name) = self.parent(link, libc::O_PATH)?;
+        let target = cstr(target.as_os_str())?;
+        // SAFETY: `target` and `name` are valid NUL-terminated strings for the duration of
+        // the call; `dir` is an open directory descriptor.
+        cvt(|| unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }
+            as libc::c_long)?;
+        Ok(())
     }
 
     /// The directory host paths are confined to.
@@ -148,7 +172,7 @@ impl RealFs {
         let mut how: libc::open_how = unsafe { std::mem::zeroed() };
         how.flags = (flags | libc::O_CLOEXEC) as u64;
         how.mode = if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 };
-        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+        how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | self.resolve;
         let mut tries = 0;
         loop {
             // SAFETY: `rel` and `how` outlive the call; the size passed is `how`'s size.
@@ -559,6 +583,39 @@ mod tests {
         assert_eq!(fs.read_string(Path::new("/lock")).unwrap(), std::process::id().to_string());
         drop(l);
         fs.lock(Path::new("/lock")).unwrap();
+    }
+
+    #[test]
+    fn symlink_makes_a_link_inside_the_root_only() {
+        let (d, fs) = tree();
+        fs.create_dir_all(Path::new("/sys/bus/pci/devices"), 0o755).unwrap();
+        let target = Path::new("../../../devices/pci0000:00/0000:00:04.0");
+        let link = Path::new("/sys/bus/pci/devices/0000:00:04.0");
+        fs.symlink(target, link).unwrap();
+        assert_eq!(fs.read_link(link).unwrap(), target);
+        assert_eq!(fs.metadata(link).unwrap().kind, NodeKind::Symlink);
+        // An existing link (or file) is left as it is.
+        let e = fs.symlink(Path::new("/etc"), link).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs.read_link(link).unwrap(), target);
+        // A directory link out of the root leads back inside it: the link is made there.
+        let root = fs.root().to_path_buf();
+        symlink(d.path(), root.join("up")).unwrap();
+        assert!(fs.symlink(Path::new("x"), Path::new("/up/made")).is_err());
+        assert!(!d.path().join("made").exists());
+        std::fs::create_dir(root.join("inner")).unwrap();
+        symlink("/inner", root.join("to-inner")).unwrap();
+        fs.symlink(Path::new("x"), Path::new("/to-inner/made")).unwrap();
+        assert!(std::fs::symlink_metadata(root.join("inner/made")).unwrap().is_symlink());
+        // Without links followed, a path through one is refused, a final link served.
+        let strict = RealFs::new(&root).no_symlinks();
+        let e = strict.symlink(Path::new("x"), Path::new("/to-inner/other")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
+        assert!(strict.replace_file(Path::new("/to-inner/f"), b"x", 0o600).is_err());
+        assert!(!root.join("inner/f").exists());
+        assert_eq!(strict.read_link(Path::new("/to-inner")).unwrap(), Path::new("/inner"));
+        strict.replace_file(Path::new("/to-inner"), b"file now", 0o600).unwrap();
+        assert_eq!(std::fs::read(root.join("to-inner")).unwrap(), b"file now");
     }
 
     #[test]
