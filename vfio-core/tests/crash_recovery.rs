@@ -295,3 +295,39 @@ fn walk(p: &Path) -> Vec<String> {
     }
     out
 }
+
+/// `sriov --numvfs 0 --force` while a VF is on vfio-pci, killed before each change: then
+/// `restore --all` succeeds, the journal ends empty (the entry of a VF that went away is
+/// dropped), the PF is on its driver and every VF that exists is back on igbvf.
+#[test]
+fn a_killed_forced_sriov_change_is_recovered_by_restore_all() {
+    use vfio_core::host::sriov::set_num_vfs;
+    let vf = "0000:02:10.0";
+    let setup = || {
+        let h = host();
+        let dir = tempfile::tempdir().unwrap();
+        let fs: Arc<dyn HostFs> = Arc::new(SplitFs::with_real_files(&h, dir.path()).unwrap());
+        bind(&*fs, &BindRequest::vfio(vf)).unwrap();
+        (h, dir, fs)
+    };
+    let (h, _d, fs) = setup();
+    let probe = CrashFs::new(fs.clone(), 0);
+    set_num_vfs(&probe, a(NIC), 0, true).unwrap();
+    assert!(!h.state().devices.contains_key(&a(vf)));
+    let changes = probe.changes();
+    assert!(changes >= 2, "{changes}");
+    for k in 1..=changes {
+        let (h, _d, fs) = setup();
+        let dying = CrashFs::new(fs.clone(), k);
+        assert!(set_num_vfs(&dying, a(NIC), 0, true).is_err(), "k={k}");
+        read_journal(&*fs).unwrap_or_else(|e| panic!("k={k}: {e}"));
+        restore(&*fs, None).unwrap_or_else(|e| panic!("k={k}: {e}"));
+        assert!(read_journal(&*fs).unwrap().is_empty(), "k={k}");
+        let st = h.state();
+        assert_eq!(st.devices[&a(NIC)].driver.as_deref(), Some("igb"), "k={k}");
+        for (addr, d) in st.devices.iter().filter(|(x, _)| x.bus == 2 && **x != a(NIC)) {
+            assert_eq!(d.driver.as_deref(), Some("igbvf"), "k={k}: {addr}");
+        }
+    }
+    println!("crash recovery: sriov --numvfs 0 --force: {changes} kill points");
+}
