@@ -498,7 +498,7 @@ pub fn bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindOutcome> {
     execute_locked(fs, &plan)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::host::journal::read_journal;

@@ -136,7 +136,7 @@ pub fn list_devices(fs: &dyn HostFs, ids: &PciIds) -> Result<Scan<PciDevice>> {
     Ok(scan)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::mock::{DeviceSpec, MockHost};

@@ -126,7 +126,7 @@ pub fn list_groups(fs: &dyn HostFs, ids: &PciIds) -> Result<Scan<IommuGroup>> {
     Ok(scan)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::mock::{DeviceSpec, MockHost};

@@ -94,7 +94,7 @@ impl HostLock {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::hostfs::RealFs;

@@ -199,7 +199,7 @@ pub fn remove(fs: &dyn HostFs, uuid: &str) -> Result<()> {
     write_text(fs, &p.join("remove"), "1")
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::mock::{DeviceSpec, MdevTypeSpec, MockHost};

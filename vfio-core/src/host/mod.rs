@@ -124,7 +124,7 @@ pub fn require_device(fs: &dyn HostFs, a: PciAddress) -> Result<()> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
 

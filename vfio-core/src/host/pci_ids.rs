@@ -140,7 +140,7 @@ impl PciIds {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
 

@@ -988,7 +988,7 @@ pub fn remove(fs: &dyn HostFs, addresses: &[PciAddress]) -> Result<PersistPlan> 
     Ok(plan)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::host::bind::{bind, BindRequest};

@@ -552,7 +552,7 @@ pub fn snapshot(fs: &dyn HostFs, dest: &Path, opts: &SnapshotOptions) -> Result<
     Ok(c.report)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::host::doctor::{run_checks, DoctorOptions};

@@ -233,7 +233,7 @@ pub fn has_sriov(fs: &dyn HostFs, a: PciAddress) -> bool {
     fs.exists(&Path::new(&device_path(a)).join("sriov_totalvfs"))
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
     use crate::mock::{DeviceSpec, MockHost, SriovSpec};
