@@ -9,7 +9,7 @@ use vfio_bindings::bindings::vfio::{
 
 use crate::dma::{memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
-use crate::group::{Group, GroupStatus};
+use crate::group::Group;
 use crate::info::{parse_iommu_info, IommuInfo, IOMMU_INFO_SIZE};
 use crate::kernel::{
     vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, Errno, GroupNode, KernelFd, KernelOp,
@@ -60,7 +60,13 @@ impl Container {
     /// Opens `/dev/vfio/vfio` and checks the API version. `wanted` forces an IOMMU type;
     /// `None` picks type1v2 and falls back to type1.
     pub fn open(kernel: Arc<dyn VfioKernel>, wanted: Option<IommuType>) -> Result<Arc<Self>> {
-        let fd = kernel.open_container().map_err(|e| {
+        let fd = Container::open_node(&kernel)?;
+        Container::init(kernel, fd, wanted)
+    }
+
+    /// Opens `/dev/vfio/vfio`, with the fix for each failure.
+    pub(crate) fn open_node(kernel: &Arc<dyn VfioKernel>) -> Result<KernelFd> {
+        kernel.open_container().map_err(|e| {
             let err = Error::kernel(KernelOp::OpenContainer, TARGET, e);
             match e {
                 Errno::ENOENT => err.with_hint("the vfio module is not loaded: modprobe vfio-pci"),
@@ -69,7 +75,25 @@ impl Container {
                 }
                 _ => err,
             }
-        })?;
+        })
+    }
+
+    /// A container on a `/dev/vfio/vfio` descriptor opened elsewhere (a privileged parent
+    /// passed it), as `open` leaves it: no group in it yet. Nothing is opened by path.
+    pub fn from_fd(
+        kernel: Arc<dyn VfioKernel>,
+        fd: std::os::fd::OwnedFd,
+        wanted: Option<IommuType>,
+    ) -> Result<Arc<Self>> {
+        let fd = kernel.adopt(fd).map_err(|e| Error::kernel(KernelOp::AdoptFd, TARGET, e))?;
+        Container::init(kernel, fd, wanted)
+    }
+
+    fn init(
+        kernel: Arc<dyn VfioKernel>,
+        fd: KernelFd,
+        wanted: Option<IommuType>,
+    ) -> Result<Arc<Self>> {
         let c = Container {
             kernel,
             fd: Some(fd),
@@ -77,10 +101,10 @@ impl Container {
             wanted,
             groups: Mutex::new(Vec::new()),
         };
-        let version = c
-            .kernel
-            .get_api_version(c.fd())
-            .map_err(|e| Error::kernel(KernelOp::GetApiVersion, TARGET, e))?;
+        let version = c.kernel.get_api_version(c.fd()).map_err(|e| {
+            Error::kernel(KernelOp::GetApiVersion, TARGET, e)
+                .with_hint("is the descriptor /dev/vfio/vfio?")
+        })?;
         if version != VFIO_API_VERSION as i32 {
             return Err(Error::Unsupported {
                 what: format!("VFIO API version {version}"),
@@ -113,6 +137,37 @@ impl Container {
             return Ok(g);
         }
         let fd = Group::open_node(&self.kernel, node)?;
+        self.attach_group(node, fd, not_viable, &mut groups)
+    }
+
+    /// Puts a group whose descriptor was opened elsewhere (a privileged parent passed
+    /// `/dev/vfio/N`) into this container; `node` names it (the parent knows which node it
+    /// opened). Nothing is opened by path, and no sysfs is read: a group that is not
+    /// viable is refused with the group number only.
+    pub fn group_from_fd(
+        self: &Arc<Self>,
+        node: GroupNode,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<Arc<Group>> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        groups.retain(|g| g.strong_count() > 0);
+        let target = format!("group {}", node.id());
+        let fd = self.kernel.adopt(fd).map_err(|e| Error::kernel(KernelOp::AdoptFd, target, e))?;
+        let not_viable = || Error::GroupNotViable {
+            group: node.id(),
+            first: String::new(),
+            blockers: Vec::new(),
+        };
+        self.attach_group(node, fd, not_viable, &mut groups)
+    }
+
+    fn attach_group(
+        self: &Arc<Self>,
+        node: GroupNode,
+        fd: KernelFd,
+        not_viable: impl FnOnce() -> Error,
+        groups: &mut Vec<Weak<Group>>,
+    ) -> Result<Arc<Group>> {
         let status = match Group::status_of(&self.kernel, node, &fd) {
             Ok(s) => s,
             Err(e) => {
@@ -124,7 +179,6 @@ impl Container {
             self.kernel.close(fd);
             return Err(not_viable());
         }
-        let _: GroupStatus = status;
         let g = Group::attach(node, fd, self)?;
         groups.push(Arc::downgrade(&g));
         Ok(g)
@@ -297,5 +351,15 @@ impl std::os::fd::AsRawFd for Container {
     /// library). It stays owned by this object: do not close it.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd().raw()
+    }
+}
+
+impl std::os::fd::AsFd for Container {
+    /// The descriptor, lent: it stays owned by this object (duplicate it with
+    /// `try_clone_to_owned` to keep one).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor is open for as long as this object lives (the kernel
+        // seam's contract), and the borrow cannot outlive `self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd().raw()) }
     }
 }

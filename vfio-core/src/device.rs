@@ -71,10 +71,18 @@ impl Device {
     /// Opens a device cdev (`/dev/vfio/devices/vfio<cdev>`), binds it to the IOAS's iommufd
     /// and attaches it to the IOAS.
     pub fn open_cdev(ioas: &Arc<Ioas>, address: PciAddress, cdev: u32) -> Result<Device> {
-        let kernel = ioas.iommufd().kernel().clone();
-        let name = address.to_string();
-        let target = format!("device {name}");
-        let fd = kernel.open_device_cdev(cdev).map_err(|e| {
+        let fd = Device::open_cdev_node(ioas.iommufd().kernel(), address, cdev)?;
+        Device::bind_cdev(ioas, fd, address.to_string())
+    }
+
+    /// Opens `/dev/vfio/devices/vfio<cdev>`, with the fix for each failure.
+    pub(crate) fn open_cdev_node(
+        kernel: &Arc<dyn VfioKernel>,
+        address: PciAddress,
+        cdev: u32,
+    ) -> Result<KernelFd> {
+        let target = format!("device {address}");
+        kernel.open_device_cdev(cdev).map_err(|e| {
             let err = Error::kernel(KernelOp::OpenDeviceCdev, &target, e);
             match e {
                 Errno::ENOENT => err.with_hint(format!(
@@ -83,7 +91,24 @@ impl Device {
                 Errno::EBUSY => err.with_hint("the device is already open"),
                 _ => err,
             }
-        })?;
+        })
+    }
+
+    /// A device on a cdev descriptor (`/dev/vfio/devices/vfioN`) opened elsewhere (a
+    /// privileged parent passed it), bound to the IOAS's iommufd and attached to the IOAS.
+    /// `name` is how errors name it (its PCI address). Nothing is opened by path and no
+    /// sysfs is read.
+    pub fn from_cdev_fd(ioas: &Arc<Ioas>, fd: std::os::fd::OwnedFd, name: &str) -> Result<Device> {
+        let kernel = ioas.iommufd().kernel().clone();
+        let fd = kernel
+            .adopt(fd)
+            .map_err(|e| Error::kernel(KernelOp::AdoptFd, format!("device {name}"), e))?;
+        Device::bind_cdev(ioas, fd, name.to_string())
+    }
+
+    fn bind_cdev(ioas: &Arc<Ioas>, fd: KernelFd, name: String) -> Result<Device> {
+        let kernel = ioas.iommufd().kernel().clone();
+        let target = format!("device {name}");
         let mut bind = vfio_device_bind_iommufd {
             argsz: std::mem::size_of::<vfio_device_bind_iommufd>() as u32,
             flags: 0,
@@ -386,5 +411,15 @@ impl std::os::fd::AsRawFd for Device {
     /// library). It stays owned by this object: do not close it.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd().raw()
+    }
+}
+
+impl std::os::fd::AsFd for Device {
+    /// The descriptor, lent: it stays owned by this object (duplicate it with
+    /// `try_clone_to_owned` to keep one).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor is open for as long as this object lives (the kernel
+        // seam's contract), and the borrow cannot outlive `self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd().raw()) }
     }
 }

@@ -16,6 +16,7 @@ use crate::info::IovaRange;
 use crate::iommufd::Ioas;
 use crate::iova::IovaAllocator;
 use crate::kernel::VfioKernel;
+use crate::region::RegionMapping;
 
 /// What a device may do with a DMA mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -277,7 +278,30 @@ impl DmaPool {
             self.free_parts(&taken);
             return Err(e);
         }
-        Ok(DmaMapping { pool: self.inner.clone(), iova, size, taken })
+        Ok(DmaMapping { pool: self.inner.clone(), iova, size, taken, peer: None })
+    }
+
+    /// Maps another device's BAR for peer-to-peer DMA: each mmap-able area of `bar` at
+    /// `iova + area.offset`. Safe: the mappings keep `bar` (and so its device) alive until
+    /// they are unmapped. Works where the IOMMU backend pins device memory (type1 maps
+    /// `VM_PFNMAP` ranges); iommufd refuses such memory before Linux 6.x dma-buf support
+    /// (the kernel's errno is returned).
+    pub fn map_peer(&self, bar: &Arc<RegionMapping>, iova: u64) -> Result<Vec<DmaMapping>> {
+        let mut out = Vec::new();
+        for a in bar.host_areas() {
+            let at = iova.checked_add(a.offset).ok_or_else(|| Error::Invalid {
+                what: "IOVA",
+                input: format!("{iova:#x}"),
+                reason: "the BAR's areas would pass the end of the IO address space".into(),
+            })?;
+            // SAFETY: the area is a live mapping owned by `bar`, which the DmaMapping keeps
+            // alive until the IOVA range is unmapped; it is device memory, which no Rust
+            // reference covers.
+            let mut m = unsafe { self.map_user_at(a.host_addr, at, a.len, DmaPerm::ReadWrite) }?;
+            m.peer = Some(bar.clone());
+            out.push(m);
+        }
+        Ok(out)
     }
 
     fn free_parts(&self, parts: &[(u64, u64)]) {
@@ -540,6 +564,8 @@ pub struct DmaMapping {
     size: u64,
     /// The IOVA intervals (inclusive) the pool's allocator gave up for this mapping.
     taken: Vec<(u64, u64)>,
+    /// The device mapping the IOVAs reach (peer-to-peer), kept alive until the unmap.
+    peer: Option<Arc<RegionMapping>>,
 }
 
 impl DmaMapping {

@@ -143,3 +143,13 @@ impl std::os::fd::AsRawFd for Group {
         self.fd().raw()
     }
 }
+
+impl std::os::fd::AsFd for Group {
+    /// The descriptor, lent: it stays owned by this object (duplicate it with
+    /// `try_clone_to_owned` to keep one).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor is open for as long as this object lives (the kernel
+        // seam's contract), and the borrow cannot outlive `self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd().raw()) }
+    }
+}

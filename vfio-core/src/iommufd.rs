@@ -26,7 +26,13 @@ pub struct Iommufd {
 impl Iommufd {
     /// Opens `/dev/iommu`.
     pub fn open(kernel: Arc<dyn VfioKernel>) -> Result<Arc<Self>> {
-        let fd = kernel.open_iommufd().map_err(|e| {
+        let fd = Iommufd::open_node(&kernel)?;
+        Ok(Arc::new(Iommufd { kernel, fd: Some(fd) }))
+    }
+
+    /// Opens `/dev/iommu`, with the fix for each failure.
+    pub(crate) fn open_node(kernel: &Arc<dyn VfioKernel>) -> Result<KernelFd> {
+        kernel.open_iommufd().map_err(|e| {
             let err = Error::kernel(KernelOp::OpenIommufd, "iommufd", e);
             match e {
                 Errno::ENOENT => err.with_hint(
@@ -35,8 +41,24 @@ impl Iommufd {
                 Errno::EACCES | Errno::EPERM => err.with_hint("no permission on /dev/iommu"),
                 _ => err,
             }
-        })?;
+        })
+    }
+
+    /// An iommufd on a `/dev/iommu` descriptor opened elsewhere (a privileged parent, or
+    /// a VMM's management stack, passed it). It may already hold IOASes:
+    /// [`Iommufd::ioas`] reuses one by id.
+    pub fn from_fd(kernel: Arc<dyn VfioKernel>, fd: std::os::fd::OwnedFd) -> Result<Arc<Self>> {
+        let fd = kernel.adopt(fd).map_err(|e| Error::kernel(KernelOp::AdoptFd, "iommufd", e))?;
         Ok(Arc::new(Iommufd { kernel, fd: Some(fd) }))
+    }
+
+    /// An IOAS that already exists on this iommufd (allocated by whoever passed the fd),
+    /// checked to exist. It is not destroyed when dropped: its owner keeps it.
+    pub fn ioas(self: &Arc<Self>, id: u32) -> Result<Arc<Ioas>> {
+        let ioas = Ioas { iommufd: self.clone(), id, owned: false };
+        ioas.iova_ranges()
+            .map_err(|e| e.with_hint(format!("IOAS {id} does not exist on this iommufd")))?;
+        Ok(Arc::new(ioas))
     }
 
     pub(crate) fn fd(&self) -> &KernelFd {
@@ -57,7 +79,7 @@ impl Iommufd {
         self.kernel
             .ioas_alloc(self.fd(), &mut a)
             .map_err(|e| Error::kernel(KernelOp::IoasAlloc, "iommufd", e))?;
-        Ok(Arc::new(Ioas { iommufd: self.clone(), id: a.out_ioas_id }))
+        Ok(Arc::new(Ioas { iommufd: self.clone(), id: a.out_ioas_id, owned: true }))
     }
 }
 
@@ -74,6 +96,8 @@ impl Drop for Iommufd {
 pub struct Ioas {
     iommufd: Arc<Iommufd>,
     id: u32,
+    /// Allocated here (destroyed on drop), or reused by id (left to its owner).
+    owned: bool,
 }
 
 impl Ioas {
@@ -203,7 +227,9 @@ impl Drop for Ioas {
     fn drop(&mut self) {
         // Destroying the IOAS drops its mappings. It fails while devices are attached;
         // devices hold an Arc to the IOAS, so by now none is.
-        let _ = self.iommufd.kernel.iommufd_destroy(self.iommufd.fd(), self.id);
+        if self.owned {
+            let _ = self.iommufd.kernel.iommufd_destroy(self.iommufd.fd(), self.id);
+        }
     }
 }
 
@@ -212,5 +238,15 @@ impl std::os::fd::AsRawFd for Iommufd {
     /// library). It stays owned by this object: do not close it.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd().raw()
+    }
+}
+
+impl std::os::fd::AsFd for Iommufd {
+    /// The descriptor, lent: it stays owned by this object (duplicate it with
+    /// `try_clone_to_owned` to keep one).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the descriptor is open for as long as this object lives (the kernel
+        // seam's contract), and the borrow cannot outlive `self`.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd().raw()) }
     }
 }

@@ -32,6 +32,7 @@ pub mod container;
 pub mod device;
 pub mod dma;
 pub mod error;
+pub mod fds;
 pub mod group;
 #[cfg(feature = "host")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host")))]
@@ -61,6 +62,8 @@ pub use container::{Container, IommuType};
 pub use device::Device;
 pub use dma::{AddressSpace, DmaBuffer, DmaMapping, DmaPerm, DmaPool};
 pub use error::{Error, Result};
+pub use fds::DeviceFds;
 pub use irq::{IrqIndex, IrqInfo};
 pub use pci::PciAddress;
+pub use region::{HostArea, RegionMapping};
 pub use vfio::{Interface, Vfio};

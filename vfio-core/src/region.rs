@@ -6,11 +6,12 @@
 //! driver works whether or not the kernel lets it mmap.
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::info::RegionFlags;
-use crate::kernel::KernelOp;
+use crate::kernel::{KernelOp, VfioKernel};
 
 /// One mapped area of a region.
 #[derive(Debug)]
@@ -21,11 +22,12 @@ struct Area {
     ptr: NonNull<u8>,
 }
 
-/// A region mapped into the process: volatile accesses of 8/16/32/64 bits, checked
-/// against the mapped areas. Unmapped on drop.
+/// The areas of one region mapped into the process, with the accesses the region's
+/// flags allow; unmapped on drop. Shared by [`MappedRegion`] (borrowing its device) and
+/// [`RegionMapping`] (keeping its device alive).
 #[derive(Debug)]
-pub struct MappedRegion<'d> {
-    device: &'d Device,
+struct Mapping {
+    kernel: Arc<dyn VfioKernel>,
     index: u32,
     size: u64,
     /// The region has READ (the mapping is `PROT_READ`).
@@ -36,10 +38,53 @@ pub struct MappedRegion<'d> {
 }
 
 // SAFETY: the mapping is device memory shared with the kernel; access is by volatile
-// reads/writes of plain integers, which any thread may issue (as with any MMIO).
-unsafe impl Send for MappedRegion<'_> {}
-// SAFETY: as above; no method hands out references into the mapping.
-unsafe impl Sync for MappedRegion<'_> {}
+// reads/writes of plain integers, which any thread may issue (as with any MMIO), and no
+// method hands out references into it.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        for a in self.areas.drain(..) {
+            // SAFETY: each area is exactly one mapping from `VfioKernel::mmap`, and no
+            // reference into it outlives the `Mapping`.
+            let _ = unsafe { self.kernel.munmap(a.ptr, a.len) };
+        }
+    }
+}
+
+/// A region mapped into the process: volatile accesses of 8/16/32/64 bits, checked
+/// against the mapped areas. Unmapped on drop. Borrows its device; [`RegionMapping`]
+/// is the owned form.
+#[derive(Debug)]
+pub struct MappedRegion<'d> {
+    device: &'d Device,
+    map: Mapping,
+}
+
+/// A region mapped into the process that keeps its device alive (`Arc<Device>`):
+/// `Send + Sync + 'static`, to keep in a VMM's state next to the device. Each mapped
+/// area's host address and length ([`RegionMapping::host_areas`]) is what a VMM
+/// registers as a KVM user memory region, so the guest reaches the BAR directly; the
+/// areas leave out what the kernel does not let be mapped (the MSI-X table, which the
+/// VMM must trap), exactly as the kernel's sparse-mmap capability reports it.
+#[derive(Debug)]
+pub struct RegionMapping {
+    device: Arc<Device>,
+    map: Mapping,
+}
+
+/// One mapped area of a region, as a VMM hands it to KVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostArea {
+    /// Offset of the area inside the region (add the BAR's guest address).
+    pub offset: u64,
+    /// Host virtual address of the area's first byte.
+    pub host_addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
 
 /// An integer type that can be read or written as one MMIO access.
 pub trait MmioValue: Copy + sealed::Sealed {
@@ -81,17 +126,7 @@ mmio_value!(u16);
 mmio_value!(u32);
 mmio_value!(u64);
 
-impl<'d> MappedRegion<'d> {
-    /// The region index.
-    pub fn index(&self) -> u32 {
-        self.index
-    }
-
-    /// The mapped areas as (offset, length) pairs.
-    pub fn areas(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
-        self.areas.iter().map(|a| (a.offset, a.len))
-    }
-
+impl Mapping {
     /// Pointer to `offset` if `[offset, offset + len)` lies in one mapped area and is
     /// naturally aligned (`len` is 1, 2, 4 or 8).
     #[inline]
@@ -111,17 +146,17 @@ impl<'d> MappedRegion<'d> {
     }
 
     #[inline]
-    fn locate(&self, offset: u64, len: usize) -> Result<*mut u8> {
-        self.ptr_at(offset, len).ok_or_else(|| self.out_of_bounds(offset, len))
+    fn locate(&self, device: &Device, offset: u64, len: usize) -> Result<*mut u8> {
+        self.ptr_at(offset, len).ok_or_else(|| self.out_of_bounds(device, offset, len))
     }
 
     #[cold]
-    fn out_of_bounds(&self, offset: u64, len: usize) -> Error {
+    fn out_of_bounds(&self, device: &Device, offset: u64, len: usize) -> Error {
         Error::OutOfBounds {
             what: format!(
                 "mapped region {} of {} (mapped areas {:?}; accesses must be naturally aligned)",
                 self.index,
-                self.device.target(),
+                device.target(),
                 self.areas().collect::<Vec<_>>()
             ),
             offset,
@@ -130,32 +165,36 @@ impl<'d> MappedRegion<'d> {
         }
     }
 
-    /// Whether `[offset, offset + len)` is mapped and naturally aligned for an access of
-    /// `len` bytes (1, 2, 4 or 8).
-    pub fn is_mapped(&self, offset: u64, len: usize) -> bool {
-        self.ptr_at(offset, len).is_some()
+    fn areas(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.areas.iter().map(|a| (a.offset, a.len))
     }
 
-    /// One volatile read of `T` at `offset`. No heap allocation.
+    fn host_areas(&self) -> impl Iterator<Item = HostArea> + '_ {
+        self.areas.iter().map(|a| HostArea {
+            offset: a.offset,
+            host_addr: a.ptr.as_ptr() as u64,
+            len: a.len as u64,
+        })
+    }
+
     #[inline]
-    pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
+    fn read<T: MmioValue>(&self, device: &Device, offset: u64) -> Result<T> {
         if !self.readable {
-            return Err(access_denied(self.device, self.index, "read", "READ"));
+            return Err(access_denied(device, self.index, "read", "READ"));
         }
-        let p = self.locate(offset, T::SIZE)?;
+        let p = self.locate(device, offset, T::SIZE)?;
         // SAFETY: `p` points into a live shared mapping of at least SIZE bytes, aligned for
         // T (checked by `locate`), mapped PROT_READ (the region has READ, checked above);
         // volatile because it is device memory.
         Ok(unsafe { std::ptr::read_volatile(p.cast::<T>()) })
     }
 
-    /// One volatile write of `T` at `offset`. No heap allocation.
     #[inline]
-    pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
+    fn write<T: MmioValue>(&self, device: &Device, offset: u64, value: T) -> Result<()> {
         if !self.writable {
-            return Err(access_denied(self.device, self.index, "write", "WRITE"));
+            return Err(access_denied(device, self.index, "write", "WRITE"));
         }
-        let p = self.locate(offset, T::SIZE)?;
+        let p = self.locate(device, offset, T::SIZE)?;
         // SAFETY: as in `read`; the mapping is PROT_WRITE since the region has WRITE
         // (checked above).
         unsafe { std::ptr::write_volatile(p.cast::<T>(), value) };
@@ -163,13 +202,79 @@ impl<'d> MappedRegion<'d> {
     }
 }
 
-impl Drop for MappedRegion<'_> {
-    fn drop(&mut self) {
-        for a in self.areas.drain(..) {
-            // SAFETY: each area is exactly one mapping from `VfioKernel::mmap`, and
-            // `MappedRegion` hands out no references that could outlive it.
-            let _ = unsafe { self.device.kernel().munmap(a.ptr, a.len) };
-        }
+impl MappedRegion<'_> {
+    /// The region index.
+    pub fn index(&self) -> u32 {
+        self.map.index
+    }
+
+    /// The mapped areas as (offset, length) pairs.
+    pub fn areas(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.map.areas()
+    }
+
+    /// The mapped areas with their host addresses.
+    pub fn host_areas(&self) -> impl Iterator<Item = HostArea> + '_ {
+        self.map.host_areas()
+    }
+
+    /// Whether `[offset, offset + len)` is mapped and naturally aligned for an access of
+    /// `len` bytes (1, 2, 4 or 8).
+    pub fn is_mapped(&self, offset: u64, len: usize) -> bool {
+        self.map.ptr_at(offset, len).is_some()
+    }
+
+    /// One volatile read of `T` at `offset`. No heap allocation.
+    #[inline]
+    pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
+        self.map.read(self.device, offset)
+    }
+
+    /// One volatile write of `T` at `offset`. No heap allocation.
+    #[inline]
+    pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
+        self.map.write(self.device, offset, value)
+    }
+}
+
+impl RegionMapping {
+    /// The device the region belongs to.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+
+    /// The region index.
+    pub fn index(&self) -> u32 {
+        self.map.index
+    }
+
+    /// The region's size (the areas may cover less of it).
+    pub fn size(&self) -> u64 {
+        self.map.size
+    }
+
+    /// The mapped areas with their host addresses: what a VMM registers with
+    /// `KVM_SET_USER_MEMORY_REGION` (guest address = BAR address + `offset`). The
+    /// mapping stays valid as long as this value lives.
+    pub fn host_areas(&self) -> impl Iterator<Item = HostArea> + '_ {
+        self.map.host_areas()
+    }
+
+    /// Whether `[offset, offset + len)` is mapped and naturally aligned.
+    pub fn is_mapped(&self, offset: u64, len: usize) -> bool {
+        self.map.ptr_at(offset, len).is_some()
+    }
+
+    /// One volatile read of `T` at `offset`. No heap allocation.
+    #[inline]
+    pub fn read<T: MmioValue>(&self, offset: u64) -> Result<T> {
+        self.map.read(&self.device, offset)
+    }
+
+    /// One volatile write of `T` at `offset`. No heap allocation.
+    #[inline]
+    pub fn write<T: MmioValue>(&self, offset: u64, value: T) -> Result<()> {
+        self.map.write(&self.device, offset, value)
     }
 }
 
@@ -199,7 +304,7 @@ impl Bar<'_> {
         if !self.readable {
             return Err(access_denied(self.device, self.index, "read", "READ"));
         }
-        if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
+        if let Some(p) = self.map.as_ref().and_then(|m| m.map.ptr_at(offset, T::SIZE)) {
             // SAFETY: `ptr_at` returned a naturally aligned pointer with SIZE bytes of a
             // live device mapping behind it, mapped PROT_READ (the region has READ).
             return Ok(unsafe { std::ptr::read_volatile(p.cast::<T>()) });
@@ -215,7 +320,7 @@ impl Bar<'_> {
         if !self.writable {
             return Err(access_denied(self.device, self.index, "write", "WRITE"));
         }
-        if let Some(p) = self.map.as_ref().and_then(|m| m.ptr_at(offset, T::SIZE)) {
+        if let Some(p) = self.map.as_ref().and_then(|m| m.map.ptr_at(offset, T::SIZE)) {
             // SAFETY: as in `read`; mapped PROT_WRITE since the region has WRITE.
             unsafe { std::ptr::write_volatile(p.cast::<T>(), value) };
             return Ok(());
@@ -237,6 +342,16 @@ impl Bar<'_> {
 impl Device {
     /// Maps every mmap-able area of a region. Fails when the region offers no mmap.
     pub fn map_region(&self, index: u32) -> Result<MappedRegion<'_>> {
+        Ok(MappedRegion { device: self, map: self.mmap_areas(index)? })
+    }
+
+    /// Maps every mmap-able area of a region into a mapping that keeps the device alive
+    /// ([`RegionMapping`]: owned, `Send + Sync`, with host addresses for KVM).
+    pub fn map_region_owned(self: &Arc<Self>, index: u32) -> Result<RegionMapping> {
+        Ok(RegionMapping { device: self.clone(), map: self.mmap_areas(index)? })
+    }
+
+    fn mmap_areas(&self, index: u32) -> Result<Mapping> {
         let r = self.region(index)?;
         if !r.flags.contains(RegionFlags::MMAP) || r.mmap_areas.is_empty() {
             return Err(Error::Unsupported {
@@ -251,8 +366,8 @@ impl Device {
         if r.flags.contains(RegionFlags::WRITE) {
             prot |= libc::PROT_WRITE;
         }
-        let mut m = MappedRegion {
-            device: self,
+        let mut m = Mapping {
+            kernel: self.kernel().clone(),
             index,
             size: r.size,
             readable: prot & libc::PROT_READ != 0,

@@ -115,7 +115,7 @@ impl Vfio {
         Error::GroupNotViable { group, first, blockers }
     }
 
-    fn check_bound(&self, loc: &DeviceLocation) -> Result<()> {
+    pub(crate) fn check_bound(&self, loc: &DeviceLocation) -> Result<()> {
         match loc.driver.as_deref() {
             Some("vfio-pci") => Ok(()),
             other => Err(Error::Unsupported {
@@ -133,16 +133,7 @@ impl Vfio {
     pub fn open(&self, address: PciAddress, interface: Interface) -> Result<Device> {
         let loc = self.locate(address)?;
         self.check_bound(&loc)?;
-        let use_iommufd = match interface {
-            Interface::Iommufd => true,
-            Interface::Auto => {
-                loc.cdev.is_some()
-                    && self.fs.exists(Path::new("/dev/iommu"))
-                    && !matches!(loc.group, Some(GroupNode::NoIommu(_)))
-            }
-            Interface::Container | Interface::ContainerWith(_) => false,
-        };
-        let space = if use_iommufd {
+        let space = if self.use_iommufd(&loc, interface) {
             AddressSpace::Ioas(Iommufd::open(self.kernel.clone())?.alloc_ioas()?)
         } else {
             let wanted = match interface {
@@ -152,6 +143,19 @@ impl Vfio {
             AddressSpace::Container(Container::open(self.kernel.clone(), wanted)?)
         };
         self.open_located(&loc, &space)
+    }
+
+    /// Whether a device is opened through iommufd for an interface choice.
+    pub(crate) fn use_iommufd(&self, loc: &DeviceLocation, interface: Interface) -> bool {
+        match interface {
+            Interface::Iommufd => true,
+            Interface::Auto => {
+                loc.cdev.is_some()
+                    && self.fs.exists(Path::new("/dev/iommu"))
+                    && !matches!(loc.group, Some(GroupNode::NoIommu(_)))
+            }
+            Interface::Container | Interface::ContainerWith(_) => false,
+        }
     }
 
     /// Opens a device into an existing address space (another device's, so that both

@@ -84,6 +84,12 @@ unsafe impl VfioKernel for Paused {
     fn open_device_cdev(&self, i: u32) -> KResult<KernelFd> {
         paused(|| self.0.open_device_cdev(i))
     }
+    fn export(&self, fd: KernelFd) -> std::os::fd::OwnedFd {
+        self.0.export(fd)
+    }
+    fn adopt(&self, fd: std::os::fd::OwnedFd) -> KResult<KernelFd> {
+        self.0.adopt(fd)
+    }
     fn close(&self, fd: KernelFd) {
         paused(|| self.0.close(fd))
     }

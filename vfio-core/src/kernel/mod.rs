@@ -98,6 +98,8 @@ pub enum KernelOp {
     OpenDeviceCdev,
     /// `close(fd)`.
     Close,
+    /// Taking in a descriptor opened elsewhere (fd passing).
+    AdoptFd,
     /// `VFIO_GET_API_VERSION`.
     GetApiVersion,
     /// `VFIO_CHECK_EXTENSION`.
@@ -172,6 +174,7 @@ impl KernelOp {
             OpenIommufd => "open /dev/iommu",
             OpenDeviceCdev => "open /dev/vfio/devices/vfio<N>",
             Close => "close",
+            AdoptFd => "adopt descriptor",
             GetApiVersion => "VFIO_GET_API_VERSION",
             CheckExtension => "VFIO_CHECK_EXTENSION",
             SetIommu => "VFIO_SET_IOMMU",
@@ -236,7 +239,10 @@ impl fmt::Display for KernelOp {
 /// - [`VfioKernel::map_dma`] and [`VfioKernel::ioas_map`] let a device reach only the
 ///   memory the caller named, and only until it is unmapped;
 /// - [`VfioKernel::region_read`] never returns more than `buf.len()`, and every method
-///   writes only into the buffers it is given.
+///   writes only into the buffers it is given;
+/// - every [`KernelFd`] it hands out is an open descriptor of this process until it is
+///   given to [`VfioKernel::close`] or [`VfioKernel::export`] (objects lend it as a
+///   `BorrowedFd`).
 ///
 /// `RealKernel` keeps them by being the kernel; the mock keeps them by construction.
 pub unsafe trait VfioKernel: Send + Sync + fmt::Debug {
@@ -250,6 +256,15 @@ pub unsafe trait VfioKernel: Send + Sync + fmt::Debug {
     fn open_device_cdev(&self, index: u32) -> KResult<KernelFd>;
     /// Closes a descriptor opened through this kernel.
     fn close(&self, fd: KernelFd);
+    /// Hands a descriptor out of this kernel's bookkeeping as an owned descriptor (to
+    /// pass it to another process or to [`VfioKernel::adopt`] it elsewhere). The object
+    /// behind it stays as it is.
+    fn export(&self, fd: KernelFd) -> std::os::fd::OwnedFd;
+    /// Takes in a VFIO, iommufd or device descriptor opened elsewhere (by a privileged
+    /// parent, say), so that objects can be built on it. Which object it is shows at its
+    /// first use, as with the kernel; an unknown descriptor fails there with the kernel's
+    /// errno (EBADF, EINVAL or ENOTTY).
+    fn adopt(&self, fd: std::os::fd::OwnedFd) -> KResult<KernelFd>;
 
     /// `VFIO_GET_API_VERSION` on a container.
     fn get_api_version(&self, container: &KernelFd) -> KResult<i32>;

@@ -142,6 +142,16 @@ unsafe impl VfioKernel for RealKernel {
         unsafe { libc::close(fd.raw()) };
     }
 
+    fn export(&self, fd: KernelFd) -> std::os::fd::OwnedFd {
+        // SAFETY: the KernelFd owns an open descriptor of this backend and is consumed
+        // here, so ownership moves to the OwnedFd exactly once.
+        unsafe { std::os::fd::FromRawFd::from_raw_fd(fd.raw()) }
+    }
+
+    fn adopt(&self, fd: std::os::fd::OwnedFd) -> KResult<KernelFd> {
+        Ok(KernelFd::from_raw(std::os::fd::IntoRawFd::into_raw_fd(fd)))
+    }
+
     fn get_api_version(&self, container: &KernelFd) -> KResult<i32> {
         // SAFETY: VFIO_GET_API_VERSION takes no argument and only returns a value.
         check(unsafe { ioctl(&fd(container), VFIO_GET_API_VERSION()) })

@@ -13,8 +13,10 @@
 //! split between the virtual and the hardware config space (one image with write masks
 //! here), `VFIO_DEVICE_FEATURE` and `VFIO_DEVICE_IOEVENTFD`.
 //!
-//! Descriptors handed out by the mock are numbered from [`MOCK_FD_BASE`] upwards so that
-//! they are never mistaken for (or collide with) real descriptors of the process.
+//! Descriptors handed out by the mock are real descriptors of the process (each backed by
+//! an empty memfd), so that objects can lend them as `BorrowedFd` and a descriptor handed
+//! out with `export` and back with `adopt` (fd passing) is recognised by its inode, as
+//! the kernel recognises its file.
 //! Interrupts are delivered on real eventfds: `SET_IRQS` duplicates the caller's eventfd
 //! and a trigger writes to it. BARs are backed by a memfd each, so `mmap` returns a real
 //! shared mapping that `pread`/`pwrite` see.
@@ -49,7 +51,7 @@ use super::{HostState, MockHost, SimDevice};
 use crate::kernel::*;
 use crate::pci::PciAddress;
 
-/// The first descriptor number the mock hands out (far above any real descriptor).
+/// A descriptor number far above any the process has open: a bad descriptor for tests.
 pub const MOCK_FD_BASE: RawFd = 0x4000_0000;
 
 const PAGE: u64 = 4096;
@@ -286,11 +288,14 @@ struct DevState {
 
 /// The mock kernel's state, kept inside [`HostState`] so that the kernel, the simulated
 /// sysfs and the device models share one lock.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct KernelState {
     pub(crate) config: MockKernelConfig,
     fds: BTreeMap<RawFd, FdObj>,
-    next_fd: RawFd,
+    /// The real descriptor behind each mock descriptor the mock still holds (not exported).
+    backing: BTreeMap<RawFd, OwnedFd>,
+    /// The inode of each mock descriptor's file, to recognise it when it comes back.
+    inodes: BTreeMap<RawFd, (u64, u64)>,
     containers: BTreeMap<u32, Container>,
     next_container: u32,
     groups: BTreeMap<u32, GroupState>,
@@ -310,30 +315,6 @@ pub struct KernelState {
     locked_user: u64,
 }
 
-impl Default for KernelState {
-    fn default() -> Self {
-        KernelState {
-            config: MockKernelConfig::default(),
-            fds: BTreeMap::new(),
-            next_fd: MOCK_FD_BASE,
-            containers: BTreeMap::new(),
-            next_container: 0,
-            groups: BTreeMap::new(),
-            ictxs: BTreeMap::new(),
-            next_ictx: 0,
-            devs: BTreeMap::new(),
-            bars: BTreeMap::new(),
-            extra: BTreeMap::new(),
-            mmaps: BTreeMap::new(),
-            models: BTreeMap::new(),
-            noiommu_ids: BTreeMap::new(),
-            faults: Vec::new(),
-            calls: BTreeMap::new(),
-            locked_mm: 0,
-            locked_user: 0,
-        }
-    }
-}
 
 /// The mock kernel: a handle on the kernel state of a [`MockHost`].
 ///
@@ -584,7 +565,7 @@ fn intx_unmask(irq: &mut IrqState) {
 /// Duplicates a caller's eventfd (`eventfd_ctx_fdget`: EBADF for a bad fd, EINVAL for a
 /// descriptor that is not an eventfd).
 fn dup_eventfd(fd: i32) -> KResult<OwnedFd> {
-    if !(0..MOCK_FD_BASE).contains(&fd) {
+    if fd < 0 {
         return Err(Errno::EBADF);
     }
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|_| Errno::EBADF)?;
@@ -967,11 +948,26 @@ impl MockKernel {
     }
 }
 
+/// The (device, inode) of an open descriptor's file.
+fn inode_of(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: `st` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes at most size_of::<stat>() bytes into `st`.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
 fn new_fd(k: &mut KernelState, obj: FdObj) -> KernelFd {
-    let fd = k.next_fd;
-    k.next_fd += 1;
-    k.fds.insert(fd, obj);
-    KernelFd::from_raw(fd)
+    // SAFETY: the name is a NUL-terminated literal; memfd_create has no other inputs.
+    let raw = unsafe { libc::memfd_create(c"vfio-mock".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create for a mock descriptor: {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` was just returned by memfd_create and is owned by no one else.
+    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+    if let Some(ino) = inode_of(raw) {
+        k.inodes.insert(raw, ino);
+    }
+    k.backing.insert(raw, owned);
+    k.fds.insert(raw, obj);
+    KernelFd::from_raw(raw)
 }
 
 fn lookup(k: &KernelState, fd: &KernelFd) -> KResult<FdObj> {
@@ -1121,6 +1117,36 @@ unsafe impl VfioKernel for MockKernel {
         Ok(new_fd(&mut st.kernel, FdObj::Device(DevFd { addr, group: None, bound: None })))
     }
 
+    fn export(&self, fd: KernelFd) -> OwnedFd {
+        let mut st = self.host.state();
+        let raw = fd.raw();
+        match st.kernel.backing.remove(&raw) {
+            Some(owned) => owned,
+            // Not one of ours: the caller handed over a descriptor it owns.
+            // SAFETY: the KernelFd owns the descriptor and is consumed here.
+            None => unsafe { OwnedFd::from_raw_fd(raw) },
+        }
+    }
+
+    /// Recognises a descriptor the mock handed out (with [`VfioKernel::export`]), by the
+    /// inode of its file, under whatever number it arrives (passed over a socket, dup'ed
+    /// by a parent). The object moves to the new descriptor, as if the parent had closed
+    /// its copy; a descriptor the mock never handed out is EBADF.
+    fn adopt(&self, fd: OwnedFd) -> KResult<KernelFd> {
+        let mut st = self.enter(KernelOp::AdoptFd)?;
+        let k = &mut st.kernel;
+        let ino = inode_of(fd.as_raw_fd()).ok_or(Errno::EBADF)?;
+        let old = k.inodes.iter().find(|(_, i)| **i == ino).map(|(r, _)| *r).ok_or(Errno::EBADF)?;
+        let obj = k.fds.remove(&old).ok_or(Errno::EBADF)?;
+        k.inodes.remove(&old);
+        k.backing.remove(&old);
+        let raw = fd.as_raw_fd();
+        k.fds.insert(raw, obj);
+        k.inodes.insert(raw, ino);
+        k.backing.insert(raw, fd);
+        Ok(KernelFd::from_raw(raw))
+    }
+
     fn close(&self, fd: KernelFd) {
         let mut st = match self.enter(KernelOp::Close) {
             Ok(st) => st,
@@ -1128,6 +1154,8 @@ unsafe impl VfioKernel for MockKernel {
             Err(_) => self.host.state(),
         };
         let HostState { devices, kernel: k, .. } = &mut *st;
+        k.backing.remove(&fd.raw());
+        k.inodes.remove(&fd.raw());
         let Some(obj) = k.fds.remove(&fd.raw()) else { return };
         match obj {
             FdObj::Container(cid) => {
@@ -1889,9 +1917,7 @@ unsafe impl VfioKernel for MockKernel {
                     }
                     Some(_) => return Err(Errno::EINVAL),
                     // A real descriptor that is not ours is not a vfio group either.
-                    None if (0..MOCK_FD_BASE).contains(&fd) && fd_is_open(fd) => {
-                        return Err(Errno::EINVAL)
-                    }
+                    None if fd >= 0 && fd_is_open(fd) => return Err(Errno::EINVAL),
                     None => return Err(Errno::EBADF),
                 }
             }
@@ -1954,9 +1980,7 @@ unsafe impl VfioKernel for MockKernel {
         let ictx = match k.fds.get(&bind.iommufd) {
             Some(FdObj::Iommufd(c)) => *c,
             Some(_) => return Err(Errno::EBADFD),
-            None if bind.iommufd < MOCK_FD_BASE && fd_is_open(bind.iommufd) => {
-                return Err(Errno::EBADFD)
-            }
+            None if bind.iommufd >= 0 && fd_is_open(bind.iommufd) => return Err(Errno::EBADFD),
             None => return Err(Errno::EBADF),
         };
         // vfio_df_open: a cdev device opens once (EINVAL if already open).
