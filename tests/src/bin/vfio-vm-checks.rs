@@ -26,6 +26,8 @@ mod crash;
 mod driver;
 #[path = "../vmchecks/edu.rs"]
 mod edu;
+#[path = "../vmchecks/fdpass.rs"]
+mod fdpass;
 #[path = "../vmchecks/limits.rs"]
 mod limits;
 #[path = "../vmchecks/noalloc.rs"]
@@ -128,7 +130,7 @@ struct Lab {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash (for narrowing down a problem).
+/// memlock, shared, hotreset, reset, crash, fdpass (for narrowing down a problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -214,6 +216,9 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
         if on("conformance") {
             conformance_check(rep, &vfio, lab.edu, mode);
         }
+        if on("fdpass") {
+            fdpass::run(rep, &vfio, lab.edu, mode);
+        }
         if on("noalloc") {
             noalloc::zero_allocations(rep, &vfio, lab.edu, mode);
         }
@@ -282,6 +287,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some(limits::CHILD_ARG) {
         return ExitCode::from(limits::memlock_child(&args[1..]) as u8);
+    }
+    if args.first().map(String::as_str) == Some(fdpass::CHILD_ARG) {
+        return ExitCode::from(fdpass::child(&args[1..]) as u8);
     }
     let mut rep = Report::default();
     let lab = match Lab::from_env() {

@@ -315,7 +315,6 @@ pub struct KernelState {
     locked_user: u64,
 }
 
-
 /// The mock kernel: a handle on the kernel state of a [`MockHost`].
 ///
 /// Every [`MockHost::kernel`] call returns a handle on the same kernel.
