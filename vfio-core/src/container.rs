@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use vfio_bindings::bindings::vfio::{
-    VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE,
-    VFIO_DMA_UNMAP_FLAG_ALL, VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
+    VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_VADDR,
+    VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL, VFIO_DMA_UNMAP_FLAG_VADDR,
+    VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
 };
 
 use crate::dma::{memlock_hint, DmaPerm};
@@ -314,6 +315,36 @@ impl Container {
     /// Unmaps everything (`VFIO_DMA_UNMAP_FLAG_ALL`) and returns the bytes unmapped.
     pub fn unmap_all(&self) -> Result<u64> {
         self.unmap(0, 0, VFIO_DMA_UNMAP_FLAG_ALL)
+    }
+
+    /// Live update, step 1 (`VFIO_DMA_UNMAP_FLAG_VADDR`): the mappings of
+    /// `[iova, iova + size)` stay in the IOMMU, with their pages pinned, but forget their
+    /// process addresses, so the process can `exec` a new version of itself (QEMU's cpr,
+    /// cloud-hypervisor's live upgrade). Device DMA continues; any kernel access that
+    /// needs the address (a new map, an emulated access) blocks until step 2. With
+    /// `size` 0 and `all`, every mapping. Needs `VFIO_UPDATE_VADDR` (type1v2).
+    pub fn invalidate_vaddr(&self, iova: u64, size: u64, all: bool) -> Result<u64> {
+        let flags = VFIO_DMA_UNMAP_FLAG_VADDR | if all { VFIO_DMA_UNMAP_FLAG_ALL } else { 0 };
+        self.unmap(iova, size, flags)
+    }
+
+    /// Live update, step 2 (`VFIO_DMA_MAP_FLAG_VADDR`): gives the mappings of
+    /// `[iova, iova + size)` their process address in the new process.
+    ///
+    /// # Safety
+    /// `vaddr..vaddr + size` must be the same memory (the same pages, mapped again, as
+    /// from a memfd kept across `exec`) the mappings had before step 1, with
+    /// [`Container::map_dma`]'s contract.
+    pub unsafe fn update_vaddr(&self, vaddr: u64, iova: u64, size: u64) -> Result<()> {
+        let map = vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32,
+            flags: VFIO_DMA_MAP_FLAG_VADDR,
+            vaddr,
+            iova,
+            size,
+        };
+        // SAFETY: this function's own contract (`# Safety` above) is the seam's.
+        unsafe { self.kernel.map_dma(self.fd(), &map) }.map_err(|e| self.map_error(e, size))
     }
 
     #[inline]

@@ -79,3 +79,63 @@ fn dma_to_an_unmapped_iova_does_not_land() {
     let first = unsafe { std::slice::from_raw_parts(mem, 64) };
     assert!(first.iter().all(|b| *b == 0), "DMA to an unmapped IOVA landed");
 }
+
+/// Live update on the container (`VFIO_UPDATE_VADDR`): guest RAM is a memfd; the old
+/// process invalidates the mappings' addresses, the new one maps the same memfd at
+/// another address and gives it to the mappings; the device's DMA then lands in it.
+#[test]
+fn a_live_update_moves_guest_ram_to_a_new_address_without_unmapping() {
+    use vfio_core::AddressSpace;
+    for interface in [Interface::Container, Interface::ContainerWith(IommuType::Type1)] {
+        let (_host, vfio, a) = lab();
+        let device = vfio.open(a, interface).unwrap();
+        let AddressSpace::Container(c) = device.address_space() else { panic!("a container") };
+        let len = 1 << 16;
+        // SAFETY: a fresh memfd of `len` bytes, mapped shared twice below.
+        let memfd = unsafe { libc::memfd_create(c"ram".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(memfd >= 0);
+        // SAFETY: ftruncate of our own memfd.
+        assert_eq!(unsafe { libc::ftruncate(memfd, len as i64) }, 0);
+        let map = || {
+            // SAFETY: a new shared mapping of our memfd; unmapped below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    memfd,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            p as u64
+        };
+        let old = map();
+        let iova = 0x10_0000;
+        // SAFETY: `old` stays mapped until the addresses are invalidated below.
+        unsafe { c.map_dma(old, iova, len as u64, vfio_core::DmaPerm::ReadWrite) }.unwrap();
+        assert_eq!(c.invalidate_vaddr(iova, len as u64, false).unwrap(), len as u64);
+        // SAFETY: `old` is no longer named by any mapping.
+        unsafe { libc::munmap(old as *mut libc::c_void, len) };
+        let new = map();
+        // SAFETY: `new` maps the same pages as `old` did and stays mapped until the end.
+        unsafe { c.update_vaddr(new, iova, len as u64) }.unwrap();
+        let mut edu = Edu::new(&device).unwrap();
+        edu.enable_msi().unwrap();
+        let pool = edu_pool(&device).unwrap();
+        let src = pool.alloc(4096).unwrap();
+        let data = fill(&src, 3, 512).unwrap();
+        assert!(edu.dma_to_device(src.iova(), 512, T).unwrap());
+        assert!(edu.dma_from_device(iova, 512, T).unwrap(), "{interface:?}");
+        // SAFETY: `new` maps `len` bytes; read the first 512.
+        let got = unsafe { std::slice::from_raw_parts(new as *const u8, 512) }.to_vec();
+        assert_eq!(got, data, "{interface:?}: the DMA landed in the new mapping");
+        assert_eq!(c.unmap_dma(iova, len as u64).unwrap(), len as u64);
+        // SAFETY: unmapped from the IOMMU above; our own mapping and memfd.
+        unsafe {
+            libc::munmap(new as *mut libc::c_void, len);
+            libc::close(memfd);
+        }
+    }
+}

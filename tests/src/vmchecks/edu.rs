@@ -46,6 +46,12 @@ pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
             format!("{label}: a read-only mapping is read by the device and never written"),
             dma_read_only(&drv),
         );
+        if let AddressSpace::Container(c) = device.address_space() {
+            rep.check(
+                format!("{label}: live update (VFIO_UPDATE_VADDR): guest RAM moved to a new address, the DMA lands in it"),
+                live_update(&drv, &c),
+            );
+        }
     } else {
         rep.skip(
             format!("{label}: DMA"),
@@ -59,6 +65,60 @@ pub fn driver_checks(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
         factorial_intx(&mut drv),
     );
     let _ = device.disable_irqs(IrqIndex::Intx);
+}
+
+/// A memfd mapped shared, as guest RAM kept across a live update.
+fn memfd_map(fd: i32, len: usize) -> Result<u64, String> {
+    // SAFETY: a new shared mapping of our own memfd; the caller unmaps it.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    ensure(p != libc::MAP_FAILED, || format!("mmap: {}", std::io::Error::last_os_error()))?;
+    Ok(p as u64)
+}
+
+fn live_update(drv: &Edu, c: &vfio_core::Container) -> Outcome {
+    let len = 1usize << 16;
+    // SAFETY: memfd_create takes a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"ram".as_ptr(), libc::MFD_CLOEXEC) };
+    ensure(fd >= 0, || "memfd_create".into())?;
+    // SAFETY: ftruncate of our memfd.
+    ensure(unsafe { libc::ftruncate(fd, len as i64) } == 0, || "ftruncate".into())?;
+    let r = (|| -> Outcome {
+        let old = memfd_map(fd, len)?;
+        let iova = 0x80_0000;
+        // SAFETY: `old` stays mapped until the addresses are invalidated.
+        unsafe { c.map_dma(old, iova, len as u64, DmaPerm::ReadWrite) }.ctx("map")?;
+        let n = c.invalidate_vaddr(iova, len as u64, false).ctx("invalidate vaddr")?;
+        ensure(n == len as u64, || format!("invalidated {n} bytes"))?;
+        // SAFETY: no mapping names `old` any more.
+        unsafe { libc::munmap(old as *mut libc::c_void, len) };
+        let new = memfd_map(fd, len)?;
+        // SAFETY: `new` maps the same pages; unmapped after the IOVA range below.
+        unsafe { c.update_vaddr(new, iova, len as u64) }.ctx("update vaddr")?;
+        let pool = edu_pool(drv.device).ctx("pool")?;
+        let src = pool.alloc(4096).ctx("alloc")?;
+        let data = fill(&src, 11, MAX_DMA as usize).ctx("fill")?;
+        let ok = drv.dma_to_device(src.iova(), MAX_DMA, TIMEOUT).ctx("DMA to edu")?
+            && drv.dma_from_device(iova, MAX_DMA, TIMEOUT).ctx("DMA to the updated RAM")?;
+        // SAFETY: `new` maps `len` bytes.
+        let got = unsafe { std::slice::from_raw_parts(new as *const u8, MAX_DMA as usize) };
+        let same = got == &data[..];
+        c.unmap_dma(iova, len as u64).ctx("unmap")?;
+        // SAFETY: unmapped from the IOMMU above.
+        unsafe { libc::munmap(new as *mut libc::c_void, len) };
+        ensure(ok && same, || format!("DMA completed {ok}, data landed {same}"))
+    })();
+    // SAFETY: our memfd.
+    unsafe { libc::close(fd) };
+    r
 }
 
 fn identify(drv: &Edu) -> Outcome {

@@ -62,9 +62,14 @@ pub fn run(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode) {
         let line = text.lines().find_map(|l| l.strip_prefix("result: ")).unwrap_or("(none)");
         ensure(out.status.success(), || format!("child exit {:?}: {line}", out.status.code()))
     })();
+    let what = if mode.dma {
+        "opens edu from inherited descriptors, BAR0 through an owned mapping equals pread, DMA round trip, MSI on an eventfd"
+    } else {
+        "is refused with EPERM (no-IOMMU needs CAP_SYS_RAWIO, however the descriptors were opened)"
+    };
     rep.check(
         format!(
-            "fd passing [{}]: a child chrooted to an empty directory as uid 65534 opens edu from inherited descriptors, BAR0 through an owned mapping equals pread, DMA round trip, MSI on an eventfd",
+            "fd passing [{}]: a child chrooted to an empty directory as uid 65534 {what}",
             mode.name
         ),
         r,
@@ -115,7 +120,16 @@ pub fn child(args: &[String]) -> i32 {
             vfio_core::Interface::ContainerWith(t) => Some(t),
             _ => None,
         };
-        let dev = Arc::new(fds.open(Arc::new(RealKernel::new()), wanted).ctx("open from fds")?);
+        let opened = fds.open(Arc::new(RealKernel::new()), wanted);
+        if !mode.dma {
+            // vfio: a no-IOMMU group joins a container only with CAP_SYS_RAWIO, whoever
+            // opened the descriptors (vfio_group_ioctl_set_container).
+            let e = opened.err().ok_or("an unprivileged no-IOMMU user was let in")?;
+            ensure(e.errno() == Some(vfio_core::kernel::Errno::EPERM), || e.to_string())?;
+            println!("note: no-IOMMU refuses the unprivileged child: {e}");
+            return Ok(());
+        }
+        let dev = Arc::new(opened.ctx("open from fds")?);
         let bar0 = dev.map_region_owned(0).ctx("owned BAR0 mapping")?;
         let mut b = [0u8; 4];
         dev.read_region(0, reg::IDENT, &mut b).ctx("pread")?;
