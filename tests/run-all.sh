@@ -37,6 +37,9 @@ cargo test -p vfio-core
 step "vfio-core as packaged for crates.io: built and tested on its own (tests/package-check.sh)"
 bash tests/package-check.sh
 
+step "Miri over the pure decoders (tests/miri.sh)"
+bash tests/miri.sh
+
 step "fuzz/run.sh 5 (every fuzz target, 5 s each)"
 fuzz/run.sh 5
 
