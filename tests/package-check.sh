@@ -24,8 +24,8 @@ if cargo tree -e normal --prefix none | grep -Eq '^(regex|serde|serde_json) '; t
     echo "package-check: the default features pull in regex or serde" >&2
     exit 1
 fi
-cargo test --quiet --features mock
-for f in "" "--features serde" "--features host" "--features mock"; do
+cargo test --quiet --all-features
+for f in "" "--features serde" "--features host" "--features kvm" "--features mock"; do
     RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps $f
 done
 echo "package-check: ok"

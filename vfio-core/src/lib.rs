@@ -21,6 +21,8 @@
 //! - `serde`: `Serialize` for the decoded and reported types;
 //! - `host`: the host layer (module `host`: groups, binding, SR-IOV, mdev, doctor, persist,
 //!   snapshot), with `serde` and the `pci.ids`/filter machinery it needs;
+//! - `kvm`: KVM integration (module `kvm`, with rust-vmm's `kvm-ioctls`): the KVM VFIO
+//!   device and irqfd routing of a device's vectors;
 //! - `mock`: the simulated host (module `mock`) for tests of code that embeds this crate
 //!   (turns on `host`, since the simulated sysfs reacts as the host layer expects).
 
@@ -43,6 +45,9 @@ pub mod iommufd;
 pub mod iova;
 pub mod irq;
 pub mod kernel;
+#[cfg(feature = "kvm")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kvm")))]
+pub mod kvm;
 pub mod pci;
 pub mod region;
 pub mod reset;

@@ -28,6 +28,8 @@ mod driver;
 mod edu;
 #[path = "../vmchecks/fdpass.rs"]
 mod fdpass;
+#[path = "../vmchecks/kvm.rs"]
+mod kvm;
 #[path = "../vmchecks/limits.rs"]
 mod limits;
 #[path = "../vmchecks/noalloc.rs"]
@@ -130,7 +132,7 @@ struct Lab {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash, fdpass (for narrowing down a problem).
+/// memlock, shared, hotreset, reset, crash, fdpass, kvm (for narrowing down a problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -218,6 +220,9 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
         }
         if on("fdpass") {
             fdpass::run(rep, &vfio, lab.edu, mode);
+        }
+        if on("kvm") {
+            kvm::run(rep, &vfio, lab.edu, mode);
         }
         if on("noalloc") {
             noalloc::zero_allocations(rep, &vfio, lab.edu, mode);

@@ -66,6 +66,10 @@ pub const STOCK_MODULES: &[(&str, &str)] = &[
     ("vfio-pci", ""),
     ("e1000e", ""),
     ("nvme", ""),
+    // KVM in the guest (QEMU's TCG offers SVM with `-cpu qemu64,+svm,+npt`): the KVM VFIO
+    // device and irqfds are checked on the real kernel; no vCPU has to run.
+    ("kvm", ""),
+    ("kvm-amd", ""),
 ];
 
 /// The cache directory: `$VFIO_LAB_CACHE`, else `$HOME/.cache/vfio-lab`.

@@ -139,6 +139,9 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
     let mut a: Vec<String> = vec![
         "-accel".into(),
         cfg.accel.clone(),
+        // TCG's default CPU plus AMD's virtualisation, so the guest can load kvm-amd.
+        "-cpu".into(),
+        if cfg.accel == "tcg" { "qemu64,+svm,+npt".into() } else { "host".into() },
         "-M".into(),
         "q35".into(),
         "-m".into(),

@@ -100,6 +100,14 @@ pub enum KernelOp {
     Close,
     /// Taking in a descriptor opened elsewhere (fd passing).
     AdoptFd,
+    /// `KVM_CREATE_DEVICE` (the KVM VFIO device).
+    KvmCreateDevice,
+    /// `KVM_SET_DEVICE_ATTR` on the KVM VFIO device (`KVM_DEV_VFIO_FILE_ADD`/`DEL`).
+    KvmSetDeviceAttr,
+    /// `KVM_SET_GSI_ROUTING`.
+    KvmSetGsiRouting,
+    /// `KVM_IRQFD`.
+    KvmIrqfd,
     /// `VFIO_GET_API_VERSION`.
     GetApiVersion,
     /// `VFIO_CHECK_EXTENSION`.
@@ -175,6 +183,10 @@ impl KernelOp {
             OpenDeviceCdev => "open /dev/vfio/devices/vfio<N>",
             Close => "close",
             AdoptFd => "adopt descriptor",
+            KvmCreateDevice => "KVM_CREATE_DEVICE",
+            KvmSetDeviceAttr => "KVM_SET_DEVICE_ATTR",
+            KvmSetGsiRouting => "KVM_SET_GSI_ROUTING",
+            KvmIrqfd => "KVM_IRQFD",
             GetApiVersion => "VFIO_GET_API_VERSION",
             CheckExtension => "VFIO_CHECK_EXTENSION",
             SetIommu => "VFIO_SET_IOMMU",
