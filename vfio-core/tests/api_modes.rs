@@ -13,22 +13,9 @@ use vfio_core::pci::ConfigSpace;
 use vfio_core::{AddressSpace, DmaPerm, DmaPool, Error, Interface, IrqIndex, PciAddress, Vfio};
 use vmm_sys_util::eventfd::EventFd;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Type1v2,
-    Type1,
-    Iommufd,
-}
-
-const MODES: [Mode; 3] = [Mode::Type1v2, Mode::Type1, Mode::Iommufd];
-
-fn interface(m: Mode) -> Interface {
-    match m {
-        Mode::Type1v2 => Interface::Container,
-        Mode::Type1 => Interface::ContainerWith(IommuType::Type1),
-        Mode::Iommufd => Interface::Iommufd,
-    }
-}
+#[path = "common/modes.rs"]
+mod modes;
+use modes::{interface, Mode, MODES};
 
 fn addr(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()

@@ -3,20 +3,14 @@
 //! and what an unmap of part of a mapping does in each mode (as the real kernel does;
 //! see `tests/conformance/edu-*.expected`, `dma.unmap_split_*`).
 
-use vfio_core::container::IommuType;
 use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::kernel::Errno;
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
-use vfio_core::{DmaPerm, DmaPool, Interface, PciAddress, Vfio};
+use vfio_core::{DmaPerm, DmaPool, PciAddress, Vfio};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Type1v2,
-    Type1,
-    Iommufd,
-}
-
-const MODES: [Mode; 3] = [Mode::Type1v2, Mode::Type1, Mode::Iommufd];
+#[path = "common/modes.rs"]
+mod modes;
+use modes::{interface, Mode, MODES};
 
 fn open(m: Mode) -> (MockHost, vfio_core::Device) {
     let host = MockHost::new([DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci")]);
@@ -25,13 +19,8 @@ fn open(m: Mode) -> (MockHost, vfio_core::Device) {
         allow_unsafe_interrupts: true,
         ..MockKernelConfig::default()
     });
-    let interface = match m {
-        Mode::Type1v2 => Interface::Container,
-        Mode::Type1 => Interface::ContainerWith(IommuType::Type1),
-        Mode::Iommufd => Interface::Iommufd,
-    };
     let dev = Vfio::new(host.kernel(), host.fs())
-        .open(PciAddress::parse("0000:00:04.0").unwrap(), interface)
+        .open(PciAddress::parse("0000:00:04.0").unwrap(), interface(m))
         .unwrap();
     (host, dev)
 }

@@ -6,7 +6,6 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use vfio_core::container::IommuType;
 use vfio_core::dma::{Backing, HostMemory};
 use vfio_core::kernel::{iommu_ioas_alloc, KernelOp, VfioKernel};
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
@@ -14,28 +13,11 @@ use vfio_core::{
     Device, DeviceFds, DmaPerm, DmaPool, Interface, IrqIndex, PciAddress, RegionMapping, Vfio,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Mode {
-    Type1v2,
-    Type1,
-    Iommufd,
-}
-
-const MODES: [Mode; 3] = [Mode::Type1v2, Mode::Type1, Mode::Iommufd];
+#[path = "common/modes.rs"]
+mod modes;
+use modes::{interface, wanted, Mode, MODES};
 const NVME: &str = "0000:01:00.0";
 const EDU: &str = "0000:00:04.0";
-
-fn interface(m: Mode) -> Interface {
-    match m {
-        Mode::Type1v2 => Interface::Container,
-        Mode::Type1 => Interface::ContainerWith(IommuType::Type1),
-        Mode::Iommufd => Interface::Iommufd,
-    }
-}
-
-fn wanted(m: Mode) -> Option<IommuType> {
-    (m == Mode::Type1).then_some(IommuType::Type1)
-}
 
 fn a(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()

@@ -221,20 +221,23 @@ fn ensure_stock(cache: &Path) -> Result<Kernel> {
         eprintln!("vfio-lab: extracting {}", deb.display());
         run_quiet(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
         run_quiet(Command::new("depmod").arg("-b").arg(&root).arg(&kver))?;
-        let dep = read(&modroot.join("modules.dep"))?;
-        let wanted: Vec<&str> = STOCK_MODULES.iter().map(|m| m.0).collect();
-        for f in load_order(&dep, &wanted)? {
-            let src = modroot.join(&f);
-            if f.ends_with(".xz") {
-                run_quiet(Command::new("xz").args(["-d", "-k", "-f"]).arg(&src))?;
-            } else if f.ends_with(".zst") {
-                run_quiet(Command::new("zstd").args(["-d", "-f", "-q"]).arg(&src))?;
-            }
-        }
         write(&ready, pkg.as_bytes())?;
     }
     let dep = read(&modroot.join("modules.dep"))?;
     let wanted: Vec<&str> = STOCK_MODULES.iter().map(|m| m.0).collect();
+    // Decompressed on demand, so a module added to STOCK_MODULES works with a warm cache.
+    for f in load_order(&dep, &wanted)? {
+        let src = modroot.join(&f);
+        let ko = modroot.join(f.trim_end_matches(".xz").trim_end_matches(".zst"));
+        if ko.exists() {
+            continue;
+        }
+        if f.ends_with(".xz") {
+            run_quiet(Command::new("xz").args(["-d", "-k", "-f"]).arg(&src))?;
+        } else if f.ends_with(".zst") {
+            run_quiet(Command::new("zstd").args(["-d", "-f", "-q"]).arg(&src))?;
+        }
+    }
     let modules = load_order(&dep, &wanted)?
         .into_iter()
         .map(|f| {

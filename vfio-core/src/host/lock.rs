@@ -40,15 +40,8 @@ fn euid() -> u32 {
 /// state in: a real directory, owned by root or by this user, writable by no one else.
 pub fn ensure_run_dir(fs: &dyn HostFs) -> Result<()> {
     let dir = Path::new(RUN_DIR);
-    fs.create_dir_all(dir, 0o700).map_err(|e| {
-        let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
-        let err = Error::host("create directory", dir, e);
-        if denied {
-            err.with_hint("changing the host needs root: run vfiotool with sudo")
-        } else {
-            err
-        }
-    })?;
+    fs.create_dir_all(dir, 0o700)
+        .map_err(|e| crate::host::change_error("create directory", dir, e))?;
     let m = fs.metadata(dir).map_err(|e| Error::host("stat", dir, e))?;
     let unsafe_dir = |reason: String| Error::Invalid {
         what: "run directory",

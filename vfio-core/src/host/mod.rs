@@ -44,17 +44,20 @@ pub(crate) fn read_opt(fs: &dyn HostFs, path: &Path) -> Option<String> {
     fs.read_string(path).ok()
 }
 
+/// A failed change to the host as an [`Error::Host`], saying so when root is needed.
+pub(crate) fn change_error(op: &'static str, path: &Path, e: std::io::Error) -> Error {
+    let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
+    let err = Error::host(op, path, e);
+    if denied {
+        err.with_hint("changing the host needs root: run vfiotool with sudo")
+    } else {
+        err
+    }
+}
+
 /// Writes an attribute, as an [`Error::Host`] on failure.
 pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()> {
-    fs.write(path, data.as_bytes()).map_err(|e| {
-        let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
-        let err = Error::host("write", path, e);
-        if denied {
-            err.with_hint("changing the host needs root: run vfiotool with sudo")
-        } else {
-            err
-        }
-    })
+    fs.write(path, data.as_bytes()).map_err(|e| change_error("write", path, e))
 }
 
 pub(crate) use crate::hostfs::link_name;

@@ -1050,6 +1050,20 @@ impl SimFs {
         Some(Node::Dir(names.into_iter().collect()))
     }
 
+    /// Where a regular file may be created: outside the kernel's filesystems (EACCES
+    /// there), in an existing directory (ENOENT otherwise).
+    fn plain_file_path(st: &HostState, path: &Path) -> io::Result<PathBuf> {
+        let p = normalize(path);
+        if is_kernel_path(&p) {
+            return Err(err(libc::EACCES));
+        }
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        if !matches!(Self::node(st, parent), Some(Node::Dir(_))) {
+            return Err(err(libc::ENOENT));
+        }
+        Ok(p)
+    }
+
     /// Resolves symbolic links along `path` (the last one only when `follow_last`).
     fn resolve(st: &HostState, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
         let mut todo: Vec<String> = normalize_keep(path);
@@ -1429,14 +1443,7 @@ impl HostFs for SimFs {
     fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let mut st = self.host.state();
         Self::fault(&mut st, FaultOp::Write, path)?;
-        let p = normalize(path);
-        if is_kernel_path(&p) {
-            return Err(err(libc::EACCES));
-        }
-        let parent = p.parent().unwrap_or(Path::new("/"));
-        if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
-            return Err(err(libc::ENOENT));
-        }
+        let p = Self::plain_file_path(&st, path)?;
         if matches!(Self::node(&st, &p), Some(Node::Dir(_))) {
             return Err(err(libc::EISDIR));
         }
@@ -1448,14 +1455,7 @@ impl HostFs for SimFs {
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn HeldLock>> {
         let mut st = self.host.state();
-        let p = normalize(path);
-        if is_kernel_path(&p) {
-            return Err(err(libc::EACCES));
-        }
-        let parent = p.parent().unwrap_or(Path::new("/"));
-        if !matches!(Self::node(&st, parent), Some(Node::Dir(_))) {
-            return Err(err(libc::ENOENT));
-        }
+        let p = Self::plain_file_path(&st, path)?;
         if !st.sys.locks.insert(p.clone()) {
             return Err(io::Error::from(io::ErrorKind::WouldBlock));
         }
