@@ -57,16 +57,31 @@ fn run_with_grace(
     echo: Echo,
 ) -> Result<i32> {
     let args = qemu_args(cfg);
-    let mut child = Command::new(&cfg.qemu)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| LabError::Command {
-            command: format!("{} {}", cfg.qemu.display(), args.join(" ")),
-            detail: format!("{e} (apt-get install qemu-system-x86)"),
-        })?;
+    let spawn = || {
+        Command::new(&cfg.qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+    };
+    // ETXTBSY: an executable written a moment ago stays "busy" while any process forked
+    // meanwhile (by another thread) still holds the writer's descriptor; it passes.
+    let mut tries = 0;
+    let mut child = loop {
+        match spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => {
+                break r.map_err(|e| LabError::Command {
+                    command: format!("{} {}", cfg.qemu.display(), args.join(" ")),
+                    detail: format!("{e} (apt-get install qemu-system-x86)"),
+                })?
+            }
+        }
+    };
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
