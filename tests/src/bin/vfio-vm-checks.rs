@@ -236,6 +236,7 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
             }
             if on("shared") {
                 edu::shared_space(rep, &vfio, lab.edu, lab.edu2, mode);
+                edu::peer_to_peer(rep, &vfio, lab.edu, lab.edu2, mode);
             }
         } else {
             let why = "no-IOMMU mode maps no DMA";

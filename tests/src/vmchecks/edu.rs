@@ -282,3 +282,40 @@ fn one_round_trip(
         format!("{which}: the data read from the shared buffer did not come back")
     })
 }
+
+/// Peer-to-peer DMA: edu2's BAR0 mapped into edu's address space with
+/// `DmaPool::map_peer`, then edu's DMA engine reads edu2's identification register
+/// through the IOMMU. Where the backend cannot map device memory, the kernel's answer is
+/// recorded instead.
+pub fn peer_to_peer(rep: &mut Report, vfio: &Vfio, edu: PciAddress, edu2: PciAddress, mode: &Mode) {
+    let name = format!(
+        "peer-to-peer [{}]: edu2's BAR0 mapped for DMA (DmaPool::map_peer), edu's DMA reads edu2's ident through the IOMMU",
+        mode.name
+    );
+    let r = (|| -> Outcome {
+        let device = vfio.open(edu, mode.interface).ctx("open edu")?;
+        let peer = Arc::new(vfio.open_in(edu2, &device.address_space()).ctx("open edu2")?);
+        peer.enable_bus_master().ctx("edu2 memory decode")?;
+        let bar = Arc::new(peer.map_region_owned(0).ctx("edu2 BAR0")?);
+        let pool = edu_pool(&device).ctx("pool")?;
+        let at = 0x0800_0000;
+        let maps = match pool.map_peer(&bar, at) {
+            Ok(m) => m,
+            Err(e) if mode.name == "iommufd" => {
+                rep.note(format!("iommufd cannot map device memory on this kernel: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(format!("map_peer: {e}")),
+        };
+        let drv = Edu::new(&device).ctx("edu")?;
+        let dst = pool.alloc(4096).ctx("alloc")?;
+        let ok = drv.dma_to_device(at, 4, TIMEOUT).ctx("DMA from edu2's BAR")?
+            && drv.dma_from_device(dst.iova(), 4, TIMEOUT).ctx("DMA to RAM")?;
+        let mut b = [0u8; 4];
+        dst.read(0, &mut b).ctx("read")?;
+        drop(maps);
+        let id = u32::from_le_bytes(b);
+        ensure(ok && id == 0x0100_00ed, || format!("DMA completed {ok}, read {id:#x}"))
+    })();
+    rep.check(name, r);
+}
