@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         driver: None,
         driver_override: None,
         iommu_group: Some(1),
+        pci_bridge: false,
         isolated: Some(true),
         group_peers: vec![],
     };
