@@ -10,10 +10,16 @@ target="$top/target/package-check"
 cargo package -p vfio-core --allow-dirty --no-verify --quiet
 version=$(cargo pkgid -p vfio-core | sed 's/.*[#@]//')
 crate="$top/target/package/vfio-core-$version.crate"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# A fixed place: the test binaries embed the crate's path (CARGO_MANIFEST_DIR), so a
+# new temporary directory each time would leave the shared target dir with binaries that
+# look for their data in a directory that is gone.
+# (outside the repository, so cargo does not take it for a workspace member)
+work="${TMPDIR:-/tmp}/vfio-core-package-check-$(printf %s "$top" | cksum | cut -d' ' -f1)"
+rm -rf "$work"
+mkdir -p "$work"
 tar xzf "$crate" -C "$work"
 cd "$work/vfio-core-$version"
+find . -type f -exec touch {} +
 # The workspace's lock file keeps the versions the workspace tested.
 cp "$top/Cargo.lock" .
 echo "packaged: $(tar tzf "$crate" | wc -l) files; license files: $(ls LICENSE-* | tr '\n' ' ')"
