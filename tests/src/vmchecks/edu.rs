@@ -288,10 +288,12 @@ fn one_round_trip(
 /// through the IOMMU. Where the backend cannot map device memory, the kernel's answer is
 /// recorded instead.
 pub fn peer_to_peer(rep: &mut Report, vfio: &Vfio, edu: PciAddress, edu2: PciAddress, mode: &Mode) {
-    let name = format!(
-        "peer-to-peer [{}]: edu2's BAR0 mapped for DMA (DmaPool::map_peer), edu's DMA reads edu2's ident through the IOMMU",
-        mode.name
-    );
+    let what = if mode.name == "iommufd" {
+        "map_peer of edu2's BAR0: iommufd cannot map device memory (VM_PFNMAP) on these kernels, the error is recorded; or, where it can, edu's DMA reads edu2's ident"
+    } else {
+        "edu2's BAR0 mapped for DMA (DmaPool::map_peer), edu's DMA reads edu2's ident through the IOMMU"
+    };
+    let name = format!("peer-to-peer [{}]: {what}", mode.name);
     let r = (|| -> Outcome {
         let device = vfio.open(edu, mode.interface).ctx("open edu")?;
         let peer = Arc::new(vfio.open_in(edu2, &device.address_space()).ctx("open edu2")?);
