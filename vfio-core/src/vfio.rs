@@ -49,6 +49,21 @@ pub struct Vfio {
     fs: Arc<dyn HostFs>,
 }
 
+/// Why a device has no cdev, with the way out.
+pub(crate) fn no_cdev(loc: &DeviceLocation) -> Error {
+    let hint = if matches!(loc.group, Some(GroupNode::NoIommu(_))) {
+        "it is in a no-IOMMU group, and this kernel gives no-IOMMU devices no cdev \
+         (the lab's 6.12 does not); use Interface::Container"
+    } else {
+        "the kernel has no VFIO_DEVICE_CDEV, or the device is not bound to vfio-pci; \
+         use Interface::Container"
+    };
+    Error::NotFound {
+        what: format!("VFIO device cdev of {}", loc.address),
+        hint: Some(hint.into()),
+    }
+}
+
 impl Vfio {
     /// Over explicit backends (a `mock::MockHost`'s kernel and view in tests).
     pub fn new(kernel: Arc<dyn VfioKernel>, fs: Arc<dyn HostFs>) -> Self {
@@ -181,14 +196,7 @@ impl Vfio {
                 Device::open_in_group(&group, loc.address)
             }
             AddressSpace::Ioas(ioas) => {
-                let cdev = loc.cdev.ok_or_else(|| Error::NotFound {
-                    what: format!("VFIO device cdev of {}", loc.address),
-                    hint: Some(
-                        "the kernel has no VFIO_DEVICE_CDEV, or the device is not bound to \
-                         vfio-pci; use Interface::Container"
-                            .into(),
-                    ),
-                })?;
+                let cdev = loc.cdev.ok_or_else(|| no_cdev(loc))?;
                 Device::open_cdev(ioas, loc.address, cdev)
             }
         }

@@ -473,6 +473,15 @@ fn no_iommu_mode_opens_devices_but_maps_nothing() {
         .unwrap_err();
     assert!(e.to_string().contains("no-IOMMU mode has no DMA mapping"), "{e}");
     assert!(DmaPool::new(dev.address_space()).is_err());
+    drop(dev);
+    // iommufd asked for a no-IOMMU device: the error says why there is no cdev.
+    for open in [
+        vfio(&host).open(addr("0000:00:03.0"), Interface::Iommufd).map(drop),
+        vfio(&host).open_fds(addr("0000:00:03.0"), Interface::Iommufd).map(drop),
+    ] {
+        let e = open.unwrap_err().to_string();
+        assert!(e.contains("no-IOMMU group") && e.contains("Interface::Container"), "{e}");
+    }
 }
 
 #[test]

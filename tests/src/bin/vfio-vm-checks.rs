@@ -203,6 +203,23 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
     } else {
         modes.extend(mode_by_name("noiommu"));
         rep.skip("type1v2, type1 and iommufd modes", "this boot has no IOMMU");
+        // What the mock models: a no-IOMMU device gets no cdev, so iommufd (and its
+        // no-IOMMU bind with iommufd -1) cannot be reached on this kernel.
+        let cdev = vfio.locate(lab.edu).map(|l| l.cdev);
+        let nodes = std::fs::read_dir("/dev/vfio/devices").map(|d| d.count()).unwrap_or(0);
+        rep.check(
+            "no-IOMMU: edu has no VFIO device cdev (no vfio-dev in sysfs, /dev/vfio/devices empty)",
+            ensure(matches!(cdev, Ok(None)) && nodes == 0, || {
+                format!("cdev {cdev:?}, {nodes} nodes in /dev/vfio/devices")
+            }),
+        );
+        let e = vfio.open(lab.edu, vfio_core::Interface::Iommufd).map(drop);
+        rep.check(
+            "no-IOMMU: asking for iommufd says the device is in a no-IOMMU group",
+            ensure(e.as_ref().is_err_and(|e| e.to_string().contains("no-IOMMU group")), || {
+                format!("{e:?}")
+            }),
+        );
     }
     let on = |group: &str| {
         let off = lab.skip.iter().any(|s| s == group);
