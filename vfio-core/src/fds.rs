@@ -58,7 +58,7 @@ impl Vfio {
         self.check_bound(&loc)?;
         let kernel = self.kernel();
         if self.use_iommufd(&loc, interface) {
-            let cdev = loc.cdev.ok_or_else(|| crate::vfio::no_cdev(&loc))?;
+            let cdev = crate::vfio::cdev_of(&loc)?;
             let iommufd = Iommufd::open_node(kernel)?;
             let device = match Device::open_cdev_node(kernel, address, cdev) {
                 Ok(d) => d,

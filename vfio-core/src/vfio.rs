@@ -49,11 +49,21 @@ pub struct Vfio {
     fs: Arc<dyn HostFs>,
 }
 
+/// The cdev number of a device that can be opened through iommufd. A device in a
+/// no-IOMMU group cannot: 6.12 lists `vfio-dev/vfioN` in sysfs for it but makes no
+/// `/dev/vfio/devices` node (seen in the lab).
+pub(crate) fn cdev_of(loc: &DeviceLocation) -> Result<u32> {
+    match (loc.cdev, loc.group) {
+        (Some(n), g) if !matches!(g, Some(GroupNode::NoIommu(_))) => Ok(n),
+        _ => Err(no_cdev(loc)),
+    }
+}
+
 /// Why a device has no cdev, with the way out.
-pub(crate) fn no_cdev(loc: &DeviceLocation) -> Error {
+fn no_cdev(loc: &DeviceLocation) -> Error {
     let hint = if matches!(loc.group, Some(GroupNode::NoIommu(_))) {
-        "it is in a no-IOMMU group, and this kernel gives no-IOMMU devices no cdev \
-         (the lab's 6.12 does not); use Interface::Container"
+        "it is in a no-IOMMU group, whose devices have no cdev node (Linux 6.12 lists one \
+         in sysfs but makes no /dev/vfio/devices node); use Interface::Container"
     } else {
         "the kernel has no VFIO_DEVICE_CDEV, or the device is not bound to vfio-pci; \
          use Interface::Container"
@@ -196,7 +206,7 @@ impl Vfio {
                 Device::open_in_group(&group, loc.address)
             }
             AddressSpace::Ioas(ioas) => {
-                let cdev = loc.cdev.ok_or_else(|| no_cdev(loc))?;
+                let cdev = cdev_of(loc)?;
                 Device::open_cdev(ioas, loc.address, cdev)
             }
         }

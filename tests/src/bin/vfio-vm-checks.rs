@@ -203,15 +203,17 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
     } else {
         modes.extend(mode_by_name("noiommu"));
         rep.skip("type1v2, type1 and iommufd modes", "this boot has no IOMMU");
-        // What the mock models: a no-IOMMU device gets no cdev, so iommufd (and its
-        // no-IOMMU bind with iommufd -1) cannot be reached on this kernel.
+        // What the mock models: a no-IOMMU device is listed with a cdev in sysfs but
+        // has no /dev/vfio/devices node, so iommufd (and its no-IOMMU bind with
+        // iommufd -1) cannot be reached on this kernel.
         let cdev = vfio.locate(lab.edu).map(|l| l.cdev);
         let nodes = std::fs::read_dir("/dev/vfio/devices").map(|d| d.count()).unwrap_or(0);
+        rep.note(format!(
+            "no-IOMMU: sysfs cdev of edu {cdev:?}, {nodes} nodes in /dev/vfio/devices"
+        ));
         rep.check(
-            "no-IOMMU: edu has no VFIO device cdev (no vfio-dev in sysfs, /dev/vfio/devices empty)",
-            ensure(matches!(cdev, Ok(None)) && nodes == 0, || {
-                format!("cdev {cdev:?}, {nodes} nodes in /dev/vfio/devices")
-            }),
+            "no-IOMMU: edu has no /dev/vfio/devices node",
+            ensure(nodes == 0, || format!("{nodes} nodes in /dev/vfio/devices")),
         );
         let e = vfio.open(lab.edu, vfio_core::Interface::Iommufd).map(drop);
         rep.check(

@@ -666,13 +666,6 @@ pub(crate) fn refresh_noiommu(st: &mut HostState) {
             kernel.noiommu_ids.insert(*a, id);
         }
     }
-    // A no-IOMMU device gets no cdev (no `vfio-dev` in sysfs, nothing in
-    // /dev/vfio/devices): what the lab's 6.12 kernel shows in no-IOMMU mode.
-    for (a, d) in devices.iter_mut() {
-        if kernel.noiommu_ids.contains_key(a) {
-            d.vfio_index = None;
-        }
-    }
 }
 
 fn is_vfio(d: &SimDevice) -> bool {
