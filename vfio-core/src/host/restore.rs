@@ -164,6 +164,7 @@ pub fn restore(fs: &dyn HostFs, which: Option<PciAddress>) -> Result<Vec<Restore
 
 pub(crate) fn restore_locked(fs: &dyn HostFs, which: Option<PciAddress>) -> Result<Vec<Restored>> {
     let mut j = read_journal(fs)?;
+    let before = j.clone();
     let (entries, nodes) = select(&j, fs, which);
     let mut done = vec![];
     let mut out = vec![];
@@ -205,7 +206,9 @@ pub(crate) fn restore_locked(fs: &dyn HostFs, which: Option<PciAddress>) -> Resu
             j.nodes.retain(|n| n.path != o.path);
         }
     }
-    write_journal(fs, &j)?;
+    if j != before {
+        write_journal(fs, &j)?;
+    }
     match first_err {
         Some(e) => Err(e),
         None => Ok(out),
