@@ -15,7 +15,7 @@ use vfio_core::host::bind::{bind, BindRequest};
 use vfio_core::host::journal::{read_journal, JOURNAL};
 use vfio_core::host::restore::{restore, unbind};
 use vfio_core::hostfs::HostFs;
-use vfio_core::mock::{CrashFs, DeviceSpec, FaultOp, MockHost, SplitFs, SriovSpec, SysState};
+use vfio_core::mock::{CrashFs, DeviceSpec, FaultOp, MockHost, SplitFs, SysState};
 use vfio_core::PciAddress;
 
 const EDU: &str = "0000:00:04.0";
@@ -30,10 +30,7 @@ fn a(s: &str) -> PciAddress {
 /// A host with an SR-IOV NIC (2 VFs on, an override set), an edu device, and a GPU
 /// sharing its group with its audio function behind a bridge.
 fn host() -> MockHost {
-    let mut nic = DeviceSpec::new(NIC).driver("igb").group(3);
-    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
-    nic.sriov =
-        Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+    let nic = DeviceSpec::igb(NIC).driver("igb").group(3);
     let mut gpu = DeviceSpec::new(GPU).driver("nouveau").group(7);
     gpu.class = 0x030000;
     let mut audio = DeviceSpec::new(AUDIO).driver("snd_hda_intel").group(7);

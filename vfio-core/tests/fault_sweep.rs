@@ -372,7 +372,7 @@ mod host_flows {
     use vfio_core::host::lock::HostLock;
     use vfio_core::host::restore::{restore, unbind};
     use vfio_core::hostfs::HostFs;
-    use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SriovSpec, SysState};
+    use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
     use vfio_core::PciAddress;
 
     const EDU: &str = "0000:00:04.0";
@@ -388,10 +388,7 @@ mod host_flows {
     ];
 
     fn host() -> MockHost {
-        let mut nic = DeviceSpec::new(NIC).driver("igb").group(3);
-        (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
-        nic.sriov =
-            Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+        let nic = DeviceSpec::igb(NIC).driver("igb").group(3);
         let h = MockHost::new([DeviceSpec::edu(EDU).driver("edu").group(1), nic])
             .with_sys(|s| *s = SysState::intel_ready());
         let fs = h.fs();

@@ -223,6 +223,16 @@ impl DeviceSpec {
         d
     }
 
+    /// An Intel 82576 NIC (8086:10c9, igb's): SR-IOV with 4 VFs (8086:10ca, probed by
+    /// igbvf), none enabled, PCIe.
+    pub fn igb(address: &str) -> Self {
+        let mut d = DeviceSpec::new(address);
+        (d.vendor, d.device, d.class, d.pcie) = (0x8086, 0x10c9, 0x020000, true);
+        d.sriov =
+            Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+        d
+    }
+
     /// A PCIe-to-PCI bridge or root port (header type 1), driverless.
     pub fn bridge(address: &str) -> Self {
         let mut d = DeviceSpec::new(address);

@@ -1496,20 +1496,14 @@ impl HostFs for SimFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mock::{DeviceSpec, MdevTypeSpec, SriovSpec};
+    use crate::mock::{DeviceSpec, MdevTypeSpec};
 
     fn a(s: &str) -> PciAddress {
         PciAddress::parse(s).unwrap()
     }
 
     fn host() -> MockHost {
-        let mut nic = DeviceSpec::new("0000:02:00.0").driver("igb").group(3);
-        nic.vendor = 0x8086;
-        nic.device = 0x10c9;
-        nic.class = 0x020000;
-        nic.pcie = true;
-        nic.sriov =
-            Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
+        let nic = DeviceSpec::igb("0000:02:00.0").driver("igb").group(3);
         let mut gpu = DeviceSpec::new("0000:03:00.0").driver("i915").group(4);
         gpu.mdev_types = vec![MdevTypeSpec {
             id: "i915-GVTg_V5_4".into(),

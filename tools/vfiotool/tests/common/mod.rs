@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use vfio_core::hostfs::{HostFs, RealFs};
 use vfio_core::kernel::{RealKernel, VfioKernel};
-use vfio_core::mock::{DeviceSpec, MdevTypeSpec, MockHost, SriovSpec};
+use vfio_core::mock::{DeviceSpec, MdevTypeSpec, MockHost};
 use vfio_core::PciAddress;
 use vfiotool::cli::Cli;
 use vfiotool::Context;
@@ -76,9 +76,11 @@ pub fn a(s: &str) -> PciAddress {
 
 /// An Intel 82576 NIC (igb) with SR-IOV (4 VFs, none enabled) at `address`.
 pub fn igb_sriov_nic(address: &str, group: u32) -> DeviceSpec {
-    let mut nic = DeviceSpec::new(address).driver("igb").group(group);
-    (nic.vendor, nic.device, nic.class, nic.pcie) = (0x8086, 0x10c9, 0x020000, true);
-    nic.sriov = Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: None });
+    let mut nic = DeviceSpec::igb(address).driver("igb").group(group);
+    if let Some(sriov) = &mut nic.sriov {
+        // The harness's VFs come up without a driver (igbvf not loaded).
+        sriov.vf_driver = None;
+    }
     nic
 }
 

@@ -3,21 +3,14 @@ use super::*;
 use crate::host::journal::read_journal;
 use crate::host::restore::{restore, unbind};
 use crate::mock::sysfs::{SimBlock, SimNet};
-use crate::mock::{DeviceSpec, FaultOp, MockHost, SriovSpec, SysState};
+use crate::mock::{DeviceSpec, FaultOp, MockHost, SysState};
 
 fn a(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
 }
 
 fn sriov_nic(addr: &str, group: u32) -> DeviceSpec {
-    let mut nic = DeviceSpec::new(addr).driver("igb").group(group);
-    nic.vendor = 0x8086;
-    nic.device = 0x10c9;
-    nic.class = 0x020000;
-    nic.pcie = true;
-    nic.sriov =
-        Some(SriovSpec { total_vfs: 4, vf_device: 0x10ca, vf_driver: Some("igbvf".into()) });
-    nic
+    DeviceSpec::igb(addr).driver("igb").group(group)
 }
 
 /// A host with an SR-IOV NIC (2 VFs on, an override set), an edu device, a GPU
