@@ -16,6 +16,24 @@ use vfio_core::info::RegionFlags;
 use vfio_core::irq::IrqIndex;
 use vfio_core::{AddressSpace, Device, DmaPerm, Error, Interface, PciAddress, Vfio};
 
+/// The kernel series of a release (`6.12` of `6.12.117+deb12-amd64`): what the recorded
+/// answers are kept by, in `tests/conformance/<series>/`.
+pub fn series(release: &str) -> Option<String> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    let (major, minor) = (parts.next()?, parts.next()?);
+    Some(format!("{major}.{minor}"))
+}
+
+/// The file of a series and mode, relative to `tests/conformance/`.
+pub fn file_name(series: &str, mode: &str) -> String {
+    format!("{series}/edu-{mode}.expected")
+}
+
+/// The first line of a recorded file: where the answers came from.
+pub fn source_line(source: &str, mode: &str) -> String {
+    format!("# source: {source}; mode {mode}")
+}
+
 /// Recorded observations, in order.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {

@@ -1,16 +1,16 @@
-//! The conformance scenarios against the mock kernel, in every IOMMU mode: the mock must
-//! answer exactly what the real 6.12 kernel answered in the VM lab
-//! (`tests/conformance/edu-<mode>.expected`).
+//! The conformance scenarios against the mock kernel, in every IOMMU mode and for every
+//! kernel the lab recorded: the mock must answer exactly what the real kernel answered in
+//! the VM lab (`tests/conformance/<series>/edu-<mode>.expected`).
 
 use vfio_core::container::IommuType;
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
 use vfio_core::{Interface, PciAddress, Vfio};
 use vfio_tests::conformance::{run, Report};
 
-/// The lab's kernel as the mock models it: QEMU's virtio-iommu (4 KiB granule, whole
-/// 64-bit space minus the MSI window, no interrupt remapping, so
-/// allow_unsafe_interrupts), Linux 6.12, running as root.
-fn lab_kernel() -> MockKernelConfig {
+/// The lab's kernel of a series as the mock models it: QEMU's virtio-iommu (4 KiB granule,
+/// whole 64-bit space minus the MSI window, no interrupt remapping, so
+/// allow_unsafe_interrupts), running as root.
+fn lab_kernel(_series: &str) -> MockKernelConfig {
     MockKernelConfig {
         iova_ranges: vec![(0, 0xfedf_ffff), (0xfef0_0000, u64::MAX)],
         pgsize_bitmap: !0xfff,
@@ -22,13 +22,17 @@ fn lab_kernel() -> MockKernelConfig {
     }
 }
 
-fn check(mode: &str, host: &MockHost, address: &str, interface: Interface) {
+fn check(path: &std::path::Path, host: &MockHost, address: &str, interface: Interface) {
     let vfio = Vfio::new(host.kernel(), host.fs());
     let report = run(&vfio, PciAddress::parse(address).unwrap(), interface);
-    let path = format!("{}/conformance/edu-{mode}.expected", env!("CARGO_MANIFEST_DIR"));
-    let expected = Report::parse(&std::fs::read_to_string(&path).unwrap());
+    let expected = Report::parse(&std::fs::read_to_string(path).unwrap());
     let diff = report.diff(&expected);
-    assert!(diff.is_empty(), "mock disagrees with the kernel ({mode}):\n{}", diff.join("\n"));
+    assert!(
+        diff.is_empty(),
+        "mock disagrees with the kernel ({}):\n{}",
+        path.display(),
+        diff.join("\n")
+    );
 }
 
 fn edu_host(config: MockKernelConfig) -> MockHost {
@@ -37,25 +41,36 @@ fn edu_host(config: MockKernelConfig) -> MockHost {
     host
 }
 
+/// The mock, set up as the lab's kernel of `series` in `mode`, against every recorded
+/// file: `tests/conformance/<series>/edu-<mode>.expected`.
 #[test]
-fn type1v2_matches_the_kernel() {
-    check("type1v2", &edu_host(lab_kernel()), "0000:00:04.0", Interface::Container);
-}
-
-#[test]
-fn type1_matches_the_kernel() {
-    let host = edu_host(lab_kernel());
-    check("type1", &host, "0000:00:04.0", Interface::ContainerWith(IommuType::Type1));
-}
-
-#[test]
-fn iommufd_matches_the_kernel() {
-    check("iommufd", &edu_host(lab_kernel()), "0000:00:04.0", Interface::Iommufd);
-}
-
-#[test]
-fn noiommu_matches_the_kernel() {
-    let host = MockHost::new([DeviceSpec::edu("0000:00:03.0").driver("vfio-pci")]);
-    host.set_kernel_config(MockKernelConfig { noiommu: true, ..lab_kernel() });
-    check("noiommu", &host, "0000:00:03.0", Interface::Auto);
+fn the_mock_answers_what_every_recorded_kernel_answered() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance");
+    let mut checked = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()) {
+        let series = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for f in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let mode = &name["edu-".len()..name.len() - ".expected".len()];
+            let config = lab_kernel(&series);
+            match mode.strip_prefix("compat-").unwrap_or(mode) {
+                "type1v2" => check(&f, &edu_host(config), "0000:00:04.0", Interface::Container),
+                "type1" => check(
+                    &f,
+                    &edu_host(config),
+                    "0000:00:04.0",
+                    Interface::ContainerWith(IommuType::Type1),
+                ),
+                "iommufd" => check(&f, &edu_host(config), "0000:00:04.0", Interface::Iommufd),
+                "noiommu" => {
+                    let host = MockHost::new([DeviceSpec::edu("0000:00:03.0").driver("vfio-pci")]);
+                    host.set_kernel_config(MockKernelConfig { noiommu: true, ..config });
+                    check(&f, &host, "0000:00:03.0", Interface::Auto)
+                }
+                other => panic!("{}: unknown mode {other}", f.display()),
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "{checked} recorded files");
 }

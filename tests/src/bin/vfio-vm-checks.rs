@@ -127,8 +127,19 @@ struct Lab {
     nvme: PciAddress,
     e1000e: PciAddress,
     iommu: bool,
+    /// `/dev/vfio/vfio` is iommufd's compat container (`VFIO_LAB_CONTAINER=compat`).
+    compat: bool,
+    /// The kernel series (`6.12`), which names the conformance directory.
+    series: String,
+    /// Where the kernel and QEMU came from, for recorded answers.
+    source: String,
     /// Check groups left out ([`SKIP_VAR`]).
     skip: Vec<String>,
+}
+
+/// The running kernel's release (`uname -r`).
+fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
@@ -148,6 +159,18 @@ impl Lab {
             nvme: addr("VFIO_LAB_NVME")?,
             e1000e: addr("VFIO_LAB_E1000E")?,
             iommu: std::env::var("VFIO_LAB_IOMMU").as_deref() != Ok("none"),
+            compat: std::env::var("VFIO_LAB_CONTAINER").as_deref() == Ok("compat"),
+            series: conformance::series(&release()).ok_or("no kernel release")?,
+            source: format!(
+                "Linux {} ({} kernel), QEMU {}, {}",
+                release(),
+                std::env::var("VFIO_LAB_KERNEL").unwrap_or_default(),
+                std::env::var("VFIO_LAB_QEMU").unwrap_or_default(),
+                match std::env::var("VFIO_LAB_IOMMU").as_deref() {
+                    Ok("none") => "no IOMMU (vfio.enable_unsafe_noiommu_mode=1)",
+                    _ => "virtio-iommu",
+                }
+            ),
             skip: std::env::var(SKIP_VAR)
                 .unwrap_or_default()
                 .split(',')
@@ -158,32 +181,50 @@ impl Lab {
     }
 }
 
-fn expected_file(mode: &str) -> &'static str {
-    match mode {
-        "type1v2" => include_str!("../../conformance/edu-type1v2.expected"),
-        "type1" => include_str!("../../conformance/edu-type1.expected"),
-        "iommufd" => include_str!("../../conformance/edu-iommufd.expected"),
-        _ => include_str!("../../conformance/edu-noiommu.expected"),
-    }
-}
-
-/// Check 2: the conformance scenarios against the recorded answers.
-fn conformance_check(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode) {
+/// Check 2: the conformance scenarios against what this kernel answered before
+/// (`tests/conformance/<series>/edu-<mode>.expected`, copied to the guest's
+/// `$VFIO_LAB_CONFORMANCE`). A kernel or mode with no recorded answers fails and prints
+/// them, headed by their source, ready to be saved as that file.
+fn conformance_check(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode, lab: &Lab) {
     let got = conformance::run(vfio, edu, mode.interface);
-    let expected = conformance::Report::parse(expected_file(mode.name));
+    let file = conformance::file_name(&lab.series, &conformance_mode(mode, lab));
+    let dir = std::env::var("VFIO_LAB_CONFORMANCE").unwrap_or_else(|_| "/lab/conformance".into());
+    let label = format!(
+        "conformance [{}]: {} observations against tests/conformance/{file}",
+        mode.name,
+        got.lines.len()
+    );
+    let Ok(text) = std::fs::read_to_string(format!("{dir}/{file}")) else {
+        println!(
+            "record {file}: {}",
+            conformance::source_line(&lab.source, &conformance_mode(mode, lab))
+        );
+        for l in got.text().lines() {
+            println!("record {file}: {l}");
+        }
+        rep.check(label, Err(format!("no answers recorded for this kernel: save the `record {file}` lines above as tests/conformance/{file}")));
+        return;
+    };
+    let expected = conformance::Report::parse(&text);
     let diff = got.diff(&expected);
     for d in &diff {
         rep.note(format!("differs: {d}"));
     }
     rep.check(
-        format!(
-            "conformance [{}]: {} observations against tests/conformance/edu-{}.expected",
-            mode.name,
-            got.lines.len(),
-            mode.name
-        ),
+        label,
         ensure(diff.is_empty(), || format!("{} differences (listed above)", diff.len())),
     );
+}
+
+/// The conformance name of a mode: container modes on iommufd's compat container are
+/// recorded apart from the legacy container's (`compat-type1v2`, `compat-type1`).
+fn conformance_mode(mode: &Mode, lab: &Lab) -> String {
+    match mode.interface {
+        Interface::Container | Interface::ContainerWith(_) if lab.compat => {
+            format!("compat-{}", mode.name)
+        }
+        _ => mode.name.to_string(),
+    }
 }
 
 fn run_checks(rep: &mut Report, lab: &Lab) {
@@ -235,7 +276,7 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
             edu::driver_checks(rep, &vfio, lab.edu, mode);
         }
         if on("conformance") {
-            conformance_check(rep, &vfio, lab.edu, mode);
+            conformance_check(rep, &vfio, lab.edu, mode, lab);
         }
         if on("fdpass") {
             fdpass::run(rep, &vfio, lab.edu, mode);

@@ -4,7 +4,8 @@
 # Addresses, ids and expected drivers come from /etc/vfio-lab.env (VFIO_LAB_*).
 . /lab/lib.sh
 
-say "kernel=$VFIO_LAB_KERNEL iommu=$VFIO_LAB_IOMMU $(uname -r)"
+say "kernel=$VFIO_LAB_KERNEL iommu=$VFIO_LAB_IOMMU container=$VFIO_LAB_CONTAINER $(uname -r) QEMU $VFIO_LAB_QEMU"
+case "$VFIO_LAB_KERNEL" in custom*) CUSTOM=1 ;; *) CUSTOM= ;; esac
 
 # --- devices present, with the expected ids and boot drivers --------------------------
 for var in $VFIO_LAB_DEVICES; do
@@ -34,8 +35,13 @@ fi
 
 # --- interrupt remapping: virtio-iommu has none, so VFIO must be told to attach anyway --------
 p=/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts
-check "vfio_iommu_type1 allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
-if [ "$VFIO_LAB_KERNEL" = custom ]; then
+if [ "$VFIO_LAB_CONTAINER" = compat ]; then
+    # iommufd's compat container serves /dev/vfio/vfio: type1 is not built at all.
+    check "no vfio_iommu_type1 with iommufd's compat container" [ ! -e /sys/module/vfio_iommu_type1 ]
+else
+    check "vfio_iommu_type1 allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
+fi
+if [ -n "$CUSTOM" ]; then
     p=/sys/module/iommufd/parameters/allow_unsafe_interrupts
     check "iommufd allow_unsafe_interrupts is Y" [ "$(cat "$p" 2>/dev/null)" = Y ]
 fi
@@ -67,7 +73,7 @@ gd=$(group_dev "$VFIO_LAB_EDU")
 say "edu group node: $gd"
 check "edu's group node $gd exists" [ -c "$gd" ]
 cdev=$(cdev_of "$VFIO_LAB_EDU")
-if [ "$VFIO_LAB_KERNEL" = custom ]; then
+if [ -n "$CUSTOM" ]; then
     check "/dev/iommu exists (iommufd)" [ -c /dev/iommu ]
     say "edu device cdev: ${cdev:-none}"
     if [ "$VFIO_LAB_IOMMU" = none ]; then
@@ -78,6 +84,7 @@ if [ "$VFIO_LAB_KERNEL" = custom ]; then
         check "edu has a device cdev /dev/vfio/devices/vfioN" [ -c "${cdev:-/nonexistent}" ]
     fi
 else
+    # Debian's stock configs (6.12 and the newest) build VFIO without IOMMUFD.
     check "stock kernel: no /dev/iommu" [ ! -e /dev/iommu ]
     # The vfio-dev class device exists either way; the /dev node needs VFIO_DEVICE_CDEV.
     check "stock kernel: no device cdev nodes" [ ! -e /dev/vfio/devices ]
@@ -151,6 +158,53 @@ if command -v vfiotool >/dev/null; then
     check "vfiotool bind edu" vfiotool bind "$VFIO_LAB_EDU"
     check "vfiotool unbind edu" vfiotool unbind "$VFIO_LAB_EDU"
     check "edu has no driver after vfiotool unbind" [ "$(driver_of "$VFIO_LAB_EDU")" = none ]
+fi
+
+# --- SR-IOV: the igb NIC's VFs (QEMU 8 and later) ------------------------------------------
+if [ -n "$VFIO_LAB_IGB" ]; then
+    pf=$(dev "$VFIO_LAB_IGB")
+    check "igb offers SR-IOV (sriov_totalvfs $(cat "$pf/sriov_totalvfs" 2>/dev/null))" [ "$(cat "$pf/sriov_totalvfs" 2>/dev/null || echo 0)" -gt 0 ]
+    if command -v vfiotool >/dev/null; then
+        vfiotool sriov "$VFIO_LAB_IGB" 2>&1
+        check "vfiotool sriov creates 2 VFs on igb" vfiotool sriov "$VFIO_LAB_IGB" --numvfs 2
+        check "igb reports 2 VFs" [ "$(cat "$pf/sriov_numvfs")" -eq 2 ]
+        vf=$(basename "$(readlink "$pf/virtfn0")")
+        say "first VF: $vf (group $(group_of "$vf"), driver $(driver_of "$vf"))"
+        vfiotool sriov "$VFIO_LAB_IGB" 2>&1
+        if [ "$VFIO_LAB_IOMMU" = virtio-iommu ]; then
+            g0=$(group_of "$vf")
+            g1=$(group_of "$(basename "$(readlink "$pf/virtfn1")")")
+            check "each VF has its own IOMMU group ($g0, $g1)" [ "$g0" != none ] && [ "$g0" != "$g1" ]
+            check "vfiotool bind of the VF" vfiotool bind "$vf"
+            check "the VF is on vfio-pci" [ "$(driver_of "$vf")" = vfio-pci ]
+            check "vfiotool info of the VF through VFIO" vfiotool info "$vf" --json
+            check "vfiotool restore of the VF" vfiotool restore "$vf"
+        fi
+        check "vfiotool sriov removes the VFs" vfiotool sriov "$VFIO_LAB_IGB" --numvfs 0
+        check "igb reports 0 VFs" [ "$(cat "$pf/sriov_numvfs")" -eq 0 ]
+    fi
+else
+    skip "SR-IOV (igb): QEMU $VFIO_LAB_QEMU does not emulate igb (QEMU 8 or later does: suite boots the newest kernels with it)"
+fi
+
+# --- a real mdev: the mtty sample driver (custom newest kernel) -----------------------------
+if [ -d /sys/class/mdev_bus ] && [ -n "$(ls /sys/class/mdev_bus 2>/dev/null)" ]; then
+    parent=$(ls /sys/class/mdev_bus | head -1)
+    say "mdev parents: $(ls /sys/class/mdev_bus | tr '\n' ' ')"
+    if command -v vfiotool >/dev/null; then
+        vfiotool mdev list 2>&1
+        check "vfiotool mdev list shows the mtty types" sh -c 'vfiotool mdev list 2>&1 | grep -q mtty'
+        t=$(ls "/sys/class/mdev_bus/$parent/mdev_supported_types" | head -1)
+        u=83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
+        check "vfiotool mdev create $parent $t" vfiotool mdev create "$parent" "$t" --uuid "$u"
+        check "the mdev exists with an IOMMU group" [ -e "/sys/bus/mdev/devices/$u/iommu_group" ]
+        say "mdev $u: group $(basename "$(readlink "/sys/bus/mdev/devices/$u/iommu_group")"), vfio-dev $(ls "/sys/bus/mdev/devices/$u/vfio-dev" 2>/dev/null)"
+        vfiotool mdev list 2>&1
+        check "vfiotool mdev remove" vfiotool mdev remove "$u"
+        check "the mdev is gone" [ ! -e "/sys/bus/mdev/devices/$u" ]
+    fi
+else
+    skip "mdev: no mdev parent on this kernel (the custom newest kernel has the mtty sample)"
 fi
 
 # --- the benchmarks' smoke run: vfio-core, raw C and vfio-ioctls on edu and edu2 -------------

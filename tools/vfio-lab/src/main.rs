@@ -7,21 +7,25 @@
 
 #![warn(missing_docs)]
 
+mod apt;
 mod error;
 mod host;
 mod initramfs;
 mod kernel;
+mod qemu;
+mod suite;
 mod topology;
 mod vm;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::{LabError, Result};
 use crate::initramfs::{GuestAction, InitramfsSpec};
 use crate::kernel::{Kernel, KernelKind};
+use crate::qemu::Qemu;
 use crate::topology::{IommuMode, VmConfig};
 
 /// Boot a nested VM with a real IOMMU (virtio-iommu) and emulated PCI devices, and run the
@@ -48,14 +52,15 @@ enum Cmd {
         #[command(flatten)]
         boot: BootArgs,
     },
-    /// Run the in-VM test suite on the stock kernel, the custom kernel, and the custom kernel
-    /// without an IOMMU (no-IOMMU mode).
+    /// Run the in-VM test suite on every kernel (Debian's 6.12 and newest stock kernels, the
+    /// custom 6.12 and newest builds, the custom ones also without an IOMMU) and print a
+    /// summary table.
     Suite {
         #[command(flatten)]
         vm: VmArgs,
-        /// Only this kernel (default: both, plus the no-IOMMU boot of the custom kernel).
+        /// Only this kernel (repeatable; default: all).
         #[arg(long, value_enum)]
-        kernel: Option<KernelKind>,
+        kernel: Vec<KernelKind>,
     },
     /// Boot the custom kernel, bind edu to vfio-pci and show what the toolkit sees.
     Demo {
@@ -101,7 +106,7 @@ struct BootArgs {
 
 /// Options shared by every command that boots the VM.
 #[derive(Debug, Args)]
-struct VmArgs {
+pub struct VmArgs {
     /// QEMU accelerator: tcg (works everywhere) or kvm (where nested KVM works).
     #[arg(long, default_value = "tcg", value_parser = ["tcg", "kvm"])]
     accel: String,
@@ -141,15 +146,20 @@ struct VmArgs {
     /// The QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64")]
     qemu: PathBuf,
+    /// Use the newest QEMU of the release's backports (QEMU 10 on Debian 12, with the igb
+    /// SR-IOV NIC), fetched into the cache, instead of --qemu.
+    #[arg(long)]
+    newest_qemu: bool,
 }
 
 /// The project's binaries and tests, prepared once per invocation.
-struct Payload {
+pub struct Payload {
     bins: Vec<PathBuf>,
     tests: Vec<PathBuf>,
 }
 
-fn payload(vm: &VmArgs) -> Result<Payload> {
+/// Builds (or takes from the options) the binaries and tests the guest gets.
+pub fn payload(vm: &VmArgs) -> Result<Payload> {
     let mut bins = if vm.no_build {
         Vec::new()
     } else {
@@ -203,17 +213,19 @@ fn nonce() -> String {
 }
 
 /// Boots one configuration; returns the guest command's status.
-fn boot(
+pub fn boot(
     kernel: &Kernel,
+    qemu: &Qemu,
     iommu: IommuMode,
     action: GuestAction,
     vm: &VmArgs,
     payload: &Payload,
 ) -> Result<i32> {
-    if iommu == IommuMode::None && kernel.kind == KernelKind::Stock {
-        return Err(LabError::Usage(
-            "the stock kernel has no VFIO_NOIOMMU: use --kernel custom with --no-iommu".into(),
-        ));
+    if iommu == IommuMode::None && !kernel.kind.is_custom() {
+        return Err(LabError::Usage(format!(
+            "the {} kernel has no VFIO_NOIOMMU: use --kernel custom or custom-newest with --no-iommu",
+            kernel.kind.name()
+        )));
     }
     let work = tempfile::Builder::new()
         .prefix("vfio-lab-")
@@ -227,15 +239,18 @@ fn boot(
         bins: payload.bins.clone(),
         tests: payload.tests.clone(),
         modules: kernel.modules.clone(),
-        env: topology::guest_env(kernel.kind.name(), iommu),
-        files: vec![(PathBuf::from(topology::E1000E_ROM), topology::GUEST_E1000E_ROM.to_string())],
+        env: topology::guest_env(kernel.kind.name(), iommu, &qemu.version, qemu.has_igb()),
+        files: guest_files()?,
         action: action.clone(),
         nonce: nonce.clone(),
     };
     let initrd = work.path().join("initrd.gz");
     initramfs::build(&spec, work.path(), &initrd)?;
     let cfg = VmConfig {
-        qemu: vm.qemu.clone(),
+        qemu: qemu.binary.clone(),
+        firmware: qemu.firmware.clone(),
+        qemu_env: qemu.env.clone(),
+        newer_devices: qemu.has_igb(),
         accel: vm.accel.clone(),
         memory_mib: vm.memory,
         cpus: vm.cpus,
@@ -254,50 +269,39 @@ fn boot(
     }
 }
 
-fn prepare_vm_host() -> Result<()> {
+/// Files every guest gets besides the binaries: the e1000e ROM QEMU loads, and the recorded
+/// conformance answers (`tests/conformance/<series>/*` in `/lab/conformance`).
+fn guest_files() -> Result<Vec<(PathBuf, String)>> {
+    let mut files =
+        vec![(PathBuf::from(topology::E1000E_ROM), topology::GUEST_E1000E_ROM.to_string())];
+    let root = host::workspace_root().join("tests/conformance");
+    let list = |d: &std::path::Path| -> Result<Vec<PathBuf>> {
+        let rd = std::fs::read_dir(d).map_err(|e| LabError::io("read directory", d, e))?;
+        let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        v.sort();
+        Ok(v)
+    };
+    for series in list(&root)?.into_iter().filter(|p| p.is_dir()) {
+        for f in list(&series)?.into_iter().filter(|p| p.is_file()) {
+            let rel = f.strip_prefix(&root).unwrap_or(&f).to_string_lossy().into_owned();
+            files.push((f, format!("{}/{rel}", topology::GUEST_CONFORMANCE)));
+        }
+    }
+    Ok(files)
+}
+
+/// Installs what booting the VM needs on the host.
+pub fn prepare_vm_host() -> Result<()> {
     host::ensure_packages(host::VM_PACKAGES)
 }
 
-/// The lab's own in-VM check of the VFIO container path (tools/vfio-lab/src/bin).
-const SMOKE_BIN: &str = "lab-vfio-smoke";
-
-fn cmd_suite(vm: &VmArgs, only: Option<KernelKind>) -> Result<i32> {
-    prepare_vm_host()?;
-    let mut payload = payload(vm)?;
-    if !vm.no_build {
-        payload.tests.insert(0, host::build_static_bin("vfio-lab", SMOKE_BIN)?);
-        payload.bins.push(host::build_static_bench()?);
-        let (package, bin) = host::VM_CHECKS;
-        payload.tests.push(host::build_static_bin(package, bin)?);
+/// The QEMU a boot command asked for.
+fn chosen_qemu(vm: &VmArgs) -> Result<Qemu> {
+    if vm.newest_qemu {
+        qemu::ensure_newest(&kernel::cache_dir())
+    } else {
+        Qemu::host(&vm.qemu)
     }
-    let mut plan: Vec<(KernelKind, IommuMode)> = Vec::new();
-    if only != Some(KernelKind::Custom) {
-        plan.push((KernelKind::Stock, IommuMode::Virtio));
-    }
-    if only != Some(KernelKind::Stock) {
-        plan.push((KernelKind::Custom, IommuMode::Virtio));
-        plan.push((KernelKind::Custom, IommuMode::None));
-    }
-    let mut results = Vec::new();
-    for (kind, iommu) in plan {
-        let kernel = kernel::ensure(kind)?;
-        let label = format!("{} kernel, iommu={}", kind.name(), iommu.name());
-        println!("\n==> vfio-lab suite: {label} ({})", kernel.description);
-        let start = Instant::now();
-        let r = boot(&kernel, iommu, GuestAction::Run(vec!["/lab/suite.sh".into()]), vm, &payload);
-        let secs = start.elapsed().as_secs();
-        let verdict = match &r {
-            Ok(0) => "ok".to_string(),
-            Ok(s) => format!("FAILED (status {s})"),
-            Err(e) => format!("FAILED ({e})"),
-        };
-        results.push((label, verdict, secs, matches!(r, Ok(0))));
-    }
-    println!("\n==> vfio-lab suite summary");
-    for (label, verdict, secs, _) in &results {
-        println!("  {label:<40} {verdict} [{secs} s]");
-    }
-    Ok(if results.iter().all(|r| r.3) { 0 } else { 1 })
 }
 
 fn run_cli(cli: Cli) -> Result<i32> {
@@ -316,23 +320,23 @@ fn run_cli(cli: Cli) -> Result<i32> {
             let payload = payload(&b.vm)?;
             let kernel = kernel::ensure(b.kernel)?;
             let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
-            boot(&kernel, iommu, GuestAction::Run(cmd), &b.vm, &payload)
+            boot(&kernel, &chosen_qemu(&b.vm)?, iommu, GuestAction::Run(cmd), &b.vm, &payload)
         }
         Cmd::Shell { boot: b } => {
             prepare_vm_host()?;
             let payload = payload(&b.vm)?;
             let kernel = kernel::ensure(b.kernel)?;
             let iommu = if b.no_iommu { IommuMode::None } else { IommuMode::Virtio };
-            boot(&kernel, iommu, GuestAction::Shell, &b.vm, &payload)
+            boot(&kernel, &chosen_qemu(&b.vm)?, iommu, GuestAction::Shell, &b.vm, &payload)
         }
-        Cmd::Suite { vm, kernel } => cmd_suite(&vm, kernel),
+        Cmd::Suite { vm, kernel } => suite::run(&vm, &kernel),
         Cmd::Bench { kernel: kind, interface, smoke, vm } => {
             prepare_vm_host()?;
-            if interface == "iommufd" && kind == KernelKind::Stock {
-                return Err(LabError::Usage(
-                    "the stock kernel has no iommufd: use --kernel custom with --interface iommufd"
-                        .into(),
-                ));
+            if interface == "iommufd" && !kind.is_custom() {
+                return Err(LabError::Usage(format!(
+                    "the {} kernel has no iommufd: use --kernel custom with --interface iommufd",
+                    kind.name()
+                )));
             }
             let mut payload = payload(&vm)?;
             payload.bins.push(host::build_static_bench()?);
@@ -345,7 +349,14 @@ fn run_cli(cli: Cli) -> Result<i32> {
             if smoke {
                 cmd.push("--smoke".into());
             }
-            boot(&kernel, IommuMode::Virtio, GuestAction::Run(cmd), &vm, &payload)
+            boot(
+                &kernel,
+                &chosen_qemu(&vm)?,
+                IommuMode::Virtio,
+                GuestAction::Run(cmd),
+                &vm,
+                &payload,
+            )
         }
         Cmd::Demo { mut vm } => {
             prepare_vm_host()?;
@@ -358,6 +369,7 @@ fn run_cli(cli: Cli) -> Result<i32> {
             let kernel = kernel::ensure(KernelKind::Custom)?;
             boot(
                 &kernel,
+                &chosen_qemu(&vm)?,
                 IommuMode::Virtio,
                 GuestAction::Run(vec!["/lab/demo.sh".into()]),
                 &vm,
@@ -430,7 +442,13 @@ mod tests {
             _ => unreachable!(),
         };
         let p = Payload { bins: vec![], tests: vec![] };
-        let e = boot(&k, IommuMode::None, GuestAction::Shell, &vm, &p).unwrap_err();
+        let q = Qemu {
+            binary: "/nonexistent".into(),
+            firmware: vec![],
+            env: vec![],
+            version: "7.2.0".into(),
+        };
+        let e = boot(&k, &q, IommuMode::None, GuestAction::Shell, &vm, &p).unwrap_err();
         assert!(matches!(e, LabError::Usage(_)), "{e}");
     }
 }

@@ -11,6 +11,9 @@ pub const E1000E_ROM: &str = "/usr/lib/ipxe/qemu/efi-e1000e.rom";
 /// Where the guest finds a copy of [`E1000E_ROM`].
 pub const GUEST_E1000E_ROM: &str = "/lab/efi-e1000e.rom";
 
+/// Where the guest finds the recorded conformance answers (`tests/conformance`).
+pub const GUEST_CONFORMANCE: &str = "/lab/conformance";
+
 /// One PCI function of the lab VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabDevice {
@@ -111,11 +114,38 @@ pub const DEVICES: &[LabDevice] = &[
     },
 ];
 
+/// Devices only QEMU 8 and later emulate: the SR-IOV NIC behind its own root port. Its VFs
+/// appear at `02:10.0`, `02:10.2`, ... (the 82576's VF offset 0x80 and stride 2).
+pub const NEWER_QEMU_DEVICES: &[LabDevice] = &[
+    LabDevice {
+        env: "VFIO_LAB_ROOT_PORT2",
+        bdf: "0000:00:08.0",
+        id: "1b36:000c",
+        driver: Some("pcieport"),
+        role: "PCIe root port (with ACS) leading to bus 02, the SR-IOV NIC",
+        qemu: Some("pcie-root-port,id=rp2,chassis=2,slot=2,bus=pcie.0,addr=0x8"),
+    },
+    LabDevice {
+        env: "VFIO_LAB_IGB",
+        bdf: "0000:02:00.0",
+        id: "8086:10c9",
+        driver: Some("igb"),
+        role: "Intel 82576 NIC with SR-IOV (up to 7 VFs); host driver igb; QEMU 8+",
+        qemu: Some("igb,netdev=lab1,bus=rp2,addr=0x0"),
+    },
+];
+
 /// How to boot the VM.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     /// QEMU binary.
     pub qemu: PathBuf,
+    /// Its firmware directories (`-L`), for a QEMU unpacked outside `/usr`.
+    pub firmware: Vec<PathBuf>,
+    /// Its environment (`QEMU_MODULE_DIR` of an unpacked QEMU).
+    pub qemu_env: Vec<(String, String)>,
+    /// Whether QEMU emulates the newer devices ([`NEWER_QEMU_DEVICES`]).
+    pub newer_devices: bool,
     /// Accelerator: `tcg` (default) or `kvm`.
     pub accel: String,
     /// Guest memory in MiB.
@@ -168,13 +198,26 @@ pub fn qemu_args(cfg: &VmConfig) -> Vec<String> {
             path_arg(&cfg.nvme_image).replace(',', ",,")
         ),
     ];
+    for d in &cfg.firmware {
+        a.push("-L".into());
+        a.push(path_arg(d));
+    }
     if cfg.iommu == IommuMode::Virtio {
         push_device(&mut a, &VIOMMU);
     }
-    for d in DEVICES {
+    for d in devices(cfg.newer_devices) {
         push_device(&mut a, d);
     }
+    if cfg.newer_devices {
+        a.push("-netdev".into());
+        a.push("user,id=lab1,restrict=on".into());
+    }
     a
+}
+
+/// The devices of a VM, in address order.
+pub fn devices(newer: bool) -> impl Iterator<Item = &'static LabDevice> {
+    DEVICES.iter().chain(if newer { NEWER_QEMU_DEVICES } else { &[] })
 }
 
 fn push_device(a: &mut Vec<String>, d: &LabDevice) {
@@ -189,22 +232,34 @@ fn path_arg(p: &Path) -> String {
 }
 
 /// The `VFIO_LAB_*` variables for the guest, as `NAME=value` pairs.
-pub fn guest_env(kernel: &str, iommu: IommuMode) -> Vec<(String, String)> {
+pub fn guest_env(
+    kernel: &str,
+    iommu: IommuMode,
+    qemu_version: &str,
+    newer: bool,
+) -> Vec<(String, String)> {
     let mut v = vec![
         ("VFIO_LAB_KERNEL".to_string(), kernel.to_string()),
         ("VFIO_LAB_IOMMU".to_string(), iommu.name().to_string()),
+        ("VFIO_LAB_QEMU".to_string(), qemu_version.to_string()),
+        // Which container serves /dev/vfio/vfio: the custom newest kernel has iommufd's.
+        (
+            "VFIO_LAB_CONTAINER".to_string(),
+            if kernel == "custom-newest" { "compat" } else { "legacy" }.to_string(),
+        ),
+        ("VFIO_LAB_CONFORMANCE".to_string(), GUEST_CONFORMANCE.to_string()),
     ];
     if iommu == IommuMode::Virtio {
         v.push((VIOMMU.env.to_string(), VIOMMU.bdf.to_string()));
     }
-    for d in DEVICES {
+    for d in devices(newer) {
         v.push((d.env.to_string(), d.bdf.to_string()));
         v.push((format!("{}_ID", d.env), d.id.to_string()));
         v.push((format!("{}_DRIVER", d.env), d.driver.unwrap_or("").to_string()));
     }
     v.push((
         "VFIO_LAB_DEVICES".into(),
-        DEVICES.iter().map(|d| d.env).collect::<Vec<_>>().join(" "),
+        devices(newer).map(|d| d.env).collect::<Vec<_>>().join(" "),
     ));
     v.push(("VFIO_LAB_E1000E_ROM".into(), GUEST_E1000E_ROM.into()));
     v.push((
@@ -225,6 +280,9 @@ mod tests {
     fn cfg(iommu: IommuMode) -> VmConfig {
         VmConfig {
             qemu: "qemu-system-x86_64".into(),
+            firmware: vec![],
+            qemu_env: vec![],
+            newer_devices: false,
             accel: "tcg".into(),
             memory_mib: 2048,
             cpus: 2,
@@ -238,7 +296,7 @@ mod tests {
 
     #[test]
     fn every_device_has_an_explicit_address() {
-        for d in DEVICES.iter().chain([&VIOMMU]) {
+        for d in devices(true).chain([&VIOMMU]) {
             let q = d.qemu.unwrap();
             assert!(q.contains("addr=0x"), "{q}");
             assert!(q.contains("bus="), "{q}");
@@ -247,7 +305,7 @@ mod tests {
 
     #[test]
     fn addresses_match_qemu_slots_on_the_root_bus() {
-        for d in DEVICES.iter().chain([&VIOMMU]) {
+        for d in devices(true).chain([&VIOMMU]) {
             let q = d.qemu.unwrap();
             if q.contains("bus=pcie.0") {
                 let slot = q.split("addr=0x").nth(1).unwrap();
@@ -259,7 +317,7 @@ mod tests {
 
     #[test]
     fn addresses_are_unique() {
-        let mut all: Vec<&str> = DEVICES.iter().map(|d| d.bdf).collect();
+        let mut all: Vec<&str> = devices(true).map(|d| d.bdf).collect();
         all.push(VIOMMU.bdf);
         let n = all.len();
         all.sort();
@@ -273,8 +331,12 @@ mod tests {
         let without = qemu_args(&cfg(IommuMode::None));
         assert!(with.iter().any(|a| a.starts_with("virtio-iommu-pci")));
         assert!(!without.iter().any(|a| a.starts_with("virtio-iommu-pci")));
-        assert!(guest_env("custom", IommuMode::Virtio).iter().any(|(k, _)| k == "VFIO_LAB_VIOMMU"));
-        assert!(!guest_env("custom", IommuMode::None).iter().any(|(k, _)| k == "VFIO_LAB_VIOMMU"));
+        assert!(guest_env("custom", IommuMode::Virtio, "7.2.22", false)
+            .iter()
+            .any(|(k, _)| k == "VFIO_LAB_VIOMMU"));
+        assert!(!guest_env("custom", IommuMode::None, "7.2.22", false)
+            .iter()
+            .any(|(k, _)| k == "VFIO_LAB_VIOMMU"));
     }
 
     #[test]
@@ -286,7 +348,7 @@ mod tests {
 
     #[test]
     fn guest_env_names_the_multi_device_group() {
-        let env = guest_env("stock", IommuMode::Virtio);
+        let env = guest_env("stock", IommuMode::Virtio, "7.2.22", false);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(get("VFIO_LAB_KERNEL"), "stock");
         assert_eq!(get("VFIO_LAB_EDU"), "0000:00:04.0");
@@ -295,5 +357,26 @@ mod tests {
         assert_eq!(get("VFIO_LAB_EDU_DRIVER"), "");
         assert_eq!(get("VFIO_LAB_EDU_ID"), "1234:11e8");
         assert!(get("VFIO_LAB_DEVICES").split(' ').any(|d| d == "VFIO_LAB_TESTDEV"));
+        assert!(!env.iter().any(|(k, _)| k == "VFIO_LAB_IGB"));
+    }
+
+    #[test]
+    fn the_sriov_nic_only_with_a_newer_qemu() {
+        let mut c = cfg(IommuMode::Virtio);
+        assert!(!qemu_args(&c).iter().any(|a| a.starts_with("igb,")));
+        c.newer_devices = true;
+        c.firmware = vec!["/q/share".into()];
+        let a = qemu_args(&c);
+        assert!(a.iter().any(|a| a.starts_with("igb,netdev=lab1,")));
+        assert!(a.iter().any(|a| a == "user,id=lab1,restrict=on"));
+        assert!(a.windows(2).any(|w| w[0] == "-L" && w[1] == "/q/share"));
+        let env = guest_env("newest", IommuMode::Virtio, "10.0.2", true);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("VFIO_LAB_IGB"), "0000:02:00.0");
+        assert_eq!(get("VFIO_LAB_QEMU"), "10.0.2");
+        assert_eq!(get("VFIO_LAB_CONTAINER"), "legacy");
+        let compat = guest_env("custom-newest", IommuMode::Virtio, "10.0.2", true);
+        assert!(compat.contains(&("VFIO_LAB_CONTAINER".into(), "compat".into())));
+        assert!(get("VFIO_LAB_DEVICES").split(' ').any(|d| d == "VFIO_LAB_IGB"));
     }
 }

@@ -59,6 +59,7 @@ fn run_with_grace(
     let args = qemu_args(cfg);
     let spawn = || {
         Command::new(&cfg.qemu)
+            .envs(cfg.qemu_env.iter().map(|(k, v)| (k, v)))
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -188,10 +189,14 @@ fn show_boot_log(log: &[String], echo: Echo) {
 /// Boots the VM with the serial console on this terminal (for `shell`).
 pub fn interactive(cfg: &VmConfig) -> Result<i32> {
     let args = qemu_args(cfg);
-    let status = Command::new(&cfg.qemu).args(&args).status().map_err(|e| LabError::Command {
-        command: cfg.qemu.display().to_string(),
-        detail: e.to_string(),
-    })?;
+    let status = Command::new(&cfg.qemu)
+        .envs(cfg.qemu_env.iter().map(|(k, v)| (k, v)))
+        .args(&args)
+        .status()
+        .map_err(|e| LabError::Command {
+            command: cfg.qemu.display().to_string(),
+            detail: e.to_string(),
+        })?;
     Ok(status.code().unwrap_or(1))
 }
 
@@ -208,6 +213,9 @@ mod tests {
         std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o755)).unwrap();
         VmConfig {
             qemu: q,
+            firmware: vec![],
+            qemu_env: vec![],
+            newer_devices: false,
             accel: "tcg".into(),
             memory_mib: 64,
             cpus: 1,
