@@ -13,7 +13,7 @@ use crate::mock::SimDevice;
 use crate::pci::PciAddress;
 
 /// pread/pwrite at `pos` of the config region of `dev`.
-pub(super) fn rw(
+pub(super) fn access(
     k: &mut KernelState,
     dev: &mut SimDevice,
     addr: PciAddress,

@@ -96,7 +96,7 @@ pub(super) fn close_device(
     }
 }
 
-pub(super) fn device_get_info(st: &HostState, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
+pub(super) fn get_info(st: &HostState, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
     let d = device_fd(&st.kernel, device)?;
     let dev = sim(st, d.addr)?;
     // pci_core vfio_pci_ioctl_get_info: minsz = offsetofend(num_irqs).

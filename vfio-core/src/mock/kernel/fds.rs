@@ -165,10 +165,13 @@ pub(super) fn new_fd(k: &mut KernelState, obj: FdObj) -> KernelFd {
     KernelFd::from_raw(raw)
 }
 
+/// The object behind a mock descriptor (EBADF for any other descriptor).
 pub(super) fn lookup(k: &KernelState, fd: &KernelFd) -> KResult<FdObj> {
     k.fds.get(&fd.raw()).copied().ok_or(Errno::EBADF)
 }
 
+/// The container of a container fd; the ioctls of one kind of file on another kind
+/// fail with ENOTTY (here and in `group_fd`, `ictx_of`).
 pub(super) fn container_of(k: &KernelState, fd: &KernelFd) -> KResult<u32> {
     match lookup(k, fd)? {
         FdObj::Container(c) => Ok(c),
@@ -176,6 +179,7 @@ pub(super) fn container_of(k: &KernelState, fd: &KernelFd) -> KResult<u32> {
     }
 }
 
+/// The group of a group fd.
 pub(super) fn group_fd(k: &KernelState, fd: &KernelFd) -> KResult<u32> {
     match lookup(k, fd)? {
         FdObj::Group(g) => Ok(g),
@@ -183,6 +187,7 @@ pub(super) fn group_fd(k: &KernelState, fd: &KernelFd) -> KResult<u32> {
     }
 }
 
+/// The iommufd context of an iommufd fd.
 pub(super) fn ictx_of(k: &KernelState, fd: &KernelFd) -> KResult<u32> {
     match lookup(k, fd)? {
         FdObj::Iommufd(c) => Ok(c),

@@ -15,7 +15,7 @@ use crate::kernel::{Errno, GroupNode, KResult, KernelFd};
 use crate::mock::{HostState, SimDevice};
 use crate::pci::PciAddress;
 
-pub(super) fn open_group(st: &mut HostState, group: GroupNode) -> KResult<KernelFd> {
+pub(super) fn open(st: &mut HostState, group: GroupNode) -> KResult<KernelFd> {
     let (id, noiommu) = match group {
         GroupNode::Iommu(n) => (n, false),
         GroupNode::NoIommu(n) => (n, true),
@@ -43,7 +43,7 @@ pub(super) fn open_group(st: &mut HostState, group: GroupNode) -> KResult<Kernel
     Ok(new_fd(k, FdObj::Group(id)))
 }
 
-pub(super) fn group_get_status(st: &HostState, group: &KernelFd) -> KResult<u32> {
+pub(super) fn get_status(st: &HostState, group: &KernelFd) -> KResult<u32> {
     let gid = group_fd(&st.kernel, group)?;
     let g = st.kernel.groups.get(&gid).ok_or(Errno::EBADF)?;
     // group.c vfio_group_ioctl_get_status.
@@ -57,7 +57,7 @@ pub(super) fn group_get_status(st: &HostState, group: &KernelFd) -> KResult<u32>
     }
 }
 
-pub(super) fn group_set_container(
+pub(super) fn set_container(
     st: &mut HostState,
     group: &KernelFd,
     container: &KernelFd,
@@ -98,7 +98,7 @@ pub(super) fn group_set_container(
     Ok(())
 }
 
-pub(super) fn group_unset_container(k: &mut KernelState, group: &KernelFd) -> KResult<()> {
+pub(super) fn unset_container(k: &mut KernelState, group: &KernelFd) -> KResult<()> {
     let gid = group_fd(k, group)?;
     let g = k.groups.get(&gid).ok_or(Errno::EBADF)?;
     // group.c vfio_group_ioctl_unset_container: EINVAL without a container, EBUSY
@@ -113,7 +113,7 @@ pub(super) fn group_unset_container(k: &mut KernelState, group: &KernelFd) -> KR
     Ok(())
 }
 
-pub(super) fn group_get_device_fd(
+pub(super) fn get_device_fd(
     st: &mut HostState,
     group: &KernelFd,
     name: &CStr,

@@ -18,7 +18,7 @@ const IOAS_MAP_FIXED_IOVA: u32 = 1;
 const IOAS_MAP_WRITEABLE: u32 = 2;
 const IOAS_MAP_READABLE: u32 = 4;
 
-pub(super) fn open_iommufd(k: &mut KernelState) -> KResult<KernelFd> {
+pub(super) fn open(k: &mut KernelState) -> KResult<KernelFd> {
     if !k.config.iommufd {
         return Err(Errno::ENOENT);
     }
@@ -88,9 +88,7 @@ pub(super) fn ioas_map(
     if !io.hwpts.is_empty() {
         check_pinnable(map.user_va, map.length, map.flags & IOAS_MAP_WRITEABLE != 0)?;
         pinned = pages_spanned(map.user_va, map.length);
-        if !cfg.cap_ipc_lock && k.locked_user + pinned > cfg.memlock_limit / PAGE {
-            return Err(Errno::ENOMEM);
-        }
+        cfg.check_memlock(k.locked_user, pinned)?;
     }
     io.areas.insert(
         iova,
@@ -208,7 +206,7 @@ pub(super) fn ioas_iova_ranges(k: &KernelState, iommufd: &KernelFd, buf: &mut [u
     Ok(())
 }
 
-pub(super) fn iommufd_destroy(k: &mut KernelState, iommufd: &KernelFd, id: u32) -> KResult<()> {
+pub(super) fn destroy(k: &mut KernelState, iommufd: &KernelFd, id: u32) -> KResult<()> {
     let cid = ictx_of(k, iommufd)?;
     let c = k.ictxs.get_mut(&cid).ok_or(Errno::EBADF)?;
     // main.c iommufd_destroy: ENOENT for an unknown id, EBUSY while referenced.
@@ -363,9 +361,7 @@ pub(super) fn auto_domain(k: &mut KernelState, ictx: u32, ioas_id: u32) -> KResu
         check_pinnable(a.uptr, a.len, a.write)?;
         pin += pages_spanned(a.uptr, a.len);
     }
-    if !cfg.cap_ipc_lock && k.locked_user + pin > cfg.memlock_limit / PAGE {
-        return Err(Errno::ENOMEM);
-    }
+    cfg.check_memlock(k.locked_user, pin)?;
     let h = alloc_id(&c.objs);
     c.objs.insert(h, IoObj::Hwpt { ioas: ioas_id, devices: 0 });
     if let Some(IoObj::Ioas(io)) = c.objs.get_mut(&ioas_id) {

@@ -23,7 +23,7 @@ use crate::kernel::{vfio_irq_info, Errno, KResult, KernelFd};
 use crate::mock::{HostState, SimDevice};
 use crate::pci::PciAddress;
 
-pub(super) fn irq_info(st: &HostState, device: &KernelFd, info: &mut vfio_irq_info) -> KResult<()> {
+pub(super) fn get_info(st: &HostState, device: &KernelFd, info: &mut vfio_irq_info) -> KResult<()> {
     let d = device_fd(&st.kernel, device)?;
     let dev = sim(st, d.addr)?;
     // pci_core vfio_pci_ioctl_get_irq_info.

@@ -72,6 +72,8 @@ pub(crate) use group::refresh_noiommu;
 pub use model::{DeviceModel, ModelCtx};
 pub use state::KernelState;
 
+use region::Rw;
+
 const PAGE: u64 = 4096;
 /// `VFIO_PCI_OFFSET_SHIFT` (vfio_pci_priv.h): region index in bits 40 and up.
 const OFFSET_SHIFT: u32 = 40;
@@ -160,6 +162,15 @@ impl MockKernelConfig {
         1 << self.pgsize_bitmap.trailing_zeros().max(12)
     }
 
+    /// RLIMIT_MEMLOCK accounting: ENOMEM unless `pages` more pinned on top of `locked`
+    /// stay within the limit (or the process has CAP_IPC_LOCK).
+    fn check_memlock(&self, locked: u64, pages: u64) -> KResult<()> {
+        if !self.cap_ipc_lock && locked + pages > self.memlock_limit / PAGE {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+
     /// The errno of a DMA map/unmap range wrapping past 2^64: EOVERFLOW since 6.18
     /// (check_add_overflow), EINVAL before (see [`MockKernelConfig::wrap_einval`]).
     fn wrap_errno(&self) -> Errno {
@@ -195,11 +206,11 @@ unsafe impl VfioKernel for MockKernel {
     }
 
     fn open_group(&self, group: GroupNode) -> KResult<KernelFd> {
-        group::open_group(&mut *self.enter(KernelOp::OpenGroup)?, group)
+        group::open(&mut *self.enter(KernelOp::OpenGroup)?, group)
     }
 
     fn open_iommufd(&self) -> KResult<KernelFd> {
-        iommufd::open_iommufd(&mut self.enter(KernelOp::OpenIommufd)?.kernel)
+        iommufd::open(&mut self.enter(KernelOp::OpenIommufd)?.kernel)
     }
 
     fn open_device_cdev(&self, index: u32) -> KResult<KernelFd> {
@@ -238,7 +249,7 @@ unsafe impl VfioKernel for MockKernel {
     }
 
     fn iommu_get_info(&self, container: &KernelFd, buf: &mut [u8]) -> KResult<()> {
-        type1::iommu_get_info(&self.enter(KernelOp::IommuGetInfo)?.kernel, container, buf)
+        type1::get_info(&self.enter(KernelOp::IommuGetInfo)?.kernel, container, buf)
     }
 
     unsafe fn map_dma(&self, container: &KernelFd, map: &vfio_iommu_type1_dma_map) -> KResult<()> {
@@ -254,33 +265,33 @@ unsafe impl VfioKernel for MockKernel {
     }
 
     fn group_get_status(&self, group: &KernelFd) -> KResult<u32> {
-        group::group_get_status(&*self.enter(KernelOp::GroupGetStatus)?, group)
+        group::get_status(&*self.enter(KernelOp::GroupGetStatus)?, group)
     }
 
     fn group_set_container(&self, group: &KernelFd, container: &KernelFd) -> KResult<()> {
         let mut st = self.enter(KernelOp::GroupSetContainer)?;
-        group::group_set_container(&mut st, group, container)
+        group::set_container(&mut st, group, container)
     }
 
     fn group_unset_container(&self, group: &KernelFd) -> KResult<()> {
         let mut st = self.enter(KernelOp::GroupUnsetContainer)?;
-        group::group_unset_container(&mut st.kernel, group)
+        group::unset_container(&mut st.kernel, group)
     }
 
     fn group_get_device_fd(&self, group: &KernelFd, name: &CStr) -> KResult<KernelFd> {
-        group::group_get_device_fd(&mut *self.enter(KernelOp::GroupGetDeviceFd)?, group, name)
+        group::get_device_fd(&mut *self.enter(KernelOp::GroupGetDeviceFd)?, group, name)
     }
 
     fn device_get_info(&self, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
-        device::device_get_info(&*self.enter(KernelOp::DeviceGetInfo)?, device, buf)
+        device::get_info(&*self.enter(KernelOp::DeviceGetInfo)?, device, buf)
     }
 
     fn device_get_region_info(&self, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
-        region::region_info(&*self.enter(KernelOp::DeviceGetRegionInfo)?, device, buf)
+        region::get_info(&*self.enter(KernelOp::DeviceGetRegionInfo)?, device, buf)
     }
 
     fn device_get_irq_info(&self, device: &KernelFd, info: &mut vfio_irq_info) -> KResult<()> {
-        irq::irq_info(&*self.enter(KernelOp::DeviceGetIrqInfo)?, device, info)
+        irq::get_info(&*self.enter(KernelOp::DeviceGetIrqInfo)?, device, info)
     }
 
     fn device_set_irqs(&self, device: &KernelFd, buf: &[u8]) -> KResult<()> {
@@ -324,11 +335,11 @@ unsafe impl VfioKernel for MockKernel {
     }
 
     fn region_read(&self, device: &KernelFd, offset: u64, buf: &mut [u8]) -> KResult<usize> {
-        region::region_read(&mut *self.enter(KernelOp::RegionRead)?, device, offset, buf)
+        region::access(&mut *self.enter(KernelOp::RegionRead)?, device, offset, Rw::Read(buf))
     }
 
     fn region_write(&self, device: &KernelFd, offset: u64, buf: &[u8]) -> KResult<usize> {
-        region::region_write(&mut *self.enter(KernelOp::RegionWrite)?, device, offset, buf)
+        region::access(&mut *self.enter(KernelOp::RegionWrite)?, device, offset, Rw::Write(buf))
     }
 
     fn mmap(&self, device: &KernelFd, offset: u64, len: usize, prot: i32) -> KResult<NonNull<u8>> {
@@ -359,7 +370,7 @@ unsafe impl VfioKernel for MockKernel {
     }
 
     fn iommufd_destroy(&self, iommufd: &KernelFd, id: u32) -> KResult<()> {
-        iommufd::iommufd_destroy(&mut self.enter(KernelOp::IommufdDestroy)?.kernel, iommufd, id)
+        iommufd::destroy(&mut self.enter(KernelOp::IommufdDestroy)?.kernel, iommufd, id)
     }
 
     fn eventfd(&self) -> KResult<vmm_sys_util::eventfd::EventFd> {

@@ -24,7 +24,7 @@ use crate::mock::spec::BarKind;
 use crate::mock::{HostState, SimDevice};
 use crate::pci::PciAddress;
 
-pub(super) fn region_info(st: &HostState, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
+pub(super) fn get_info(st: &HostState, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {
     let d = device_fd(&st.kernel, device)?;
     let dev = sim(st, d.addr)?;
     let cfg = &st.kernel.config;
@@ -119,31 +119,23 @@ fn bar_info(
     (size, f)
 }
 
-pub(super) fn region_read(
+/// pread/pwrite of a device fd at `offset` (the region index in the high bits).
+pub(super) fn access(
     st: &mut HostState,
     device: &KernelFd,
     offset: u64,
-    buf: &mut [u8],
+    rw: Rw<'_>,
 ) -> KResult<usize> {
     let d = device_fd(&st.kernel, device)?;
-    // vfio_pci_core_read: a zero-length read returns 0 before any check.
-    if buf.is_empty() {
+    // vfio_pci_core_read/write: a zero-length access returns 0 before any check.
+    let empty = match &rw {
+        Rw::Read(buf) => buf.is_empty(),
+        Rw::Write(buf) => buf.is_empty(),
+    };
+    if empty {
         return Ok(0);
     }
-    region_rw(st, d.addr, offset, Rw::Read(buf))
-}
-
-pub(super) fn region_write(
-    st: &mut HostState,
-    device: &KernelFd,
-    offset: u64,
-    buf: &[u8],
-) -> KResult<usize> {
-    let d = device_fd(&st.kernel, device)?;
-    if buf.is_empty() {
-        return Ok(0);
-    }
-    region_rw(st, d.addr, offset, Rw::Write(buf))
+    region_rw(st, d.addr, offset, rw)
 }
 
 pub(super) fn mmap(
@@ -236,7 +228,7 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
         return Err(Errno::EINVAL);
     }
     match index {
-        CONFIG_INDEX => config::rw(k, dev, addr, pos, rw),
+        CONFIG_INDEX => config::access(k, dev, addr, pos, rw),
         ROM_INDEX => rom_read(dev, pos, rw),
         VGA_INDEX => vga_rw(k.config.vga, dev, rw),
         0..=5 => bar_rw(k, dev, index, pos, rw),

@@ -109,7 +109,7 @@ pub(super) fn set_iommu(k: &mut KernelState, container: &KernelFd, iommu_type: u
     Ok(())
 }
 
-pub(super) fn iommu_get_info(k: &KernelState, container: &KernelFd, buf: &mut [u8]) -> KResult<()> {
+pub(super) fn get_info(k: &KernelState, container: &KernelFd, buf: &mut [u8]) -> KResult<()> {
     let c = k.containers.get(&container_of(k, container)?).ok_or(Errno::EBADF)?;
     let t = type1_of(c)?;
     // type1 vfio_iommu_type1_get_info: minsz = offsetofend(iova_pgsizes).
@@ -176,10 +176,7 @@ pub(super) fn map_dma(
     // the locked_vm accounting fails with ENOMEM beyond RLIMIT_MEMLOCK.
     check_pinnable(map.vaddr, map.size, write)?;
     let pages = map.size / PAGE;
-    let limit = cfg.memlock_limit / PAGE;
-    if !cfg.cap_ipc_lock && k.locked_mm + pages > limit {
-        return Err(Errno::ENOMEM);
-    }
+    cfg.check_memlock(k.locked_mm, pages)?;
     k.locked_mm += pages;
     t.avail -= 1;
     t.dmas.insert(
