@@ -60,7 +60,7 @@ pub(super) fn bind_iommufd(
         return Err(Errno::EINVAL);
     }
     // iommufd_device_bind: EPERM without isolated MSI unless allow_unsafe_interrupts.
-    if !k.config.interrupt_remapping && !k.config.allow_unsafe_interrupts {
+    if !k.config.msi_safe() {
         return Err(Errno::EPERM);
     }
     let HostState { devices, kernel: k, .. } = st;

@@ -73,7 +73,7 @@ pub(super) fn set_container(
     let FdObj::Container(cid) = target else { return Err(Errno::EBADFD) };
     let viable = noiommu || group_viable(st, gid, false);
     let k = &mut st.kernel;
-    let cfg = k.config.clone();
+    let msi_safe = k.config.msi_safe();
     let c = k.containers.get_mut(&cid).ok_or(Errno::EBADF)?;
     // container.c vfio_container_attach_group: real and no-IOMMU groups do not mix.
     if !c.groups.is_empty() && c.noiommu != noiommu {
@@ -84,10 +84,7 @@ pub(super) fn set_container(
         return Err(Errno::EPERM);
     }
     // A container with an IOMMU attaches the group now (type1 attach_group rules).
-    if matches!(c.iommu, Some(Iommu::Type1(_)))
-        && !cfg.interrupt_remapping
-        && !cfg.allow_unsafe_interrupts
-    {
+    if matches!(c.iommu, Some(Iommu::Type1(_))) && !msi_safe {
         return Err(Errno::EPERM);
     }
     c.groups.insert(gid);

@@ -162,6 +162,12 @@ impl MockKernelConfig {
         1 << self.pgsize_bitmap.trailing_zeros().max(12)
     }
 
+    /// Devices may be given to the user as far as interrupts go: MSI is isolated
+    /// (interrupt remapping), or `allow_unsafe_interrupts` is set.
+    fn msi_safe(&self) -> bool {
+        self.interrupt_remapping || self.allow_unsafe_interrupts
+    }
+
     /// RLIMIT_MEMLOCK accounting: ENOMEM unless `pages` more pinned on top of `locked`
     /// stay within the limit (or the process has CAP_IPC_LOCK).
     fn check_memlock(&self, locked: u64, pages: u64) -> KResult<()> {

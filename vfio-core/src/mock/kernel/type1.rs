@@ -102,7 +102,7 @@ pub(super) fn set_iommu(k: &mut KernelState, container: &KernelFd, iommu_type: u
     };
     // type1 vfio_iommu_type1_attach_group: without isolated MSI, EPERM unless
     // allow_unsafe_interrupts.
-    if !cfg.interrupt_remapping && !cfg.allow_unsafe_interrupts {
+    if !cfg.msi_safe() {
         return Err(Errno::EPERM);
     }
     c.iommu = Some(Iommu::Type1(Type1 { v2, dmas: BTreeMap::new(), avail: cfg.dma_entry_limit }));
