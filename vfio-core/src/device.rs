@@ -453,22 +453,8 @@ impl std::os::fd::AsFd for Device {
 mod tests {
     use super::*;
     use crate::mock::{DeviceSpec, MockHost};
+    use crate::rom::tests::image;
     use crate::{Interface, Vfio};
-
-    /// A one-image legacy ROM of `blocks` 512-byte blocks, marked last.
-    fn image(blocks: u8) -> Vec<u8> {
-        let len = usize::from(blocks) * 512;
-        let mut r = vec![0u8; len];
-        r[..3].copy_from_slice(&[0x55, 0xaa, blocks]);
-        r[0x18] = 0x20;
-        r[0x20..0x24].copy_from_slice(b"PCIR");
-        r[0x20 + 0x0a] = 0x18;
-        r[0x20 + 0x10] = blocks;
-        r[0x20 + 0x15] = 0x80;
-        let sum = r.iter().fold(0u8, |a, b| a.wrapping_add(*b));
-        r[len - 1] = 0u8.wrapping_sub(sum);
-        r
-    }
 
     #[test]
     fn read_rom_reads_the_rom_region_up_to_the_last_image() {

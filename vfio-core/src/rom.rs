@@ -701,11 +701,11 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A one-image legacy ROM of `blocks` 512-byte blocks, marked last.
-    fn image(blocks: u8) -> Vec<u8> {
+    pub(crate) fn image(blocks: u8) -> Vec<u8> {
         let len = usize::from(blocks) * 512;
         let mut r = vec![0u8; len];
         r[0] = 0x55;
