@@ -12,7 +12,7 @@ use crate::dma::AddressSpace;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{
-    parse_device_info, parse_region_info, DeviceInfo, RegionInfo, DEVICE_INFO_SIZE,
+    parse_device_info, parse_region_info, DeviceInfo, RegionFlags, RegionInfo, DEVICE_INFO_SIZE,
     REGION_INFO_SIZE,
 };
 use crate::iommufd::Ioas;
@@ -21,6 +21,7 @@ use crate::kernel::{
     KernelFd, KernelOp, VfioKernel,
 };
 use crate::pci::PciAddress;
+use crate::rom::{trim_to_images, MAX_ROM_BYTES, ROM_READ_CHUNK};
 
 /// Region indexes of a vfio-pci device.
 pub mod regions {
@@ -383,6 +384,30 @@ impl Device {
         Ok(buf)
     }
 
+    /// Reads the option ROM through the VFIO ROM region ([`regions::ROM`]) with pread,
+    /// in [`ROM_READ_CHUNK`] chunks, at most [`MAX_ROM_BYTES`], and keeps the images up to
+    /// the one marked last ([`trim_to_images`]): the bytes the sysfs `rom` attribute
+    /// gives, without enabling the ROM BAR through sysfs. A device without an expansion
+    /// ROM BAR (an empty or unreadable region) is a [`Error::NotFound`]. The whole region,
+    /// padding included, is [`Device::read_region`] of [`regions::ROM`].
+    pub fn read_rom(&self) -> Result<Vec<u8>> {
+        let region = self.region(regions::ROM)?;
+        if region.size == 0 || !region.flags.contains(RegionFlags::READ) {
+            return Err(Error::NotFound {
+                what: format!("ROM of {} (the VFIO ROM region is empty)", self.name),
+                hint: Some(
+                    "the device has no expansion ROM BAR; use the vendor's ROM file instead".into(),
+                ),
+            });
+        }
+        let mut data = vec![0u8; region.size.min(MAX_ROM_BYTES) as usize];
+        for (i, chunk) in data.chunks_mut(ROM_READ_CHUNK).enumerate() {
+            self.read_region(regions::ROM, (i * ROM_READ_CHUNK) as u64, chunk)
+                .map_err(|e| e.with_hint("is the device powered (not in D3cold)? check dmesg"))?;
+        }
+        Ok(trim_to_images(data))
+    }
+
     /// Turns on memory decoding and bus mastering (command register bits 1 and 2), which
     /// a driver needs before MMIO and DMA.
     pub fn enable_bus_master(&self) -> Result<()> {
@@ -421,5 +446,34 @@ impl std::os::fd::AsFd for Device {
         // SAFETY: the descriptor is open for as long as this object lives (the kernel
         // seam's contract), and the borrow cannot outlive `self`.
         unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd().raw()) }
+    }
+}
+
+#[cfg(all(test, feature = "mock"))]
+mod tests {
+    use super::*;
+    use crate::mock::{DeviceSpec, MockHost};
+    use crate::rom::tests::image;
+    use crate::{Interface, Vfio};
+
+    #[test]
+    fn read_rom_reads_the_rom_region_up_to_the_last_image() {
+        let rom = image(3);
+        let mut edu = DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci");
+        edu.rom = Some(rom.clone());
+        let h = MockHost::new([edu, DeviceSpec::edu("0000:00:05.0").group(2).driver("vfio-pci")])
+            .with_sys(|s| s.load_vfio());
+        let vfio = Vfio::new(h.kernel(), h.fs());
+        let dev = vfio.open(PciAddress::parse("0000:00:04.0").unwrap(), Interface::Auto).unwrap();
+        let region = dev.region(regions::ROM).unwrap().size;
+        assert!(region > rom.len() as u64, "the BAR is larger than the image: {region}");
+        assert_eq!(dev.read_rom().unwrap(), rom);
+        // Nothing went through the sysfs `rom` attribute.
+        assert!(h.state().sys.writes.is_empty(), "{:?}", h.state().sys.writes);
+
+        let dev = vfio.open(PciAddress::parse("0000:00:05.0").unwrap(), Interface::Auto).unwrap();
+        let e = dev.read_rom().unwrap_err().to_string();
+        assert!(e.contains("ROM of 0000:00:05.0 (the VFIO ROM region is empty)"), "{e}");
+        assert!(e.contains("no expansion ROM BAR"), "{e}");
     }
 }

@@ -6,10 +6,17 @@
 //! ROM, at most [`MAX_ROM_BYTES`] is ever needed) and the ROM's total length, so a huge
 //! file never has to be read whole. Bad input gives problems in the report, never a
 //! panic.
+//!
+//! Reading a device's ROM is not done here: [`crate::hostfs::SysfsDevice::read_rom`]
+//! reads it through sysfs, [`crate::Device::read_rom`] through the VFIO ROM region.
 
 /// The largest ROM a PCI expansion ROM BAR can map (16 MiB). Nothing past this is
 /// examined; pass at most this many bytes to [`parse_prefix`].
 pub const MAX_ROM_BYTES: u64 = 16 << 20;
+/// The chunk size of the ROM readers ([`crate::hostfs::SysfsDevice::read_rom`],
+/// [`crate::Device::read_rom`]): one `read` or `pread` call asks for at most this many
+/// bytes.
+pub const ROM_READ_CHUNK: usize = 64 << 10;
 /// Images walked at most before the chain is declared endless.
 pub const MAX_IMAGES: usize = 64;
 /// Minimum PCIR structure length read.
@@ -321,6 +328,26 @@ fn push(
 /// Parses a ROM held whole in memory.
 pub fn parse(data: &[u8]) -> RomReport {
     parse_prefix(data, data.len() as u64)
+}
+
+/// The bytes of a ROM BAR image up to the end of the image marked last, as the kernel's
+/// `pci_get_rom_size` measures it (a ROM BAR read through VFIO is as large as the BAR
+/// and padded with 0xFF). Data that does not parse as a chain of images is returned
+/// whole.
+pub fn trim_to_images(mut data: Vec<u8>) -> Vec<u8> {
+    let report = parse(&data);
+    let end = report
+        .images
+        .iter()
+        .take_while(|i| i.signature_valid && i.pcir.is_some())
+        .find(|i| i.last)
+        .map(|i| i.offset + i.length);
+    if let Some(end) = end {
+        if end > 0 && end <= data.len() as u64 {
+            data.truncate(end as usize);
+        }
+    }
+    data
 }
 
 /// Parses a ROM of `total_length` bytes of which `prefix` holds the first bytes. Parts
@@ -671,4 +698,49 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
         return (img, None);
     }
     (img, Some(end as usize))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A one-image legacy ROM of `blocks` 512-byte blocks, marked last.
+    pub(crate) fn image(blocks: u8) -> Vec<u8> {
+        let len = usize::from(blocks) * 512;
+        let mut r = vec![0u8; len];
+        r[0] = 0x55;
+        r[1] = 0xaa;
+        r[2] = blocks;
+        r[0x18] = 0x20; // PCIR at 0x20
+        r[0x20..0x24].copy_from_slice(b"PCIR");
+        r[0x20 + 0x0a] = 0x18; // PCIR length
+        r[0x20 + 0x10] = blocks; // image length in 512-byte units
+        r[0x20 + 0x15] = 0x80; // last image
+        let sum = r.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        r[len - 1] = 0u8.wrapping_sub(sum);
+        r
+    }
+
+    #[test]
+    fn trim_keeps_the_images_and_drops_bar_padding() {
+        let img = image(2);
+        let mut padded = img.clone();
+        padded.resize(8192, 0xff);
+        assert_eq!(trim_to_images(padded), img);
+        // Exactly the image: unchanged.
+        assert_eq!(trim_to_images(img.clone()), img);
+    }
+
+    #[test]
+    fn trim_leaves_data_that_is_no_rom_whole() {
+        let blank = vec![0xffu8; 4096];
+        assert_eq!(trim_to_images(blank.clone()), blank);
+        // An image without the last-image flag: the chain's end is unknown.
+        let mut img = image(2);
+        img[0x20 + 0x15] = 0;
+        let mut padded = img.clone();
+        padded.resize(4096, 0xff);
+        assert_eq!(trim_to_images(padded.clone()), padded);
+        assert!(trim_to_images(Vec::new()).is_empty());
+    }
 }

@@ -17,8 +17,7 @@ struct NoLock;
 
 impl HeldLock for NoLock {}
 
-use crate::cli::Context;
-use crate::cmd::out;
+use crate::context::{out, Context};
 
 /// A recording, change-free view of another [`HostFs`].
 #[derive(Debug)]

@@ -2,8 +2,7 @@
 
 use vfio_core::host::bind::{execute, plan_bind, BindRequest};
 
-use crate::cli::Context;
-use crate::cmd::out;
+use crate::context::{out, Context};
 
 /// Arguments of `bind`.
 #[derive(Debug, clap::Args)]

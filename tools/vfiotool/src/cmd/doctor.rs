@@ -2,8 +2,7 @@
 
 use vfio_core::host::doctor::{any_failed, run_checks, DoctorOptions};
 
-use crate::cli::Context;
-use crate::cmd::{out, print_json};
+use crate::context::{out, print_json, Context};
 
 /// Arguments of `doctor`.
 #[derive(Debug, clap::Args)]

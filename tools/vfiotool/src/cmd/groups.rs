@@ -2,8 +2,7 @@
 
 use vfio_core::host::groups::list_groups;
 
-use crate::cli::Context;
-use crate::cmd::{ids, out, print_json};
+use crate::context::{ids, out, print_json, warn_skipped, Context};
 
 /// Arguments of `groups`.
 #[derive(Debug, clap::Args)]
@@ -16,7 +15,7 @@ pub struct GroupsArgs {
 /// Runs `groups`.
 pub fn run(args: &GroupsArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
     let scan = list_groups(&*ctx.fs, &ids(ctx))?;
-    crate::cmd::warn_skipped(ctx, &scan.skipped);
+    warn_skipped(ctx, &scan.skipped);
     let groups = scan.items;
     if args.json {
         print_json(ctx, &groups);

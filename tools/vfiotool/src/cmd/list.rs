@@ -3,8 +3,25 @@
 use vfio_core::host::devices::{list_devices, PciDevice};
 use vfio_core::host::filter::{AddressFilter, DeviceFilter, IdFilter, NameFilter};
 
-use crate::cli::{Context, ListArgs};
-use crate::cmd::{ids, out, print_json};
+use crate::context::{ids, out, print_json, warn_skipped, Context};
+use crate::format::{Column, Table};
+
+/// Arguments of `list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Select by ids, as lspci: vendor:device[:class[:prog-if]] in hex, `*` or empty for any.
+    #[arg(short = 'd', long = "device", value_name = "V:D[:C]")]
+    pub ids: Vec<String>,
+    /// Select by a case-insensitive regular expression over vendor and device names.
+    #[arg(long, value_name = "REGEX")]
+    pub name: Vec<String>,
+    /// Select by address: 0000:01:00.0, 01:00.0, or a slot 01:00.
+    #[arg(value_name = "ADDRESS")]
+    pub addresses: Vec<String>,
+}
 
 /// Builds the filter from the arguments.
 pub fn filter(args: &ListArgs) -> vfio_core::Result<DeviceFilter> {
@@ -28,15 +45,18 @@ fn driver_text(d: &PciDevice) -> String {
     driver
 }
 
-/// The text table; columns widen to fit their longest entry.
+/// The text table; the driver column widens to fit its longest entry.
 pub fn table(devs: &[PciDevice]) -> String {
-    let drivers: Vec<String> = devs.iter().map(driver_text).collect();
-    let dw = drivers.iter().map(String::len).max().unwrap_or(0).max(6);
-    let mut s = format!(
-        "{:<13} {:<15} {:<dw$} {:<6} {:<9} {}\n",
-        "ADDRESS", "VENDOR:DEV:CLS", "DRIVER", "GROUP", "ISOLATED", "NAME"
-    );
-    for (d, driver) in devs.iter().zip(drivers) {
+    let mut t = Table::new(&[
+        Column::left(13),
+        Column::left(15),
+        Column::left(6).fit(),
+        Column::left(6),
+        Column::left(9),
+        Column::left(0),
+    ]);
+    t.row(["ADDRESS", "VENDOR:DEV:CLS", "DRIVER", "GROUP", "ISOLATED", "NAME"]);
+    for d in devs {
         let group = d.iommu_group.map_or("-".into(), |g| g.to_string());
         let iso = match d.isolated {
             Some(true) => "yes",
@@ -44,25 +64,23 @@ pub fn table(devs: &[PciDevice]) -> String {
             None => "-",
         };
         let class = d.class_name.clone().unwrap_or_else(|| format!("class {:06x}", d.class));
-        s += &format!(
-            "{:<13} {:<15} {:<dw$} {:<6} {:<9} {} [{}]\n",
+        t.row([
             d.address.to_string(),
             d.ids(),
-            driver,
+            driver_text(d),
             group,
-            iso,
-            d.name(),
-            class
-        );
+            iso.to_string(),
+            format!("{} [{}]", d.name(), class),
+        ]);
     }
-    s
+    t.render()
 }
 
 /// Runs `list`.
 pub fn run(args: &ListArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
     let f = filter(args)?;
     let scan = list_devices(&*ctx.fs, &ids(ctx))?;
-    crate::cmd::warn_skipped(ctx, &scan.skipped);
+    warn_skipped(ctx, &scan.skipped);
     let devs: Vec<PciDevice> = scan.items.into_iter().filter(|d| f.matches(d)).collect();
     if args.json {
         print_json(ctx, &devs);

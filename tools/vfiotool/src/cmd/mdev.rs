@@ -2,8 +2,7 @@
 
 use vfio_core::host::mdev::{create, list_instances, list_types, remove};
 
-use crate::cli::Context;
-use crate::cmd::{address, out, print_json};
+use crate::context::{address, out, print_json, Context};
 use crate::dry_run::DryRunFs;
 
 /// Arguments of `mdev`.

@@ -8,8 +8,7 @@ use vfio_core::host::persist::{
 };
 use vfio_core::Error;
 
-use crate::cli::Context;
-use crate::cmd::{address, out};
+use crate::context::{address, out, Context};
 use crate::dry_run::DryRunFs;
 
 /// Arguments of `persist`.

@@ -3,8 +3,7 @@
 use vfio_core::host::journal::{read_journal, JOURNAL};
 use vfio_core::host::restore::{plan_restore, restore};
 
-use crate::cli::Context;
-use crate::cmd::{address, out};
+use crate::context::{address, out, Context};
 
 /// Arguments of `restore`.
 #[derive(Debug, clap::Args)]

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use vfio_core::host::snapshot::{snapshot, Disposition, SnapshotOptions};
 
-use crate::cli::Context;
-use crate::cmd::out;
+use crate::context::{out, Context};
 
 /// Arguments of `snapshot`.
 #[derive(Debug, clap::Args)]

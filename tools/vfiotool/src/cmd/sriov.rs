@@ -3,8 +3,7 @@
 use vfio_core::host::journal::read_journal;
 use vfio_core::host::sriov::{set_num_vfs, sriov_state, vfs_removed_by};
 
-use crate::cli::Context;
-use crate::cmd::{address, out};
+use crate::context::{address, out, Context};
 use crate::dry_run::DryRunFs;
 
 /// Arguments of `sriov`.

@@ -2,8 +2,7 @@
 
 use vfio_core::host::restore::{plan_unbind, unbind};
 
-use crate::cli::Context;
-use crate::cmd::{address, out};
+use crate::context::{address, out, Context};
 
 /// Arguments of `unbind`.
 #[derive(Debug, clap::Args)]
