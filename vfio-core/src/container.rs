@@ -8,7 +8,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
 };
 
-use crate::dma::{memlock_hint, DmaPerm};
+use crate::dma_perm::{memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{parse_iommu_info, IommuInfo, IOMMU_INFO_SIZE};

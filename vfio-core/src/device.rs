@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 
-use crate::dma::AddressSpace;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{
@@ -288,12 +287,10 @@ impl Device {
         }
     }
 
-    /// The address space the device's DMA goes through.
-    pub fn address_space(&self) -> AddressSpace {
-        match &self.owner {
-            Owner::Group(g) => AddressSpace::Container(g.container().clone()),
-            Owner::Iommufd { ioas, .. } => AddressSpace::Ioas(ioas.clone()),
-        }
+    /// How the device was opened: through a group, or bound to an iommufd. Its address
+    /// space ([`Device::address_space`]) is in `dma`, which builds on this module.
+    pub(crate) fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     #[inline]

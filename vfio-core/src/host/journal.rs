@@ -64,7 +64,7 @@ pub struct JournalEntry {
 impl JournalEntry {
     /// The device's address.
     pub fn pci_address(&self) -> Result<PciAddress> {
-        PciAddress::parse(&self.address)
+        Ok(PciAddress::parse(&self.address)?)
     }
 }
 

@@ -5,8 +5,6 @@
 //! hold them) or used by the host are never removed without `force`; when forced, the
 //! bind journal entries of the VFs that are gone are dropped and reported.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::host::guards::host_uses;
 use crate::host::journal::{read_journal, write_journal, JournalEntry};
@@ -226,11 +224,6 @@ pub fn list_pfs(fs: &dyn HostFs) -> Result<Vec<SriovState>> {
         .filter(|a| fs.exists(&device_path(*a).join("sriov_totalvfs")))
         .filter_map(|a| sriov_state(fs, a).ok())
         .collect())
-}
-
-/// Whether a path exists (re-exported for callers that build paths).
-pub fn has_sriov(fs: &dyn HostFs, a: PciAddress) -> bool {
-    fs.exists(&Path::new(&device_path(a)).join("sriov_totalvfs"))
 }
 
 #[cfg(all(test, feature = "mock"))]

@@ -50,5 +50,5 @@ pub(crate) fn ids(ctx: &Context) -> PciIds {
 
 /// Parses a full PCI address argument.
 pub(crate) fn address(s: &str) -> vfio_core::Result<vfio_core::PciAddress> {
-    vfio_core::PciAddress::parse(s)
+    Ok(vfio_core::PciAddress::parse(s)?)
 }
