@@ -235,7 +235,7 @@ impl Container {
                     Err(if e == Errno::EPERM {
                         err.with_hint(
                             "the IOMMU has no interrupt remapping; if you accept the risk: \
-                             options vfio_iommu_type1 allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                             options vfio_iommu_type1 allow_unsafe_interrupts=1",
                         )
                     } else {
                         err

@@ -121,7 +121,7 @@ impl Device {
             return Err(if e == Errno::EPERM {
                 err.with_hint(
                     "the IOMMU has no interrupt remapping; if you accept the risk: \
-                     iommufd.allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                     iommufd.allow_unsafe_interrupts=1",
                 )
             } else {
                 err

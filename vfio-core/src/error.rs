@@ -40,11 +40,11 @@ pub enum Error {
     },
 
     /// A VFIO group cannot be used because some of its devices are bound to host drivers.
-    #[error("IOMMU group {group} is not viable: {}; bind them to vfio-pci (vfiotool bind --group {first}) or unbind them", blockers_text(blockers))]
+    #[error("IOMMU group {group} is not viable: {}; bind the whole group to vfio-pci (a group bind of {first}) or unbind them", blockers_text(blockers))]
     GroupNotViable {
         /// The group number.
         group: u32,
-        /// The first blocking member, for the suggested command.
+        /// The first blocking member, for the suggested group bind.
         first: String,
         /// Members holding the group back, with the driver each is bound to.
         blockers: Vec<(String, String)>,
@@ -65,7 +65,7 @@ pub enum Error {
     },
 
     /// A device the host itself is using (its console, network or storage).
-    #[error("{device} is in use by the host: {reason}; pass --force to take it anyway")]
+    #[error("{device} is in use by the host: {reason}; stop that use first, or force the change to take it anyway")]
     InUse {
         /// The device.
         device: String,
@@ -97,8 +97,8 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// Another process holds the host lock (a concurrent `vfiotool` changing bindings).
-    #[error("another vfiotool is running (pid {pid}): {} is locked; wait for it to finish", path.display())]
+    /// Another process holds the host lock (a concurrent bind, unbind or restore).
+    #[error("another process holds the host lock (pid {pid}): {} is locked; wait for it to finish", path.display())]
     Locked {
         /// The process holding the lock.
         pid: u32,
@@ -139,7 +139,7 @@ pub enum Error {
 
     /// Changing a PF's VF count would remove VFs that are on vfio-pci or used by the
     /// host.
-    #[error("{action} would remove VFs in use: {}; {fix}, or pass --force to remove them anyway", vfs.join(", "))]
+    #[error("{action} would remove VFs in use: {}; {fix}, or force the change to remove them anyway", vfs.join(", "))]
     VfsInUse {
         /// The change (`disabling the VFs of 0000:02:00.0`).
         action: String,

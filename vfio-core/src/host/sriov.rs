@@ -126,8 +126,8 @@ pub fn vfs_in_use_error(action: String, affected: &[VfImpact]) -> Error {
     let mut fix = vec![];
     if !on_vfio.is_empty() {
         fix.push(format!(
-            "stop the VMs using them and unbind them first (vfiotool unbind {})",
-            on_vfio.join(", vfiotool unbind ")
+            "stop the VMs using them and unbind them from vfio-pci first ({})",
+            on_vfio.join(", ")
         ));
     }
     if busy.iter().any(|v| !v.host_uses.is_empty()) {
@@ -293,8 +293,8 @@ mod tests {
                         "0000:02:10.1 (network interface eth9 carries the default route)"
                     )
                     && !e.contains("0000:02:10.2")
-                    && e.contains("vfiotool unbind 0000:02:10.0")
-                    && e.contains("--force"),
+                    && e.contains("unbind them from vfio-pci first (0000:02:10.0)")
+                    && e.contains("force the change"),
                 "{e}"
             );
         }
