@@ -337,10 +337,10 @@ fn plan_from(
         after.push("reboot".into());
         if !devices.is_empty() {
             let v: Vec<String> = devices.iter().map(|a| a.to_string()).collect();
-            after.push(format!("check that {} are on vfio-pci", v.join(" ")));
+            after.push(format!("ls /sys/bus/pci/drivers/vfio-pci  (should list {})", v.join(" ")));
         }
         for (a, n) in &numvfs {
-            after.push(format!("check that {a} has {n} VFs enabled"));
+            after.push(format!("cat /sys/bus/pci/devices/{a}/sriov_numvfs  (should read {n})"));
         }
     }
     Ok(PersistPlan {
@@ -377,7 +377,9 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
     if chosen.is_empty() && req.numvfs.is_empty() {
         return Err(Error::NotFound {
             what: "devices to persist".into(),
-            hint: Some("bind them to vfio-pci first, or name them in the request's devices".into()),
+            hint: Some(
+                "bind them to vfio-pci first, or name them (PersistRequest::devices)".into(),
+            ),
         });
     }
     let mut warnings = vec![];
@@ -503,7 +505,7 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
             .map(|x| x.address.to_string())
             .unwrap_or_default();
         let reason = format!(
-            "{}; ids={id} would also claim it at boot (the same vendor:device as {by}); persist per device to claim {by} alone",
+            "{}; ids={id} would also claim it at boot (the same vendor:device as {by}); persist by address (PersistRequest::per_device) to claim {by} alone",
             why.join("; ")
         );
         if !req.force {
