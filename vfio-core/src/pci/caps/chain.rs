@@ -40,36 +40,47 @@ impl Seen {
     }
 }
 
-/// Iterator over the standard capability chain. Items are capabilities, or one final
-/// diagnostic when the chain is damaged. Built by [`ConfigSpace::capabilities`].
+/// Where a walk along one chain is.
 #[derive(Debug, Clone)]
-pub struct Capabilities<'a> {
+struct Walk<'a> {
     cs: ConfigSpace<'a>,
     next: u16,
     prev: Option<u16>,
     seen: Seen,
     done: bool,
+    /// The offset a damage before the first capability is reported at: the capabilities
+    /// pointer (0x34), or the extended chain's start.
+    origin: u16,
 }
 
-impl<'a> Capabilities<'a> {
-    pub(crate) fn new(cs: ConfigSpace<'a>) -> Self {
-        let mut it = Capabilities { cs, next: 0, prev: None, seen: Seen::default(), done: true };
-        let has_list = cs.read_u16(0x06).map(|s| s & (1 << 4) != 0).unwrap_or(false);
-        if let (true, Some(p)) = (has_list, cs.read_u8(0x34)) {
-            it.next = u16::from(p & !3);
-            it.done = it.next == 0;
-        }
-        it
-    }
-
+impl Walk<'_> {
+    /// Ends the walk with a diagnostic at the last capability read.
     fn fail(
         &mut self,
         kind: DiagnosticKind,
         message: String,
     ) -> Option<Result<RawCapability, Diagnostic>> {
         self.done = true;
-        let offset = Some(self.prev.unwrap_or(0x34));
+        let offset = Some(self.prev.unwrap_or(self.origin));
         Some(Err(Diagnostic { kind, offset, message }))
+    }
+}
+
+/// Iterator over the standard capability chain. Items are capabilities, or one final
+/// diagnostic when the chain is damaged. Built by [`ConfigSpace::capabilities`].
+#[derive(Debug, Clone)]
+pub struct Capabilities<'a>(Walk<'a>);
+
+impl<'a> Capabilities<'a> {
+    fn new(cs: ConfigSpace<'a>) -> Self {
+        let mut walk =
+            Walk { cs, next: 0, prev: None, seen: Seen::default(), done: true, origin: 0x34 };
+        let has_list = cs.read_u16(0x06).map(|s| s & (1 << 4) != 0).unwrap_or(false);
+        if let (true, Some(p)) = (has_list, cs.read_u8(0x34)) {
+            walk.next = u16::from(p & !3);
+            walk.done = walk.next == 0;
+        }
+        Capabilities(walk)
     }
 }
 
@@ -77,6 +88,13 @@ impl Iterator for Capabilities<'_> {
     type Item = Result<RawCapability, Diagnostic>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_standard()
+    }
+}
+
+impl Walk<'_> {
+    /// The next item of the standard chain.
+    fn next_standard(&mut self) -> Option<Result<RawCapability, Diagnostic>> {
         if self.done {
             return None;
         }
@@ -144,28 +162,14 @@ impl Iterator for Capabilities<'_> {
 /// one final diagnostic when the chain is damaged. Built by
 /// [`ConfigSpace::extended_capabilities`].
 #[derive(Debug, Clone)]
-pub struct ExtendedCapabilities<'a> {
-    cs: ConfigSpace<'a>,
-    next: u16,
-    prev: Option<u16>,
-    seen: Seen,
-    done: bool,
-}
+pub struct ExtendedCapabilities<'a>(Walk<'a>);
 
 impl<'a> ExtendedCapabilities<'a> {
-    pub(crate) fn new(cs: ConfigSpace<'a>) -> Self {
+    fn new(cs: ConfigSpace<'a>) -> Self {
         let done = cs.len() < usize::from(EXT_CAP_START) + 4;
-        ExtendedCapabilities { cs, next: EXT_CAP_START, prev: None, seen: Seen::default(), done }
-    }
-
-    fn fail(
-        &mut self,
-        kind: DiagnosticKind,
-        message: String,
-    ) -> Option<Result<RawCapability, Diagnostic>> {
-        self.done = true;
-        let offset = Some(self.prev.unwrap_or(EXT_CAP_START));
-        Some(Err(Diagnostic { kind, offset, message }))
+        let next = EXT_CAP_START;
+        let seen = Seen::default();
+        ExtendedCapabilities(Walk { cs, next, prev: None, seen, done, origin: EXT_CAP_START })
     }
 }
 
@@ -173,6 +177,13 @@ impl Iterator for ExtendedCapabilities<'_> {
     type Item = Result<RawCapability, Diagnostic>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_extended()
+    }
+}
+
+impl Walk<'_> {
+    /// The next item of the extended chain.
+    fn next_extended(&mut self) -> Option<Result<RawCapability, Diagnostic>> {
         if self.done {
             return None;
         }
