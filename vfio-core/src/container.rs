@@ -8,7 +8,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
 };
 
-use crate::dma::{memlock_hint, DmaPerm};
+use crate::dma_perm::{memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{parse_iommu_info, IommuInfo, IOMMU_INFO_SIZE};
@@ -235,7 +235,7 @@ impl Container {
                     Err(if e == Errno::EPERM {
                         err.with_hint(
                             "the IOMMU has no interrupt remapping; if you accept the risk: \
-                             options vfio_iommu_type1 allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                             options vfio_iommu_type1 allow_unsafe_interrupts=1",
                         )
                     } else {
                         err

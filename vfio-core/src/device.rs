@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 
-use crate::dma::AddressSpace;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{
@@ -123,7 +122,7 @@ impl Device {
             return Err(if e == Errno::EPERM {
                 err.with_hint(
                     "the IOMMU has no interrupt remapping; if you accept the risk: \
-                     iommufd.allow_unsafe_interrupts=1 (see vfiotool doctor)",
+                     iommufd.allow_unsafe_interrupts=1",
                 )
             } else {
                 err
@@ -289,12 +288,10 @@ impl Device {
         }
     }
 
-    /// The address space the device's DMA goes through.
-    pub fn address_space(&self) -> AddressSpace {
-        match &self.owner {
-            Owner::Group(g) => AddressSpace::Container(g.container().clone()),
-            Owner::Iommufd { ioas, .. } => AddressSpace::Ioas(ioas.clone()),
-        }
+    /// How the device was opened: through a group, or bound to an iommufd. Its address
+    /// space ([`Device::address_space`]) is in `dma`, which builds on this module.
+    pub(crate) fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     #[inline]

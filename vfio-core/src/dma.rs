@@ -11,35 +11,13 @@ use std::sync::atomic::{fence, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::container::{Container, IommuType};
+use crate::device::{Device, Owner};
+pub use crate::dma_perm::DmaPerm;
 use crate::error::{Error, Result};
 use crate::info::IovaRange;
 use crate::iommufd::Ioas;
 use crate::iova::IovaAllocator;
-use crate::kernel::VfioKernel;
 use crate::region::RegionMapping;
-
-/// What a device may do with a DMA mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DmaPerm {
-    /// The device may only read the memory (memory-to-device transfers).
-    Read,
-    /// The device may read and write it.
-    ReadWrite,
-}
-
-/// The hint for an ENOMEM from a map call: the RLIMIT_MEMLOCK in force.
-pub(crate) fn memlock_hint(kernel: &dyn VfioKernel, size: u64) -> String {
-    match kernel.memlock_limit() {
-        Ok(u64::MAX) => "out of memory pinning pages (RLIMIT_MEMLOCK is unlimited)".to_string(),
-        Ok(limit) => format!(
-            "pinned memory would pass RLIMIT_MEMLOCK ({} KiB, mapping {} KiB more): \
-             raise it with `ulimit -l`, LimitMEMLOCK= in a systemd unit, or limits.conf",
-            limit / 1024,
-            size / 1024
-        ),
-        Err(_) => "out of memory pinning pages: check RLIMIT_MEMLOCK (ulimit -l)".to_string(),
-    }
-}
 
 /// Where DMA mappings live: shared by every device attached to it.
 #[derive(Debug, Clone)]
@@ -48,6 +26,16 @@ pub enum AddressSpace {
     Container(Arc<Container>),
     /// An iommufd I/O address space.
     Ioas(Arc<Ioas>),
+}
+
+impl Device {
+    /// The address space the device's DMA goes through.
+    pub fn address_space(&self) -> AddressSpace {
+        match self.owner() {
+            Owner::Group(g) => AddressSpace::Container(g.container().clone()),
+            Owner::Iommufd { ioas, .. } => AddressSpace::Ioas(ioas.clone()),
+        }
+    }
 }
 
 impl AddressSpace {
@@ -195,11 +183,6 @@ impl DmaPool {
     /// The address space the pool maps into.
     pub fn space(&self) -> &AddressSpace {
         &self.inner.space
-    }
-
-    /// Free IOVA bytes left.
-    pub fn free_iova(&self) -> u64 {
-        self.inner.iova.lock().unwrap_or_else(|p| p.into_inner()).free_bytes()
     }
 
     fn alloc_iova(&self, size: u64, align: u64) -> Result<u64> {

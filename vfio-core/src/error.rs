@@ -9,6 +9,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::kernel::{Errno, KernelOp};
+use crate::pci::DecodeError;
 
 /// A `Result` with the toolkit's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -17,19 +18,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An access outside a region, mapping or buffer, refused before reaching the kernel.
-    #[error("{what}: offset {offset:#x} + {len:#x} is outside the {size:#x} bytes available")]
-    OutOfBounds {
-        /// What was accessed ("BAR0 mapping", "config space", ...).
-        what: String,
-        /// Offset of the access.
-        offset: u64,
-        /// Length of the access.
-        len: u64,
-        /// Size of what was accessed.
-        size: u64,
-    },
-
     /// Binding a device to a driver did not complete; says whether it was rolled back.
     #[error("binding {device} to {driver} failed: {reason}")]
     BindFailed {
@@ -51,6 +39,17 @@ pub enum Error {
         what: String,
     },
 
+    /// A VFIO group cannot be used because some of its devices are bound to host drivers.
+    #[error("IOMMU group {group} is not viable: {}; bind the whole group to vfio-pci (a group bind of {first}) or unbind them", blockers_text(blockers))]
+    GroupNotViable {
+        /// The group number.
+        group: u32,
+        /// The first blocking member, for the suggested group bind.
+        first: String,
+        /// Members holding the group back, with the driver each is bound to.
+        blockers: Vec<(String, String)>,
+    },
+
     /// A filesystem operation on the host view (sysfs, procfs, /dev) failed.
     #[error("{op} {}: {source}{}", path.display(), hint_suffix(hint))]
     Host {
@@ -65,19 +64,8 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// A VFIO group cannot be used because some of its devices are bound to host drivers.
-    #[error("IOMMU group {group} is not viable: {}; bind them to vfio-pci (vfiotool bind --group {first}) or unbind them", blockers_text(blockers))]
-    GroupNotViable {
-        /// The group number.
-        group: u32,
-        /// The first blocking member, for the suggested command.
-        first: String,
-        /// Members holding the group back, with the driver each is bound to.
-        blockers: Vec<(String, String)>,
-    },
-
     /// A device the host itself is using (its console, network or storage).
-    #[error("{device} is in use by the host: {reason}; pass --force to take it anyway")]
+    #[error("{device} is in use by the host: {reason}; stop that use first, or force the change to take it anyway")]
     InUse {
         /// The device.
         device: String,
@@ -109,8 +97,8 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// Another process holds the host lock (a concurrent `vfiotool` changing bindings).
-    #[error("another vfiotool is running (pid {pid}): {} is locked; wait for it to finish", path.display())]
+    /// Another process holds the host lock (a concurrent bind, unbind or restore).
+    #[error("another process holds the host lock (pid {pid}): {} is locked; wait for it to finish", path.display())]
     Locked {
         /// The process holding the lock.
         pid: u32,
@@ -127,6 +115,19 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// An access outside a region, mapping or buffer, refused before reaching the kernel.
+    #[error("{what}: offset {offset:#x} + {len:#x} is outside the {size:#x} bytes available")]
+    OutOfBounds {
+        /// What was accessed ("BAR0 mapping", "config space", ...).
+        what: String,
+        /// Offset of the access.
+        offset: u64,
+        /// Length of the access.
+        len: u64,
+        /// Size of what was accessed.
+        size: u64,
+    },
+
     /// An operation the device, kernel or IOMMU mode does not offer.
     #[error("{what} is not supported{}", hint_suffix(hint))]
     Unsupported {
@@ -138,7 +139,7 @@ pub enum Error {
 
     /// Changing a PF's VF count would remove VFs that are on vfio-pci or used by the
     /// host.
-    #[error("{action} would remove VFs in use: {}; {fix}, or pass --force to remove them anyway", vfs.join(", "))]
+    #[error("{action} would remove VFs in use: {}; {fix}, or force the change to remove them anyway", vfs.join(", "))]
     VfsInUse {
         /// The change (`disabling the VFs of 0000:02:00.0`).
         action: String,
@@ -147,6 +148,13 @@ pub enum Error {
         /// How to free them.
         fix: String,
     },
+}
+
+impl From<DecodeError> for Error {
+    /// A decoder's refusal as [`Error::Invalid`], with the same message.
+    fn from(e: DecodeError) -> Self {
+        Error::Invalid { what: e.what, input: e.input, reason: e.reason }
+    }
 }
 
 fn hint_suffix(hint: &Option<String>) -> String {

@@ -75,7 +75,10 @@ impl Vfio {
         } else {
             let node = loc.group.ok_or_else(|| Error::NotFound {
                 what: format!("IOMMU group of {address}"),
-                hint: Some("no IOMMU covers the device: enable it (vfiotool doctor)".into()),
+                hint: Some(
+                    "no IOMMU covers the device: enable the IOMMU (in the firmware and on the kernel command line)"
+                        .into(),
+                ),
             })?;
             let container = Container::open_node(kernel)?;
             let group = match Group::open_node(kernel, node) {

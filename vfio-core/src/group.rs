@@ -33,13 +33,12 @@ impl Group {
             let err = Error::kernel(KernelOp::OpenGroup, format!("group {}", node.id()), e);
             match e {
                 Errno::ENOENT => err.with_hint(format!(
-                    "/dev/{} does not exist: bind a device of the group to vfio-pci first \
-                     (vfiotool bind)",
+                    "/dev/{} does not exist: bind a device of the group to vfio-pci first",
                     node.dev_path()
                 )),
                 Errno::EBUSY => err.with_hint("another process has the group open"),
                 Errno::EACCES | Errno::EPERM => err.with_hint(format!(
-                    "no permission on /dev/{}: run as root or vfiotool bind --user NAME",
+                    "no permission on /dev/{}: run as root, or give the node to the user (a bind for that user)",
                     node.dev_path()
                 )),
                 _ => err,

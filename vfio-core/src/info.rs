@@ -10,22 +10,10 @@ use std::fmt;
 
 use bitflags::bitflags;
 
+use crate::bytes::{ne_u16, ne_u32, ne_u64};
+
 /// The most capabilities a chain may hold before it is treated as a loop.
 pub const MAX_CAPS: usize = 64;
-
-/// Reads a little-endian-or-native u16/u32/u64 at `off`, if it fits.
-fn rd<const N: usize>(buf: &[u8], off: usize) -> Option<[u8; N]> {
-    buf.get(off..off.checked_add(N)?)?.try_into().ok()
-}
-fn u16_at(buf: &[u8], off: usize) -> Option<u16> {
-    rd::<2>(buf, off).map(u16::from_ne_bytes)
-}
-fn u32_at(buf: &[u8], off: usize) -> Option<u32> {
-    rd::<4>(buf, off).map(u32::from_ne_bytes)
-}
-fn u64_at(buf: &[u8], off: usize) -> Option<u64> {
-    rd::<8>(buf, off).map(u64::from_ne_bytes)
-}
 
 /// Why a capability chain could not be walked to its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +74,7 @@ pub fn walk_caps(buf: &[u8], first: u32) -> Result<Vec<RawCap<'_>>, ChainError> 
         }
         let o = off as usize;
         let (Some(id), Some(version), Some(next)) =
-            (u16_at(buf, o), u16_at(buf, o + 2), u32_at(buf, o + 4))
+            (ne_u16(buf, o), ne_u16(buf, o + 2), ne_u32(buf, o + 4))
         else {
             return Err(ChainError::OutOfBounds { offset: off });
         };
@@ -167,11 +155,11 @@ pub const REGION_INFO_SIZE: usize = 32;
 /// Decodes a `vfio_region_info` and its capability chain. `None` when the buffer is too
 /// short for the fixed struct.
 pub fn parse_region_info(buf: &[u8]) -> Option<RegionInfo> {
-    let flags = RegionFlags::from_bits_retain(u32_at(buf, 4)?);
-    let index = u32_at(buf, 8)?;
-    let cap_offset = u32_at(buf, 12)?;
-    let size = u64_at(buf, 16)?;
-    let offset = u64_at(buf, 24)?;
+    let flags = RegionFlags::from_bits_retain(ne_u32(buf, 4)?);
+    let index = ne_u32(buf, 8)?;
+    let cap_offset = ne_u32(buf, 12)?;
+    let size = ne_u64(buf, 16)?;
+    let offset = ne_u64(buf, 24)?;
     let mut info = RegionInfo {
         index,
         flags,
@@ -193,20 +181,20 @@ pub fn parse_region_info(buf: &[u8]) -> Option<RegionInfo> {
             match cap.id {
                 1 => {
                     // SPARSE_MMAP: nr_areas, reserved, then {offset, size} pairs.
-                    let n = u32_at(cap.body, 0).unwrap_or(0) as usize;
+                    let n = ne_u32(cap.body, 0).unwrap_or(0) as usize;
                     let areas: Vec<MmapArea> = (0..n.min(cap.body.len() / 16))
                         .filter_map(|i| {
                             let at = 8 + 16 * i;
                             Some(MmapArea {
-                                offset: u64_at(cap.body, at)?,
-                                size: u64_at(cap.body, at + 8)?,
+                                offset: ne_u64(cap.body, at)?,
+                                size: ne_u64(cap.body, at + 8)?,
                             })
                         })
                         .collect();
                     sparse = Some(areas);
                 }
                 2 => {
-                    if let (Some(t), Some(s)) = (u32_at(cap.body, 0), u32_at(cap.body, 4)) {
+                    if let (Some(t), Some(s)) = (ne_u32(cap.body, 0), ne_u32(cap.body, 4)) {
                         info.region_type = Some((t, s));
                     }
                 }
@@ -256,9 +244,9 @@ pub const IOMMU_INFO_SIZE: usize = 24;
 
 /// Decodes a `vfio_iommu_type1_info` and its capability chain.
 pub fn parse_iommu_info(buf: &[u8]) -> Option<IommuInfo> {
-    let flags = u32_at(buf, 4)?;
-    let pgsizes = u64_at(buf, 8)?;
-    let cap_offset = u32_at(buf, 16)?;
+    let flags = ne_u32(buf, 4)?;
+    let pgsizes = ne_u64(buf, 8)?;
+    let cap_offset = ne_u32(buf, 16)?;
     let mut info = IommuInfo {
         page_sizes: if flags & 1 != 0 { pgsizes } else { 0 },
         iova_ranges: Vec::new(),
@@ -271,19 +259,19 @@ pub fn parse_iommu_info(buf: &[u8]) -> Option<IommuInfo> {
                 for cap in caps {
                     match cap.id {
                         1 => {
-                            let n = u32_at(cap.body, 0).unwrap_or(0) as usize;
+                            let n = ne_u32(cap.body, 0).unwrap_or(0) as usize;
                             info.iova_ranges = (0..n.min(cap.body.len() / 16))
                                 .filter_map(|i| {
                                     let at = 8 + 16 * i;
                                     Some(IovaRange {
-                                        start: u64_at(cap.body, at)?,
-                                        last: u64_at(cap.body, at + 8)?,
+                                        start: ne_u64(cap.body, at)?,
+                                        last: ne_u64(cap.body, at + 8)?,
                                     })
                                 })
                                 .filter(|r| r.start <= r.last)
                                 .collect();
                         }
-                        3 => info.dma_avail = u32_at(cap.body, 0),
+                        3 => info.dma_avail = ne_u32(cap.body, 0),
                         _ => {}
                     }
                 }
@@ -322,9 +310,9 @@ pub const DEVICE_INFO_SIZE: usize = 24;
 /// Decodes a `vfio_device_info`.
 pub fn parse_device_info(buf: &[u8]) -> Option<DeviceInfo> {
     Some(DeviceInfo {
-        flags: u32_at(buf, 4)?,
-        num_regions: u32_at(buf, 8)?,
-        num_irqs: u32_at(buf, 12)?,
+        flags: ne_u32(buf, 4)?,
+        num_regions: ne_u32(buf, 8)?,
+        num_irqs: ne_u32(buf, 12)?,
     })
 }
 

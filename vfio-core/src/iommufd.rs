@@ -8,7 +8,7 @@ use iommufd_bindings::iommufd::{
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE as MAP_WRITEABLE,
 };
 
-use crate::dma::{memlock_hint, DmaPerm};
+use crate::dma_perm::{memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::info::IovaRange;
 use crate::kernel::{

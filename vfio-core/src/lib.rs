@@ -30,9 +30,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod bytes;
 pub mod container;
 pub mod device;
 pub mod dma;
+mod dma_perm;
 pub mod error;
 pub mod fds;
 pub mod group;

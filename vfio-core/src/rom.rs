@@ -10,6 +10,8 @@
 //! Reading a device's ROM is not done here: [`crate::hostfs::SysfsDevice::read_rom`]
 //! reads it through sysfs, [`crate::Device::read_rom`] through the VFIO ROM region.
 
+use crate::bytes::{le_u16, le_u32};
+
 /// The largest ROM a PCI expansion ROM BAR can map (16 MiB). Nothing past this is
 /// examined; pass at most this many bytes to [`parse_prefix`].
 pub const MAX_ROM_BYTES: u64 = 16 << 20;
@@ -282,16 +284,6 @@ impl RomReport {
     }
 }
 
-fn u16_at(d: &[u8], off: usize) -> Option<u16> {
-    let b = d.get(off..off.checked_add(2)?)?;
-    Some(u16::from_le_bytes([b[0], b[1]]))
-}
-
-fn u32_at(d: &[u8], off: usize) -> Option<u32> {
-    let b = d.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 fn efi_subsystem_name(v: u16) -> &'static str {
     match v {
         10 => "application",
@@ -532,7 +524,7 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
         return (img, None);
     }
     img.signature_valid = true;
-    let Some(pcir_off) = u16_at(d, 0x18) else {
+    let Some(pcir_off) = le_u16(d, 0x18) else {
         problem(
             &mut img,
             ProblemKind::PcirOutOfBounds,
@@ -588,7 +580,7 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
         );
         return (img, None);
     }
-    let g16 = |o| u16_at(p, o).unwrap_or(0);
+    let g16 = |o| le_u16(p, o).unwrap_or(0);
     let code_type_raw = p[0x14];
     let pcir = Pcir {
         vendor_id: g16(4),
@@ -608,10 +600,10 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
     img.pcir = Some(pcir);
 
     if code_type == CodeType::Efi {
-        let sig = u32_at(d, 4).unwrap_or(0);
-        let init = u16_at(d, 2).unwrap_or(0);
-        let subsystem = u16_at(d, 8).unwrap_or(0);
-        let machine = u16_at(d, 0x0a).unwrap_or(0);
+        let sig = le_u32(d, 4).unwrap_or(0);
+        let init = le_u16(d, 2).unwrap_or(0);
+        let subsystem = le_u16(d, 8).unwrap_or(0);
+        let machine = le_u16(d, 0x0a).unwrap_or(0);
         let efi = EfiHeader {
             signature: sig,
             signature_valid: sig == 0x0ef1,
@@ -620,8 +612,8 @@ fn parse_image(data: &[u8], offset: usize, total: u64) -> (RomImage, Option<usiz
             subsystem_name: efi_subsystem_name(subsystem),
             machine_type: machine,
             machine_name: efi_machine_name(machine),
-            compression: u16_at(d, 0x0c).unwrap_or(0),
-            efi_image_offset: u16_at(d, 0x16).unwrap_or(0),
+            compression: le_u16(d, 0x0c).unwrap_or(0),
+            efi_image_offset: le_u16(d, 0x16).unwrap_or(0),
         };
         if !efi.signature_valid {
             problem(

@@ -101,7 +101,7 @@ impl Vfio {
         if !dev.exists() {
             return Err(Error::NotFound {
                 what: format!("PCI device {address}"),
-                hint: Some("see `vfiotool list` for the devices of this host".into()),
+                hint: Some("the devices of this host are under /sys/bus/pci/devices".into()),
             });
         }
         let group = dev.iommu_group().map(|n| {
@@ -149,7 +149,7 @@ impl Vfio {
                     loc.address,
                     other.map_or("bound to no driver".to_string(), |d| format!("bound to {d}"))
                 ),
-                hint: Some(format!("bind it first: vfiotool bind {}", loc.address)),
+                hint: Some(format!("bind {} to vfio-pci first", loc.address)),
             }),
         }
     }
@@ -197,8 +197,8 @@ impl Vfio {
                 let node = loc.group.ok_or_else(|| Error::NotFound {
                     what: format!("IOMMU group of {}", loc.address),
                     hint: Some(
-                        "no IOMMU covers the device: enable it (vfiotool doctor), or use \
-                         no-IOMMU mode at your own risk"
+                        "no IOMMU covers the device: enable the IOMMU (in the firmware and on \
+                         the kernel command line), or use no-IOMMU mode at your own risk"
                             .into(),
                     ),
                 })?;

@@ -412,7 +412,7 @@ fn a_group_that_is_not_viable_names_its_blockers() {
     let text = err.to_string();
     assert!(matches!(err, Error::GroupNotViable { group: 5, .. }), "{text}");
     assert!(text.contains("0000:02:00.1 is bound to snd_hda_intel"), "{text}");
-    assert!(text.contains("vfiotool bind --group 0000:02:00.1"), "{text}");
+    assert!(text.contains("a group bind of 0000:02:00.1"), "{text}");
     assert_eq!(host.kernel().open_fds(), 0);
 }
 
@@ -421,7 +421,10 @@ fn a_device_not_on_vfio_pci_or_absent_is_a_clear_error() {
     let host = MockHost::new([DeviceSpec::nvme("0000:03:00.0").group(9).driver("nvme")]);
     let v = vfio(&host);
     let e = v.open(addr("0000:03:00.0"), Interface::Auto).unwrap_err().to_string();
-    assert!(e.contains("bound to nvme") && e.contains("vfiotool bind 0000:03:00.0"), "{e}");
+    assert!(
+        e.contains("bound to nvme") && e.contains("bind 0000:03:00.0 to vfio-pci first"),
+        "{e}"
+    );
     let e = v.open(addr("0000:09:00.0"), Interface::Auto).unwrap_err().to_string();
     assert!(e.contains("PCI device 0000:09:00.0 not found"), "{e}");
 }

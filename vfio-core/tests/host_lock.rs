@@ -34,7 +34,7 @@ fn a_run_in_progress_elsewhere_blocks_bind_unbind_and_restore() {
     let other = HostLock::acquire(&*fs).unwrap();
     let e = bind(&*fs, &BindRequest::vfio(EDU)).unwrap_err();
     assert!(matches!(e, Error::Locked { .. }), "{e}");
-    assert!(e.to_string().contains("another vfiotool is running (pid"), "{e}");
+    assert!(e.to_string().contains("another process holds the host lock (pid"), "{e}");
     assert_eq!(driver(&h).as_deref(), Some("edu"));
     assert!(!fs.exists(Path::new(JOURNAL)));
     assert!(matches!(restore(&*fs, None), Err(Error::Locked { .. })));

@@ -71,5 +71,5 @@ pub(crate) fn ids(ctx: &Context) -> PciIds {
 
 /// Parses a full PCI address argument.
 pub(crate) fn address(s: &str) -> Result<PciAddress> {
-    PciAddress::parse(s)
+    Ok(PciAddress::parse(s)?)
 }

@@ -421,7 +421,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
             "acs-override",
             Status::Warn,
             format!("{a} is in use: groups are split without hardware isolation; devices may still reach each other"),
-            Some("prefer a slot whose group is isolated (vfiotool groups); drop pcie_acs_override when possible".into()),
+            Some("prefer a slot whose IOMMU group is isolated; drop pcie_acs_override when possible".into()),
         ));
     } else {
         out.push(check("acs-override", Status::Pass, "pcie_acs_override is not used", None));

@@ -95,7 +95,7 @@ impl AddressFilter {
     /// Parses `0000:01:00.0`, `01:00.0`, `0000:01:00` or `01:00`.
     pub fn parse(s: &str) -> Result<Self> {
         if s.contains('.') {
-            return PciAddress::parse(s).map(AddressFilter::Function);
+            return Ok(AddressFilter::Function(PciAddress::parse(s)?));
         }
         let a = PciAddress::parse(&format!("{s}.0")).map_err(|_| Error::Invalid {
             what: "PCI address",

@@ -58,7 +58,8 @@ pub fn member_blocks(d: &PciDevice) -> bool {
 pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> {
     let dir = format!("/sys/kernel/iommu_groups/{id}/devices");
     let names = fs.read_dir(Path::new(&dir)).map_err(|e| {
-        Error::host("read directory", &dir, e).with_hint("run 'vfiotool groups' to see the groups")
+        Error::host("read directory", &dir, e)
+            .with_hint("the groups are under /sys/kernel/iommu_groups")
     })?;
     let mut members = vec![];
     let mut unreadable = vec![];
@@ -81,14 +82,14 @@ pub fn read_group(fs: &dyn HostFs, id: u32, ids: &PciIds) -> Result<IommuGroup> 
     let endpoints = members.iter().filter(|d| !d.is_bridge()).count();
     let advice = (!viable).then(|| {
         if blockers.is_empty() {
-            return format!("check the members vfiotool could not read: {}", unreadable.join("; "));
+            return format!("check the members that could not be read: {}", unreadable.join("; "));
         }
         let list: Vec<String> = blockers.iter().map(|(a, d)| format!("{a} ({d})")).collect();
         if endpoints == 1 {
-            format!("bind it: vfiotool bind {} (now on {})", blockers[0].0, blockers[0].1)
+            format!("bind {} to vfio-pci (now on {})", blockers[0].0, blockers[0].1)
         } else {
             format!(
-                "bind the whole group: vfiotool bind --group {}; members held by host drivers: {}",
+                "bind the whole group to vfio-pci (a group bind of {}); members held by host drivers: {}",
                 blockers[0].0,
                 list.join(", ")
             )
@@ -149,13 +150,10 @@ mod tests {
         );
         assert!(g[0].dev_node && g[1].dev_node && !g[2].dev_node);
         assert_eq!(g[1].blockers, vec![("0000:02:00.1".to_string(), "snd_hda_intel".to_string())]);
-        assert!(g[1].advice.as_deref().unwrap().contains("vfiotool bind --group 0000:02:00.1"));
+        assert!(g[1].advice.as_deref().unwrap().contains("a group bind of 0000:02:00.1"));
         h.set_driver(crate::PciAddress::parse("03:00.0").unwrap(), Some("e1000e"));
         let g3 = read_group(&*fs, 3, &PciIds::default()).unwrap();
-        assert_eq!(
-            g3.advice.as_deref(),
-            Some("bind it: vfiotool bind 0000:03:00.0 (now on e1000e)")
-        );
+        assert_eq!(g3.advice.as_deref(), Some("bind 0000:03:00.0 to vfio-pci (now on e1000e)"));
         let e = g[1].not_viable_error().unwrap().to_string();
         assert!(e.contains("IOMMU group 2 is not viable"), "{e}");
         assert!(g[0].not_viable_error().is_none());

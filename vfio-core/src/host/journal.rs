@@ -64,7 +64,7 @@ pub struct JournalEntry {
 impl JournalEntry {
     /// The device's address.
     pub fn pci_address(&self) -> Result<PciAddress> {
-        PciAddress::parse(&self.address)
+        Ok(PciAddress::parse(&self.address)?)
     }
 }
 
@@ -90,8 +90,8 @@ fn invalid(reason: String) -> Error {
         what: "journal",
         input: JOURNAL.into(),
         reason: format!(
-            "{reason}; check each device with 'vfiotool list', put it back with 'vfiotool \
-             unbind ADDRESS', then remove the file"
+            "{reason}; check the driver of each device, put it back by unbinding it from \
+             vfio-pci, then remove the file"
         ),
     }
 }

@@ -46,7 +46,7 @@ pub fn ensure_run_dir(fs: &dyn HostFs) -> Result<()> {
     let unsafe_dir = |reason: String| Error::Invalid {
         what: "run directory",
         input: RUN_DIR.into(),
-        reason: format!("{reason}; remove it (vfiotool recreates it) and run the command again"),
+        reason: format!("{reason}; remove it (it is created again) and try again"),
     };
     if m.kind != NodeKind::Dir {
         return Err(unsafe_dir("it is not a directory".into()));
@@ -99,7 +99,7 @@ mod tests {
         let fs = h.fs();
         let l = HostLock::acquire(&*fs).unwrap();
         let e = HostLock::acquire(&*fs).unwrap_err().to_string();
-        assert!(e.contains("another vfiotool is running"), "{e}");
+        assert!(e.contains("another process holds the host lock"), "{e}");
         drop(l);
         HostLock::acquire(&*fs).unwrap();
     }

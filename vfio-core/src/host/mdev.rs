@@ -193,7 +193,7 @@ pub fn remove(fs: &dyn HostFs, uuid: &str) -> Result<()> {
     if !fs.exists(&p) {
         return Err(Error::NotFound {
             what: format!("mediated device {uuid}"),
-            hint: Some("run 'vfiotool mdev list' to see the instances".into()),
+            hint: Some("the instances are under /sys/bus/mdev/devices".into()),
         });
     }
     write_text(fs, &p.join("remove"), "1")

@@ -49,7 +49,7 @@ pub(crate) fn change_error(op: &'static str, path: &Path, e: std::io::Error) -> 
     let denied = e.kind() == std::io::ErrorKind::PermissionDenied;
     let err = Error::host(op, path, e);
     if denied {
-        err.with_hint("changing the host needs root: run vfiotool with sudo")
+        err.with_hint("changing the host needs root")
     } else {
         err
     }
@@ -104,7 +104,7 @@ pub fn iommu_group(fs: &dyn HostFs, a: PciAddress) -> Option<u32> {
 pub fn pci_addresses(fs: &dyn HostFs) -> Result<Vec<PciAddress>> {
     let names = fs.read_dir(Path::new(PCI_DEVICES)).map_err(|e| {
         Error::host("read directory", PCI_DEVICES, e)
-            .with_hint("is sysfs mounted? with --sysfs-root, point it at a captured tree")
+            .with_hint("is sysfs mounted? for a captured tree, root the host view at it")
     })?;
     let mut v: Vec<PciAddress> = names
         .iter()
@@ -122,7 +122,7 @@ pub fn require_device(fs: &dyn HostFs, a: PciAddress) -> Result<()> {
     } else {
         Err(Error::NotFound {
             what: format!("PCI device {a}"),
-            hint: Some("run 'vfiotool list' to see the devices present".into()),
+            hint: Some("the devices present are under /sys/bus/pci/devices".into()),
         })
     }
 }
@@ -140,6 +140,6 @@ mod tests {
         let h = crate::mock::MockHost::new([]);
         let e =
             write_text(&*h.fs(), Path::new("/sys/bus/pci/nosuch"), "1").unwrap_err().to_string();
-        assert!(e.contains("run vfiotool with sudo"), "{e}");
+        assert!(e.contains("changing the host needs root"), "{e}");
     }
 }

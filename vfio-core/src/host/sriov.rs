@@ -5,8 +5,6 @@
 //! hold them) or used by the host are never removed without `force`; when forced, the
 //! bind journal entries of the VFs that are gone are dropped and reported.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::host::guards::host_uses;
 use crate::host::journal::{read_journal, write_journal, JournalEntry};
@@ -128,8 +126,8 @@ pub fn vfs_in_use_error(action: String, affected: &[VfImpact]) -> Error {
     let mut fix = vec![];
     if !on_vfio.is_empty() {
         fix.push(format!(
-            "stop the VMs using them and unbind them first (vfiotool unbind {})",
-            on_vfio.join(", vfiotool unbind ")
+            "stop the VMs using them and unbind them from vfio-pci first ({})",
+            on_vfio.join(", ")
         ));
     }
     if busy.iter().any(|v| !v.host_uses.is_empty()) {
@@ -228,11 +226,6 @@ pub fn list_pfs(fs: &dyn HostFs) -> Result<Vec<SriovState>> {
         .collect())
 }
 
-/// Whether a path exists (re-exported for callers that build paths).
-pub fn has_sriov(fs: &dyn HostFs, a: PciAddress) -> bool {
-    fs.exists(&Path::new(&device_path(a)).join("sriov_totalvfs"))
-}
-
 #[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
@@ -300,8 +293,8 @@ mod tests {
                         "0000:02:10.1 (network interface eth9 carries the default route)"
                     )
                     && !e.contains("0000:02:10.2")
-                    && e.contains("vfiotool unbind 0000:02:10.0")
-                    && e.contains("--force"),
+                    && e.contains("unbind them from vfio-pci first (0000:02:10.0)")
+                    && e.contains("force the change"),
                 "{e}"
             );
         }

@@ -125,9 +125,8 @@ pub fn run_step(fs: &dyn HostFs, step: &Step) -> Result<()> {
                     "it is on {} after the change{}",
                     now.as_deref().unwrap_or("no driver"),
                     match driver {
-                        Some(d) => format!(
-                            "; load the driver (modprobe {d}) and run 'vfiotool restore {address}'"
-                        ),
+                        Some(d) =>
+                            format!("; load the driver (modprobe {d}) and restore {address} again"),
                         None => String::new(),
                     }
                 ),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::Error;
+use super::error::DecodeError;
 
 /// A PCI function address: domain, bus, device (slot) and function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,8 +27,8 @@ impl PciAddress {
     }
 
     /// Parses `DDDD:BB:DD.F` or the short `BB:DD.F` (domain 0), hexadecimal, any case.
-    pub fn parse(s: &str) -> Result<Self, Error> {
-        let err = |reason: &str| Error::Invalid {
+    pub fn parse(s: &str) -> Result<Self, DecodeError> {
+        let err = |reason: &str| DecodeError {
             what: "PCI address",
             input: s.to_string(),
             reason: format!("{reason}; expected DDDD:BB:DD.F such as 0000:01:00.0, or BB:DD.F"),
@@ -40,7 +40,7 @@ impl PciAddress {
             [b, v] => ("0", *b, *v),
             _ => return Err(err("wrong number of ':'-separated fields")),
         };
-        let hex = |field: &str, max: u64, name: &str, width: usize| -> Result<u64, Error> {
+        let hex = |field: &str, max: u64, name: &str, width: usize| -> Result<u64, DecodeError> {
             if field.is_empty()
                 || field.len() > width
                 || !field.chars().all(|c| c.is_ascii_hexdigit())
@@ -62,11 +62,6 @@ impl PciAddress {
             function: hex(func, 7, "function", 1)? as u8,
         })
     }
-
-    /// The same slot's function `f`.
-    pub fn with_function(self, function: u8) -> Option<Self> {
-        PciAddress::new(self.domain, self.bus, self.device, function)
-    }
 }
 
 impl fmt::Display for PciAddress {
@@ -82,8 +77,8 @@ impl From<PciAddress> for String {
 }
 
 impl FromStr for PciAddress {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
+    type Err = DecodeError;
+    fn from_str(s: &str) -> Result<Self, DecodeError> {
         PciAddress::parse(s)
     }
 }

@@ -7,130 +7,11 @@
 //! BAR sizes are not in config space (sizing needs writes); they are passed in, from
 //! sysfs `resource` ([`parse_sysfs_resource`]) or VFIO region info.
 
-use super::caps::{
-    decode_capability, Capabilities, Capability, CapabilityFields, ExtendedCapabilities,
-    RawCapability,
-};
-use crate::error::Error;
-
-/// A read-only view over a config-space image.
-#[derive(Debug, Clone, Copy)]
-pub struct ConfigSpace<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> ConfigSpace<'a> {
-    /// A view over `bytes` (any length; reads past the end give `None`).
-    pub fn new(bytes: &'a [u8]) -> Self {
-        // Config space is at most 4 KiB; anything after is not config space.
-        ConfigSpace { bytes: &bytes[..bytes.len().min(4096)] }
-    }
-
-    /// The image's length in bytes (at most 4096).
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Whether the image is empty.
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-
-    /// The raw bytes.
-    pub fn bytes(&self) -> &'a [u8] {
-        self.bytes
-    }
-
-    /// The byte at `off`.
-    pub fn read_u8(&self, off: u16) -> Option<u8> {
-        self.bytes.get(usize::from(off)).copied()
-    }
-
-    /// The little-endian 16-bit value at `off`.
-    pub fn read_u16(&self, off: u16) -> Option<u16> {
-        let o = usize::from(off);
-        let b = self.bytes.get(o..o + 2)?;
-        Some(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    /// The little-endian 32-bit value at `off`.
-    pub fn read_u32(&self, off: u16) -> Option<u32> {
-        let o = usize::from(off);
-        let b = self.bytes.get(o..o + 4)?;
-        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// Vendor id (0x00).
-    pub fn vendor_id(&self) -> Option<u16> {
-        self.read_u16(0x00)
-    }
-
-    /// Device id (0x02).
-    pub fn device_id(&self) -> Option<u16> {
-        self.read_u16(0x02)
-    }
-
-    /// Header layout (0x0e bits 0-6): 0 normal, 1 PCI-to-PCI bridge, 2 CardBus bridge.
-    pub fn header_layout(&self) -> Option<u8> {
-        self.read_u8(0x0e).map(|h| h & 0x7f)
-    }
-
-    /// The standard capability chain.
-    pub fn capabilities(&self) -> Capabilities<'a> {
-        Capabilities::new(*self)
-    }
-
-    /// The extended capability chain (from 0x100; empty for images of 256 bytes or less).
-    pub fn extended_capabilities(&self) -> ExtendedCapabilities<'a> {
-        ExtendedCapabilities::new(*self)
-    }
-
-    /// The first standard capability with this id.
-    pub fn find_capability(&self, id: u8) -> Option<RawCapability> {
-        self.capabilities().filter_map(Result::ok).find(|c| c.id == u16::from(id))
-    }
-
-    /// The first extended capability with this id.
-    pub fn find_extended_capability(&self, id: u16) -> Option<RawCapability> {
-        self.extended_capabilities().filter_map(Result::ok).find(|c| c.id == id)
-    }
-}
-
-/// What kind of damage a diagnostic reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum DiagnosticKind {
-    /// A capability pointer into the header (standard) or into the first 256 bytes
-    /// (extended).
-    PointerIntoHeader,
-    /// A pointer beyond the end of a full-size image.
-    PointerOutOfRange,
-    /// Something lies beyond the end of a short image.
-    Truncated,
-    /// A pointer to a capability already visited.
-    Loop,
-    /// A standard capability with id 0xff.
-    InvalidId,
-    /// An extended capability header of 0xffffffff.
-    BrokenHeader,
-    /// A register that does not make sense (a 64-bit BAR in the last slot, ...).
-    BadRegister,
-    /// The header reads as all ones: the device is absent, powered off or in reset.
-    AllOnes,
-}
-
-/// A problem found while decoding; decoding goes on as far as it can.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Diagnostic {
-    /// What kind of problem.
-    pub kind: DiagnosticKind,
-    /// Where (the offset of the register or capability), when known.
-    pub offset: Option<u16>,
-    /// One line for a human.
-    pub message: String,
-}
+use super::caps::{decode_capability, id, Capability, CapabilityFields, RawCapability};
+use super::error::DecodeError;
+pub use super::resource::{parse_sysfs_resource, ResourceLine};
+use super::space::decode_bar_at;
+pub use super::space::{Bar, BarKind, ConfigSpace, Diagnostic, DiagnosticKind};
 
 /// Decoded command register (0x04).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,69 +130,6 @@ pub struct ClassCode {
     pub sub: u8,
     /// Programming interface.
     pub prog_if: u8,
-}
-
-/// What a BAR maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-pub enum BarKind {
-    /// I/O ports.
-    Io,
-    /// 32-bit memory.
-    Memory32,
-    /// Memory below 1 MiB (legacy type 1).
-    #[cfg_attr(feature = "serde", serde(rename = "memory_below_1m"))]
-    Memory1M,
-    /// 64-bit memory (takes two BAR slots).
-    Memory64,
-}
-
-/// A decoded base address register.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Bar {
-    /// BAR index (0-5).
-    pub index: u8,
-    /// What it maps.
-    pub kind: BarKind,
-    /// Prefetchable memory.
-    pub prefetchable: bool,
-    /// The address programmed.
-    pub address: u64,
-    /// Size in bytes when known from outside config space (sysfs `resource`, VFIO).
-    pub size: Option<u64>,
-}
-
-/// Decodes the BAR at slot `index` of a BAR array starting at `base`, with `slots` slots.
-/// Returns the BAR (`None` when unimplemented: zero and no size) and how many slots it
-/// uses (2 for a 64-bit BAR).
-pub(crate) fn decode_bar_at(
-    cs: &ConfigSpace<'_>,
-    base: u16,
-    index: u8,
-    slots: u8,
-    size: Option<u64>,
-) -> (Option<Bar>, u8) {
-    let off = base + u16::from(index) * 4;
-    let Some(v) = cs.read_u32(off) else { return (None, 1) };
-    let size = size.filter(|s| *s > 0);
-    if v & 1 == 1 {
-        let bar =
-            Bar { index, kind: BarKind::Io, prefetchable: false, address: u64::from(v & !3), size };
-        return ((v & !3 != 0 || size.is_some()).then_some(bar), 1);
-    }
-    let prefetchable = v & 8 != 0;
-    let (kind, address, used) = match (v >> 1) & 3 {
-        2 if index + 1 < slots => {
-            let hi = cs.read_u32(off + 4).unwrap_or(0);
-            (BarKind::Memory64, u64::from(v & !0xf) | (u64::from(hi) << 32), 2)
-        }
-        1 => (BarKind::Memory1M, u64::from(v & !0xf), 1),
-        _ => (BarKind::Memory32, u64::from(v & !0xf), 1),
-    };
-    let bar = Bar { index, kind, prefetchable, address, size };
-    ((v != 0 || size.is_some()).then_some(bar), used)
 }
 
 /// The expansion ROM BAR.
@@ -494,21 +312,21 @@ impl DecodedConfig {
 
     /// Whether the device has a PCI Express capability.
     pub fn is_pcie(&self) -> bool {
-        self.capabilities.iter().any(|c| c.id == u16::from(super::caps::id::PCIE))
+        self.capabilities.iter().any(|c| c.id == u16::from(id::PCIE))
     }
 }
 
 /// Decodes an image without BAR sizes.
-pub fn decode(bytes: &[u8]) -> Result<DecodedConfig, Error> {
+pub fn decode(bytes: &[u8]) -> Result<DecodedConfig, DecodeError> {
     decode_with(bytes, &DecodeOptions::default())
 }
 
 /// Decodes an image; BAR and ROM sizes come from `opts`. Fails only when the image is
 /// shorter than the 64-byte header.
-pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, Error> {
+pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, DecodeError> {
     let cs = ConfigSpace::new(bytes);
     if cs.len() < 64 {
-        return Err(Error::Invalid {
+        return Err(DecodeError {
             what: "config space image",
             input: format!("{} bytes", bytes.len()),
             reason: "shorter than the 64-byte header; read the whole sysfs `config` file".into(),
@@ -658,7 +476,7 @@ pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, 
             ));
         }
     }
-    let is_pcie = capabilities.iter().any(|c| c.id == u16::from(super::caps::id::PCIE));
+    let is_pcie = capabilities.iter().any(|c| c.id == u16::from(id::PCIE));
     if is_pcie && cs.len() <= 256 {
         not_decoded.push(format!(
             "extended capabilities: the image has {} bytes, extended config space (0x100-0xfff) \
@@ -696,57 +514,6 @@ pub fn decode_with(bytes: &[u8], opts: &DecodeOptions) -> Result<DecodedConfig, 
         diagnostics,
         not_decoded,
     })
-}
-
-/// One line of sysfs `resource`: start, end and flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct ResourceLine {
-    /// First address.
-    pub start: u64,
-    /// Last address.
-    pub end: u64,
-    /// Kernel resource flags.
-    pub flags: u64,
-}
-
-impl ResourceLine {
-    /// Size in bytes; 0 when the resource is unused.
-    pub fn size(&self) -> u64 {
-        if self.start == 0 && self.end == 0 {
-            0
-        } else {
-            self.end.wrapping_sub(self.start).wrapping_add(1)
-        }
-    }
-}
-
-/// Parses sysfs `resource` (one `0x%016llx 0x%016llx 0x%016llx` line per resource:
-/// BARs 0-5, the ROM, then bridge windows).
-pub fn parse_sysfs_resource(text: &str) -> Result<Vec<ResourceLine>, Error> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |reason: &str| Error::Invalid {
-            what: "sysfs resource line",
-            input: line.to_string(),
-            reason: format!("line {}: {reason}; expected three hex numbers", n + 1),
-        };
-        let nums: Vec<u64> = line
-            .split_whitespace()
-            .map(|f| {
-                let h = f.strip_prefix("0x").unwrap_or(f);
-                u64::from_str_radix(h, 16).map_err(|_| bad(&format!("{f:?} is not hex")))
-            })
-            .collect::<Result<_, _>>()?;
-        if nums.len() != 3 {
-            return Err(bad(&format!("{} fields", nums.len())));
-        }
-        out.push(ResourceLine { start: nums[0], end: nums[1], flags: nums[2] });
-    }
-    Ok(out)
 }
 
 impl DecodeOptions {

@@ -126,7 +126,7 @@ pub fn select(fs: &dyn HostFs, address: &str) -> Result<Vec<PciAddress>> {
     if v.is_empty() {
         return Err(Error::NotFound {
             what: format!("PCI device {address}"),
-            hint: Some("run 'vfiotool list' to see the devices present".into()),
+            hint: Some("the devices present are under /sys/bus/pci/devices".into()),
         });
     }
     Ok(v)
@@ -192,15 +192,15 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
             if !iommu_active(fs) && !noiommu_enabled(fs) {
                 return Err(Error::Unsupported {
                     what: format!("VFIO for {a}, which has no IOMMU group"),
-                    hint: Some("enable the IOMMU first; run 'vfiotool doctor'".into()),
+                    hint: Some("enable the IOMMU first (the doctor checks say how)".into()),
                 });
             }
             if user.is_some() {
                 return Err(Error::Unsupported {
-                    what: format!("--user for {a}, which has no IOMMU group yet"),
+                    what: format!("a user for {a}, which has no IOMMU group yet"),
                     hint: Some(format!(
-                        "its group appears when vfio-pci takes it: run 'vfiotool bind {a}', then \
-                         the same command with --user"
+                        "its group appears when vfio-pci takes it: bind {a} first, then bind it \
+                         again for the user"
                     )),
                 });
             }
@@ -211,7 +211,10 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
         if !dev.has("driver_override") {
             return Err(Error::Unsupported {
                 what: format!("driver_override on {a}"),
-                hint: Some("this kernel predates driver_override (3.16); bind at boot with 'vfiotool persist'".into()),
+                hint: Some(
+                    "this kernel predates driver_override (3.16); bind at boot instead (persist)"
+                        .into(),
+                ),
             });
         }
         let driver = dev.driver();
@@ -290,8 +293,8 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
     if let Some((uid, gid)) = user {
         if !vfio {
             return Err(Error::Invalid {
-                what: "option",
-                input: "--user".into(),
+                what: "bind request",
+                input: "user".into(),
                 reason: "only group nodes of vfio-pci (/dev/vfio/N) can be given to a user".into(),
             });
         }
@@ -323,7 +326,7 @@ pub fn plan_bind(fs: &dyn HostFs, req: &BindRequest) -> Result<BindPlan> {
                 .collect();
             if !held.is_empty() {
                 plan.warnings.push(format!(
-                    "IOMMU group {g} also holds {}: VFIO cannot open the group until they are bound too (use --group)",
+                    "IOMMU group {g} also holds {}: VFIO cannot open the group until they are bound too (bind the whole group)",
                     held.join(", ")
                 ));
             }
@@ -427,8 +430,8 @@ fn check_current(fs: &dyn HostFs, plan: &BindPlan) -> Result<()> {
             return Err(Error::BindFailed {
                 device: e.address.clone(),
                 driver: plan.driver.clone(),
-                reason: "the device changed since the plan was made (another vfiotool run?); \
-                         nothing was changed: run the command again"
+                reason: "the device changed since the plan was made (another process?); \
+                         nothing was changed: plan and bind again"
                     .into(),
             });
         }
@@ -484,7 +487,7 @@ fn rollback(
         }
     } else {
         format!(
-            "{e}; rollback incomplete ({}); run 'vfiotool restore --all' to finish",
+            "{e}; rollback incomplete ({}); restore every journaled device to finish",
             problems.join("; ")
         )
     };

@@ -201,8 +201,8 @@ fn binding_a_pf_names_the_vfs_it_removes_and_refuses_vfs_in_use() {
     let e = e.to_string();
     assert!(
         e.starts_with("binding 0000:02:00.0 to vfio-pci (which sets its sriov_numvfs to 0) would remove VFs in use: 0000:02:10.0 (bound to vfio-pci), 0000:02:10.1 (network interface eth7 has an address")
-            && e.contains("vfiotool unbind 0000:02:10.0")
-            && e.ends_with("or pass --force to remove them anyway"),
+            && e.contains("unbind them from vfio-pci first (0000:02:10.0)")
+            && e.ends_with("or force the change to remove them anyway"),
         "{e}"
     );
     // Forced: planned, with the VFs in use named in the warning.
@@ -328,7 +328,7 @@ fn a_group_that_appears_at_probe_time_is_found_after_the_bind() {
     let mut req = BindRequest::vfio("0000:00:04.0");
     req.user = Some("0".into());
     let e = bind(&*fs, &req).unwrap_err().to_string();
-    assert!(e.contains("then the same command with --user"), "{e}");
+    assert!(e.contains("then bind it again for the user"), "{e}");
     // Without an IOMMU (and without no-IOMMU mode) it is refused as before.
     let without = MockHost::new([edu]).with_sys(|s| s.load_vfio());
     let e = plan_bind(&*without.fs(), &BindRequest::vfio("0000:00:04.0")).unwrap_err();

@@ -131,7 +131,7 @@ fn read_managed(fs: &dyn HostFs, path: &str) -> Result<ManagedFile> {
             let too_big = e.kind() == io::ErrorKind::FileTooLarge;
             let err = Error::host("read", p, e);
             return Err(if too_big {
-                err.with_hint("vfiotool edits only small configuration files; move it aside")
+                err.with_hint("only small configuration files are edited; move it aside")
             } else {
                 err
             });
@@ -337,13 +337,10 @@ fn plan_from(
         after.push("reboot".into());
         if !devices.is_empty() {
             let v: Vec<String> = devices.iter().map(|a| a.to_string()).collect();
-            after.push(format!(
-                "vfiotool list {}  (the driver column should read vfio-pci)",
-                v.join(" ")
-            ));
+            after.push(format!("ls /sys/bus/pci/drivers/vfio-pci  (should list {})", v.join(" ")));
         }
         for (a, n) in &numvfs {
-            after.push(format!("vfiotool sriov {a}  (should show {n} VFs enabled)"));
+            after.push(format!("cat /sys/bus/pci/devices/{a}/sriov_numvfs  (should read {n})"));
         }
     }
     Ok(PersistPlan {
@@ -381,8 +378,7 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
         return Err(Error::NotFound {
             what: "devices to persist".into(),
             hint: Some(
-                "bind them first (vfiotool bind ADDRESS) or name them: vfiotool persist ADDRESS..."
-                    .into(),
+                "bind them to vfio-pci first, or name them (PersistRequest::devices)".into(),
             ),
         });
     }
@@ -405,7 +401,7 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
                 return Err(Error::InUse { device: a.to_string(), reason: why.join("; ") });
             }
             warnings.push(format!(
-                "{a} is persisted although the host uses it (--force): {}",
+                "{a} is persisted although the host uses it (forced): {}",
                 why.join("; ")
             ));
         }
@@ -442,7 +438,7 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
             return Err(Error::Invalid {
                 what: "VF count",
                 input: format!("{pf}=0"),
-                reason: format!("no VFs is what every boot starts with; to drop a persisted count run 'vfiotool persist --remove {pf}'"),
+                reason: format!("no VFs is what every boot starts with; to drop a persisted count, remove {pf} from what is persisted"),
             });
         }
         if n > st.total_vfs {
@@ -509,13 +505,13 @@ pub fn plan_persist(fs: &dyn HostFs, req: &PersistRequest) -> Result<PersistPlan
             .map(|x| x.address.to_string())
             .unwrap_or_default();
         let reason = format!(
-            "{}; ids={id} would also claim it at boot (the same vendor:device as {by}); use --per-device to claim {by} alone",
+            "{}; ids={id} would also claim it at boot (the same vendor:device as {by}); persist by address (PersistRequest::per_device) to claim {by} alone",
             why.join("; ")
         );
         if !req.force {
             return Err(Error::InUse { device: a.to_string(), reason });
         }
-        warnings.push(format!("{a} is claimed too although the host uses it (--force): {reason}"));
+        warnings.push(format!("{a} is claimed too although the host uses it (forced): {reason}"));
     }
     let mut plan = plan_from(fs, &state, next, chosen, vec![], numvfs)?;
     plan.also_claimed = also;
@@ -538,9 +534,7 @@ pub fn plan_remove(fs: &dyn HostFs, addresses: &[PciAddress]) -> Result<PersistP
         if let Some(a) = v.iter().find(|a| !known.contains(a)) {
             return Err(Error::NotFound {
                 what: format!("{a} in what vfiotool persisted"),
-                hint: Some(
-                    "'vfiotool persist --list' shows the devices and VF counts it holds".into(),
-                ),
+                hint: Some("read_persisted gives the devices and VF counts persisted".into()),
             });
         }
         v
@@ -558,7 +552,7 @@ pub fn plan_remove(fs: &dyn HostFs, addresses: &[PciAddress]) -> Result<PersistP
 pub fn write_persist(fs: &dyn HostFs, plan: &PersistPlan) -> Result<()> {
     let denied = |e: Error| match e.errno() {
         Some(nix::errno::Errno::EACCES) | Some(nix::errno::Errno::EPERM) => {
-            e.with_hint("changing the boot configuration needs root: run vfiotool with sudo")
+            e.with_hint("changing the boot configuration needs root")
         }
         _ => e,
     };

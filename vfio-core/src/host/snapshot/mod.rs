@@ -169,7 +169,7 @@ enum Policy {
 fn policy(p: &Path) -> Policy {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     match p.to_str().unwrap_or("") {
-        "/etc/passwd" => Policy::LeaveOut("user names; only 'bind --user NAME' reads it"),
+        "/etc/passwd" => Policy::LeaveOut("user names; only a bind for a user reads it"),
         "/var/log/kern.log" => Policy::Text(
             redact::kernel_log,
             "only IOMMU, DMAR, AMD-Vi, VFIO and remapping lines, without host name",
@@ -328,7 +328,7 @@ impl Copier<'_> {
         }
         let policy = if self.opts.keep_private { Policy::Keep } else { policy(p) };
         if let Policy::LeaveOut(why) = policy {
-            self.note(p, Disposition::LeftOut, Some(format!("{why}; --keep-private keeps it")));
+            self.note(p, Disposition::LeftOut, Some(format!("{why}; keep_private keeps it")));
             return Ok(());
         }
         let cap = if p.starts_with("/sys") { SYSFS_CAP } else { READ_CAP };
