@@ -94,7 +94,7 @@ pub fn run(cli: Cli, ctx: &mut Context) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            let _ = writeln!(ctx.err, "vfiotool: {e}");
+            let _ = writeln!(ctx.err, "vfiotool: {}", crate::wording::cli(&e.to_string()));
             1
         }
     }

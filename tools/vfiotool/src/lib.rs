@@ -14,6 +14,7 @@ pub mod context;
 pub mod dry_run;
 pub mod format;
 pub mod open;
+pub mod wording;
 
 pub use cli::{main_with_env, run};
 pub use context::Context;

@@ -49,7 +49,7 @@ fn two_binds_at_once_keep_the_journal_whole() {
                 // The loser met the lock, or its plan (made before it took the lock)
                 // no longer matched the host and was refused before any change.
                 assert!(
-                    err.contains("another vfiotool is running")
+                    err.contains("another process holds the host lock")
                         || err.contains("changed since the plan was made"),
                     "round {round}: {err}"
                 );
@@ -75,7 +75,7 @@ fn a_held_lock_is_reported_with_its_pid_and_released_with_its_holder() {
     assert_eq!(
         err.trim(),
         format!(
-            "vfiotool: another vfiotool is running (pid {}): /run/vfiotool/lock is locked; wait for it to finish",
+            "vfiotool: another process holds the host lock (pid {}): /run/vfiotool/lock is locked; wait for it to finish",
             std::process::id()
         )
     );

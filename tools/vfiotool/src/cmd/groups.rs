@@ -47,7 +47,7 @@ pub fn run(args: &GroupsArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
             );
         }
         if let Some(a) = &g.advice {
-            out!(ctx, "  fix: {a}");
+            out!(ctx, "  fix: {}", crate::wording::cli(a));
         }
     }
     Ok(0)

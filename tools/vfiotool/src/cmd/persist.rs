@@ -140,7 +140,7 @@ fn run_remove(
 
 fn print_notes(plan: &PersistPlan, ctx: &mut Context) {
     for w in &plan.warnings {
-        out!(ctx, "warning: {w}");
+        out!(ctx, "warning: {}", crate::wording::cli(w));
     }
     if !plan.also_claimed.is_empty() {
         let v: Vec<String> = plan.also_claimed.iter().map(|a| a.to_string()).collect();
@@ -232,7 +232,7 @@ fn print_after(plan: &PersistPlan, ctx: &mut Context) {
     }
     out!(ctx, "then run:");
     for c in &plan.after {
-        out!(ctx, "  {c}");
+        out!(ctx, "  {}", crate::wording::cli(c));
     }
 }
 

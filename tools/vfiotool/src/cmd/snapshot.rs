@@ -25,7 +25,13 @@ pub fn run(args: &SnapshotArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
     let r = snapshot(&*ctx.fs, &args.dir, &opts)?;
     for e in &r.entries {
         match &e.note {
-            Some(n) => out!(ctx, "{:<9} {}  ({n})", e.disposition.to_string(), e.path),
+            Some(n) => out!(
+                ctx,
+                "{:<9} {}  ({})",
+                e.disposition.to_string(),
+                e.path,
+                crate::wording::cli(n)
+            ),
             None => out!(ctx, "{:<9} {}", e.disposition.to_string(), e.path),
         }
     }
