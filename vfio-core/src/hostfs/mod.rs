@@ -21,6 +21,7 @@
 //!   its holder dies, so it can never be held twice nor left stale.
 
 mod device;
+mod mdev;
 mod real;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 pub use device::{
     is_bridge_class, link_name, parse_hex, SysfsDevice, DMA_SAFE_DRIVERS, PCI_DEVICES,
 };
+pub use mdev::is_uuid;
 pub use real::RealFs;
 
 /// The size cap of [`HostFs::read`]: sysfs attributes are one page, the largest file

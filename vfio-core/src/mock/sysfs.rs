@@ -1229,7 +1229,7 @@ impl SimFs {
                 Ok(())
             }
             Ctl::MdevCreate(parent, ty) => {
-                if !crate::host::mdev::is_uuid(word) {
+                if !crate::hostfs::is_uuid(word) {
                     return Err(err(libc::EINVAL));
                 }
                 let u = word.to_ascii_lowercase();
