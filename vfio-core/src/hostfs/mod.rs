@@ -157,3 +157,21 @@ pub fn too_many_names(path: &Path) -> io::Error {
         format!("{} has more than {DIR_CAP} entries", path.display()),
     )
 }
+
+/// A path made absolute and resolved lexically: `..` drops the component before it
+/// (never above `/`), `.` is dropped. Links are not followed.
+#[cfg(feature = "host")]
+pub(crate) fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}

@@ -54,7 +54,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use super::{HostState, MockHost};
-use crate::hostfs::{not_regular, too_large, HeldLock, HostFs, NodeKind, NodeMeta};
+use crate::hostfs::{normalize, not_regular, too_large, HeldLock, HostFs, NodeKind, NodeMeta};
 use crate::pci::PciAddress;
 
 impl MockHost {
@@ -230,20 +230,6 @@ fn root_name(a: PciAddress) -> String {
 /// A device's directory relative to `/sys` (`devices/pci0000:00/0000:00:04.0`).
 fn device_dir(a: PciAddress) -> String {
     format!("devices/{}/{a}", root_name(a))
-}
-
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
 }
 
 fn normalize_keep(p: &Path) -> Vec<String> {
