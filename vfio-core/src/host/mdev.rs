@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::host::{device_path, pci_addresses, read_opt, resolve_link, write_text};
+pub use crate::hostfs::is_uuid;
 use crate::hostfs::HostFs;
 use crate::pci::PciAddress;
 
@@ -133,17 +134,6 @@ pub fn random_uuid() -> String {
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
-}
-
-/// Whether `s` is a UUID in its 8-4-4-4-12 hexadecimal form (how mdev instances are
-/// named).
-pub fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && parts
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 /// Creates an instance of `type_id` on `parent` with `uuid` (a random one when `None`).

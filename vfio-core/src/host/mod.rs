@@ -27,7 +27,7 @@ pub mod snapshot;
 pub mod sriov;
 pub mod steps;
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::hostfs::HostFs;
@@ -70,17 +70,7 @@ pub(crate) fn resolve_link(link: &Path, target: &Path) -> PathBuf {
     } else {
         link.parent().unwrap_or(Path::new("/")).to_path_buf()
     };
-    let mut out = PathBuf::from("/");
-    for c in base.join(target).components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            _ => {}
-        }
-    }
-    out
+    crate::hostfs::normalize(&base.join(target))
 }
 
 /// The driver a device is bound to now ([`SysfsDevice::driver`]).

@@ -21,6 +21,7 @@
 //!   its holder dies, so it can never be held twice nor left stale.
 
 mod device;
+mod mdev;
 mod real;
 
 use std::fmt;
@@ -30,6 +31,7 @@ use std::path::{Path, PathBuf};
 pub use device::{
     is_bridge_class, link_name, parse_hex, SysfsDevice, DMA_SAFE_DRIVERS, PCI_DEVICES,
 };
+pub use mdev::is_uuid;
 pub use real::RealFs;
 
 /// The size cap of [`HostFs::read`]: sysfs attributes are one page, the largest file
@@ -154,4 +156,22 @@ pub fn too_many_names(path: &Path) -> io::Error {
         io::ErrorKind::FileTooLarge,
         format!("{} has more than {DIR_CAP} entries", path.display()),
     )
+}
+
+/// A path made absolute and resolved lexically: `..` drops the component before it
+/// (never above `/`), `.` is dropped. Links are not followed.
+#[cfg(feature = "host")]
+pub(crate) fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
 }
