@@ -71,11 +71,6 @@ const LAYERS: &[(&str, Layer, u8)] = &[
     ("mock", Layer::Mock, 0),
 ];
 
-/// Edges from the mock to the host layer that are still there while the mock is being
-/// split; each must go, and then its entry too (an entry nothing uses fails the check).
-/// `(from, to)` are module path prefixes.
-const MOCK_TO_HOST_EDGES_BEING_REMOVED: &[(&str, &str)] = &[("mock::sysfs", "host::mdev")];
-
 /// A module's place in the order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Place {
@@ -112,8 +107,8 @@ fn allowed(from: Place, to: Place) -> bool {
     }
 }
 
-/// The layer violations among `sources`, one line each, and the allowances nothing used.
-fn violations(raw: Vec<Source>, mock_allowance: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+/// The layer violations among `sources`, one line each.
+fn violations(raw: Vec<Source>) -> Vec<String> {
     let (sources, krate) = prepare(raw);
     let mut out = Vec::new();
     for m in &krate.modules {
@@ -121,7 +116,6 @@ fn violations(raw: Vec<Source>, mock_allowance: &[(&str, &str)]) -> (Vec<String>
             out.push(format!("module {m} has no layer: add it to LAYERS in tests/layers/main.rs"));
         }
     }
-    let mut used = BTreeSet::new();
     let mut seen = BTreeSet::new();
     for e in edges(&sources, &krate) {
         if e.from.is_empty() {
@@ -129,12 +123,6 @@ fn violations(raw: Vec<Source>, mock_allowance: &[(&str, &str)]) -> (Vec<String>
         }
         let (Some(from), Some(to)) = (place(&e.from), place(&e.to)) else { continue };
         if allowed(from, to) {
-            continue;
-        }
-        if let Some(a) =
-            mock_allowance.iter().find(|(f, t)| is_within(&e.from, f) && is_within(&e.to, t))
-        {
-            used.insert(*a);
             continue;
         }
         if seen.insert((e.file.clone(), e.line, e.to.clone())) {
@@ -145,24 +133,13 @@ fn violations(raw: Vec<Source>, mock_allowance: &[(&str, &str)]) -> (Vec<String>
             ));
         }
     }
-    let stale = mock_allowance
-        .iter()
-        .filter(|a| !used.contains(*a))
-        .map(|(f, t)| {
-            format!(
-                "the allowance {f} -> {t} in MOCK_TO_HOST_EDGES_BEING_REMOVED is no longer \
-                 used: delete it"
-            )
-        })
-        .collect();
-    (out, stale)
+    out
 }
 
 #[test]
 fn modules_use_only_their_layer_and_below() {
-    let (bad, stale) = violations(sources(), MOCK_TO_HOST_EDGES_BEING_REMOVED);
+    let bad = violations(sources());
     assert!(bad.is_empty(), "upward imports:\n{}", bad.join("\n"));
-    assert!(stale.is_empty(), "{}", stale.join("\n"));
 }
 
 /// Sources for the checker's own tests.
@@ -189,7 +166,7 @@ fn the_layer_check_finds_upward_imports() {
         ("kernel/mod.rs", "pub struct Errno;\n#[cfg(test)]\nmod tests { use crate::mock::M; }\n"),
         ("error.rs", "use crate::kernel::Errno;\nconst S: &str = \"crate::mock::X\";\n"),
     ];
-    let (bad, _) = violations(fake(&files), &[]);
+    let bad = violations(fake(&files));
     let text = bad.join("\n");
     assert!(text.contains("src/pci/address.rs:1: pci::address"), "{text}");
     assert!(text.contains("uses kernel (Seams layer, step 0)"), "{text}");
@@ -213,15 +190,15 @@ fn the_layer_check_holds_the_mock_to_the_seams() {
         ("device.rs", ""),
         ("kernel/mod.rs", ""),
     ];
-    let (bad, stale) = violations(fake(&files), &[("mock::sysfs", "host::mdev")]);
+    let bad = violations(fake(&files));
     let text = bad.join("\n");
     assert!(text.contains("src/mock/mod.rs:3: mock (Mock layer, step 0) uses device"), "{text}");
     assert!(text.contains("src/host/mod.rs:2: host (Host layer, step 0) uses mock"), "{text}");
-    assert_eq!(bad.len(), 2, "{text}");
-    assert!(stale.is_empty(), "{stale:?}");
-    let (bad, stale) = violations(fake(&files), &[("mock::sysfs", "host::other")]);
-    assert_eq!(bad.len(), 3, "{bad:?}");
-    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert!(
+        text.contains("src/mock/sysfs.rs:1: mock::sysfs (Mock layer, step 0) uses host::mdev"),
+        "{text}"
+    );
+    assert_eq!(bad.len(), 3, "{text}");
 }
 
 /// Enums claimed sorted that are not, one message each.
