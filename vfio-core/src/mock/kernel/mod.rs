@@ -157,6 +157,26 @@ impl Default for MockKernelConfig {
 }
 
 impl MockKernelConfig {
+    /// The mock imitating Linux `major.minor` where kernels answer differently (every
+    /// other field as [`Default`]): the MSI-X BAR mmap-able whole from 4.16, dynamic MSI-X
+    /// from 6.5, EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before).
+    /// The VM lab checks these against the real 6.12 and 7.2 (`tests/conformance/`).
+    ///
+    /// ```
+    /// use vfio_core::mock::MockKernelConfig;
+    /// assert!(MockKernelConfig::linux(6, 12).wrap_einval);
+    /// assert!(!MockKernelConfig::linux(7, 2).wrap_einval);
+    /// ```
+    pub fn linux(major: u32, minor: u32) -> MockKernelConfig {
+        let at_least = |m: u32, n: u32| (major, minor) >= (m, n);
+        MockKernelConfig {
+            msix_mappable: at_least(4, 16),
+            dyn_msix: at_least(6, 5),
+            wrap_einval: !at_least(6, 18),
+            ..MockKernelConfig::default()
+        }
+    }
+
     /// The smallest IOMMU page size (at least 4 KiB): the IOVA alignment of mappings.
     fn iommu_page(&self) -> u64 {
         1 << self.pgsize_bitmap.trailing_zeros().max(12)
