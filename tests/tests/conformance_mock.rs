@@ -62,7 +62,10 @@ fn the_mock_answers_what_every_recorded_kernel_answered() {
         for f in std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()) {
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             let mode = &name["edu-".len()..name.len() - ".expected".len()];
-            let config = lab_kernel(&series, qemu_major(&std::fs::read_to_string(&f).unwrap()));
+            let config = MockKernelConfig {
+                compat_container: mode.starts_with("compat-"),
+                ..lab_kernel(&series, qemu_major(&std::fs::read_to_string(&f).unwrap()))
+            };
             match mode.strip_prefix("compat-").unwrap_or(mode) {
                 "type1v2" => check(&f, &edu_host(config), "0000:00:04.0", Interface::Container),
                 "type1" => check(

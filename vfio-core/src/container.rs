@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, Weak};
 use vfio_bindings::bindings::vfio::{
     VFIO_TYPE1v2_IOMMU, VFIO_API_VERSION, VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_VADDR,
     VFIO_DMA_MAP_FLAG_WRITE, VFIO_DMA_UNMAP_FLAG_ALL, VFIO_DMA_UNMAP_FLAG_VADDR,
-    VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU,
+    VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU, VFIO_UPDATE_VADDR,
 };
 
 use crate::dma_perm::{memlock_hint, DmaPerm};
@@ -323,9 +323,39 @@ impl Container {
     /// cloud-hypervisor's live upgrade). Device DMA continues; any kernel access that
     /// needs the address (a new map, an emulated access) blocks until step 2. With
     /// `size` 0 and `all`, every mapping. Needs `VFIO_UPDATE_VADDR` (type1v2).
+    ///
+    /// A container without `VFIO_UPDATE_VADDR` (iommufd's compat container, which
+    /// answers EINVAL) gives [`Error::Unsupported`] naming the way out.
     pub fn invalidate_vaddr(&self, iova: u64, size: u64, all: bool) -> Result<u64> {
         let flags = VFIO_DMA_UNMAP_FLAG_VADDR | if all { VFIO_DMA_UNMAP_FLAG_ALL } else { 0 };
-        self.unmap(iova, size, flags)
+        self.unmap(iova, size, flags).map_err(|e| self.vaddr_error(e))
+    }
+
+    /// `VFIO_UPDATE_VADDR`: whether this container can do a live update
+    /// ([`Container::invalidate_vaddr`], [`Container::update_vaddr`]). The legacy type1
+    /// container can once its IOMMU is set; iommufd's compat container cannot.
+    pub fn supports_vaddr_update(&self) -> Result<bool> {
+        self.kernel
+            .check_extension(self.fd(), VFIO_UPDATE_VADDR)
+            .map(|v| v != 0)
+            .map_err(|e| Error::kernel(KernelOp::CheckExtension, TARGET, e))
+    }
+
+    /// An EINVAL from a vaddr call on a container without `VFIO_UPDATE_VADDR` says so.
+    #[cold]
+    fn vaddr_error(&self, e: Error) -> Error {
+        if e.errno() == Some(Errno::EINVAL) && matches!(self.supports_vaddr_update(), Ok(false)) {
+            return Error::Unsupported {
+                what: "updating the process addresses of DMA mappings (VFIO_UPDATE_VADDR)".into(),
+                hint: Some(
+                    "this container does not offer it (iommufd's compat container, or no \
+                     IOMMU set yet): use the legacy type1v2 container, or keep the \
+                     mappings' memory at the same address"
+                        .into(),
+                ),
+            };
+        }
+        e
     }
 
     /// Live update, step 2 (`VFIO_DMA_MAP_FLAG_VADDR`): gives the mappings of
@@ -344,7 +374,8 @@ impl Container {
             size,
         };
         // SAFETY: this function's own contract (`# Safety` above) is the seam's.
-        unsafe { self.kernel.map_dma(self.fd(), &map) }.map_err(|e| self.map_error(e, size))
+        unsafe { self.kernel.map_dma(self.fd(), &map) }
+            .map_err(|e| self.vaddr_error(self.map_error(e, size)))
     }
 
     #[inline]

@@ -111,3 +111,41 @@ fn unmapping_part_of_a_mapping_does_what_the_kernel_does() {
         assert_eq!(host.kernel().dma_mappings(), 0, "{m:?}");
     }
 }
+
+/// iommufd's compat container serves `/dev/vfio/vfio` on kernels built with
+/// IOMMUFD_VFIO_CONTAINER (the lab's custom newest kernel): it has no live update, and the
+/// library says so instead of passing on the kernel's bare EINVAL.
+#[test]
+fn live_update_on_the_compat_container_is_refused_with_the_way_out() {
+    for compat in [false, true] {
+        let host = MockHost::new([DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci")]);
+        host.set_kernel_config(MockKernelConfig {
+            compat_container: compat,
+            cap_ipc_lock: true,
+            allow_unsafe_interrupts: true,
+            ..MockKernelConfig::default()
+        });
+        let dev = Vfio::new(host.kernel(), host.fs())
+            .open(PciAddress::parse("0000:00:04.0").unwrap(), vfio_core::Interface::Container)
+            .unwrap();
+        let vfio_core::AddressSpace::Container(c) = dev.address_space() else { unreachable!() };
+        assert_eq!(c.supports_vaddr_update().unwrap(), !compat);
+        // iommufd's compat container has no entry limit.
+        let avail = c.iommu_info().unwrap().dma_avail;
+        assert_eq!(avail, Some(if compat { u32::MAX } else { 65535 }));
+        let ram = HostMemory::new(0x4000, Backing::Anonymous).unwrap();
+        // SAFETY: `ram` outlives the mapping (unmapped below).
+        unsafe { c.map_dma(ram.addr(), 0x10_0000, 0x4000, DmaPerm::ReadWrite) }.unwrap();
+        let r = c.invalidate_vaddr(0x10_0000, 0x4000, false);
+        if compat {
+            let e = r.unwrap_err();
+            assert!(matches!(e, vfio_core::Error::Unsupported { .. }), "{e}");
+            assert!(e.to_string().contains("VFIO_UPDATE_VADDR"), "{e}");
+            assert!(e.to_string().contains("legacy type1v2 container"), "{e}");
+            // The mapping is untouched and unmaps whole.
+            assert_eq!(c.unmap_dma(0x10_0000, 0x4000).unwrap(), 0x4000);
+        } else {
+            assert_eq!(r.unwrap(), 0x4000);
+        }
+    }
+}

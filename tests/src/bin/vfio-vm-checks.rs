@@ -216,14 +216,14 @@ fn conformance_check(rep: &mut Report, vfio: &Vfio, edu: PciAddress, mode: &Mode
     );
 }
 
-/// The conformance name of a mode: container modes on iommufd's compat container are
-/// recorded apart from the legacy container's (`compat-type1v2`, `compat-type1`).
+/// The conformance name of a mode: modes through `/dev/vfio/vfio` on iommufd's compat
+/// container are recorded apart from the legacy container's (`compat-type1v2`,
+/// `compat-type1`, `compat-noiommu`).
 fn conformance_mode(mode: &Mode, lab: &Lab) -> String {
-    match mode.interface {
-        Interface::Container | Interface::ContainerWith(_) if lab.compat => {
-            format!("compat-{}", mode.name)
-        }
-        _ => mode.name.to_string(),
+    if lab.compat && mode.name != "iommufd" {
+        format!("compat-{}", mode.name)
+    } else {
+        mode.name.to_string()
     }
 }
 

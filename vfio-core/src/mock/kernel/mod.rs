@@ -94,6 +94,12 @@ const REQ: u32 = 4;
 pub struct MockKernelConfig {
     /// `/dev/vfio/vfio` exists (CONFIG_VFIO_CONTAINER).
     pub container: bool,
+    /// `/dev/vfio/vfio` is iommufd's compat container (CONFIG_IOMMUFD_VFIO_CONTAINER)
+    /// instead of the legacy type1 one: no DMA entry limit (`dma_avail` u32::MAX), no
+    /// `VFIO_UPDATE_VADDR`, iommufd's unmap rules (type1v2: ENOENT for a range that cuts
+    /// a mapping; type1: the mapping is cut and exactly the range unmapped), and ENODEV
+    /// from DMA ioctls of a no-IOMMU container.
+    pub compat_container: bool,
     /// vfio_iommu_type1 offers `VFIO_TYPE1_IOMMU`.
     pub type1: bool,
     /// vfio_iommu_type1 offers `VFIO_TYPE1v2_IOMMU`.
@@ -136,6 +142,7 @@ impl Default for MockKernelConfig {
     fn default() -> Self {
         MockKernelConfig {
             container: true,
+            compat_container: false,
             type1: true,
             type1v2: true,
             iommufd: true,

@@ -25,6 +25,8 @@ use crate::kernel::{
 };
 
 const TYPE1V2: u32 = VFIO_TYPE1v2_IOMMU;
+/// `dma_avail` of iommufd's compat container, which has no entry limit.
+const NO_LIMIT: u32 = u32::MAX;
 /// `DIRTY_BITMAP_SIZE_MAX` of type1 (bytes for INT_MAX pages).
 const DIRTY_BITMAP_SIZE_MAX: u64 = 0x1000_0000;
 
@@ -56,8 +58,9 @@ pub(super) fn check_extension(
             VFIO_TYPE1_IOMMU => u32::from(cfg.type1),
             TYPE1V2 => u32::from(cfg.type1v2),
             VFIO_UNMAP_ALL => u32::from(cfg.type1 || cfg.type1v2),
-            // Answered by the container's IOMMU only (0 before SET_IOMMU).
-            VFIO_UPDATE_VADDR => u32::from(iommu.is_some()),
+            // Answered by the container's IOMMU only (0 before SET_IOMMU); iommufd's
+            // compat container has no vaddr update.
+            VFIO_UPDATE_VADDR => u32::from(iommu.is_some() && !cfg.compat_container),
             VFIO_DMA_CC_IOMMU => u32::from(iommu.is_some()),
             _ => 0,
         }
@@ -105,13 +108,14 @@ pub(super) fn set_iommu(k: &mut KernelState, container: &KernelFd, iommu_type: u
     if !cfg.msi_safe() {
         return Err(Errno::EPERM);
     }
-    c.iommu = Some(Iommu::Type1(Type1 { v2, dmas: BTreeMap::new(), avail: cfg.dma_entry_limit }));
+    let avail = if cfg.compat_container { NO_LIMIT } else { cfg.dma_entry_limit };
+    c.iommu = Some(Iommu::Type1(Type1 { v2, dmas: BTreeMap::new(), avail }));
     Ok(())
 }
 
 pub(super) fn get_info(k: &KernelState, container: &KernelFd, buf: &mut [u8]) -> KResult<()> {
     let c = k.containers.get(&container_of(k, container)?).ok_or(Errno::EBADF)?;
-    let t = type1_of(c)?;
+    let t = type1_of(c, &k.config)?;
     // type1 vfio_iommu_type1_get_info: minsz = offsetofend(iova_pgsizes).
     let argsz = argsz(buf, 16)?;
     let pgsizes = k.config.pgsize_bitmap & !(PAGE - 1);
@@ -121,7 +125,10 @@ pub(super) fn get_info(k: &KernelState, container: &KernelFd, buf: &mut [u8]) ->
     wr32(&mut mig, 0, 1); // VFIO_IOMMU_DIRTY_PGSIZES
     wr64(&mut mig, 8, pgsizes);
     wr64(&mut mig, 16, DIRTY_BITMAP_SIZE_MAX);
-    caps.add(VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION as u16, 1, &mig);
+    // iommufd's compat container reports only the IOVA ranges and dma_avail.
+    if !k.config.compat_container {
+        caps.add(VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION as u16, 1, &mig);
+    }
     caps.add(VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL as u16, 1, &t.avail.to_le_bytes());
     caps.add(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE as u16, 1, &pairs(&k.config.iova_ranges));
     let mut info = [0u8; 24];
@@ -138,9 +145,11 @@ pub(super) fn map_dma(
 ) -> KResult<()> {
     let cid = container_of(k, container)?;
     let cfg = k.config.clone();
-    let t = type1_mut(k.containers.get_mut(&cid).ok_or(Errno::EBADF)?)?;
-    // type1 vfio_iommu_type1_map_dma: argsz and known flags.
-    let known = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
+    let t = type1_mut(k.containers.get_mut(&cid).ok_or(Errno::EBADF)?, &cfg)?;
+    // type1 vfio_iommu_type1_map_dma: argsz and known flags (the compat container knows
+    // no VADDR).
+    let vaddr_flag = if cfg.compat_container { 0 } else { VFIO_DMA_MAP_FLAG_VADDR };
+    let known = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | vaddr_flag;
     if map.argsz < 32 || map.flags & !known != 0 {
         return Err(Errno::EINVAL);
     }
@@ -165,7 +174,7 @@ pub(super) fn map_dma(
     if t.overlapping(map.iova, last).is_some() {
         return Err(Errno::EEXIST);
     }
-    if t.avail == 0 {
+    if t.avail == 0 && t.avail != NO_LIMIT {
         return Err(Errno::ENOSPC);
     }
     // vfio_iommu_iova_dma_valid: inside one usable range.
@@ -178,7 +187,9 @@ pub(super) fn map_dma(
     let pages = map.size / PAGE;
     cfg.check_memlock(k.locked_mm, pages)?;
     k.locked_mm += pages;
-    t.avail -= 1;
+    if t.avail != NO_LIMIT {
+        t.avail -= 1;
+    }
     t.dmas.insert(
         map.iova,
         Dma { size: map.size, vaddr: map.vaddr, vaddr_invalid: false, read, write },
@@ -206,10 +217,13 @@ pub(super) fn unmap_dma(
 ) -> KResult<()> {
     let cid = container_of(k, container)?;
     let cfg = k.config.clone();
-    let t = type1_mut(k.containers.get_mut(&cid).ok_or(Errno::EBADF)?)?;
-    // type1 vfio_iommu_type1_unmap_dma: argsz and flags.
-    let known =
-        VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR | VFIO_DMA_UNMAP_FLAG_ALL;
+    let t = type1_mut(k.containers.get_mut(&cid).ok_or(Errno::EBADF)?, &cfg)?;
+    // type1 vfio_iommu_type1_unmap_dma: argsz and flags (vfio_compat.c knows only ALL).
+    let known = if cfg.compat_container {
+        VFIO_DMA_UNMAP_FLAG_ALL
+    } else {
+        VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR | VFIO_DMA_UNMAP_FLAG_ALL
+    };
     if unmap.argsz < 24 || unmap.flags & !known != 0 {
         return Err(Errno::EINVAL);
     }
@@ -219,13 +233,22 @@ pub(super) fn unmap_dma(
     }
     let all = unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0;
     let (iova, end) = unmap_range(&cfg, unmap, all)?;
-    // v2 refuses to bisect a mapping at either end (EINVAL).
+    // v2 refuses to bisect a mapping at either end (EINVAL; iommufd's compat container:
+    // ENOENT). The compat container's type1 cuts the mappings at both ends instead and
+    // unmaps exactly the range.
     if t.v2 && !all {
+        let errno = if cfg.compat_container { Errno::ENOENT } else { Errno::EINVAL };
         if t.overlapping(iova, iova).is_some_and(|(i, _)| i != iova) {
-            return Err(Errno::EINVAL);
+            return Err(errno);
         }
         if t.overlapping(end, end).is_some_and(|(i, s)| i + (s - 1) != end) {
-            return Err(Errno::EINVAL);
+            return Err(errno);
+        }
+    }
+    if cfg.compat_container && !t.v2 && !all {
+        t.cut(iova);
+        if let Some(after) = end.checked_add(1) {
+            t.cut(after);
         }
     }
     let invalidate = unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0;
@@ -298,13 +321,32 @@ fn unmap_walk(t: &mut Type1, iova: u64, end: u64, invalidate: bool) -> KResult<(
         if let Some(d) = t.dmas.remove(&i) {
             unmapped += d.size;
             unpinned += d.size / PAGE;
-            t.avail += 1;
+            if t.avail != NO_LIMIT {
+                t.avail += 1;
+            }
         }
     }
     Ok((unmapped, unpinned))
 }
 
 impl Type1 {
+    /// Splits the mapping holding `at` (if it starts before it) into two at `at`, as
+    /// iommufd's `iopt_cut_iova` does for the compat container's type1.
+    fn cut(&mut self, at: u64) {
+        let Some((i, size)) = self.overlapping(at, at).filter(|(i, _)| *i != at) else { return };
+        let Some(d) = self.dmas.get_mut(&i) else { return };
+        let head = at - i;
+        d.size = head;
+        let tail = Dma {
+            size: size - head,
+            vaddr: d.vaddr + head,
+            vaddr_invalid: d.vaddr_invalid,
+            read: d.read,
+            write: d.write,
+        };
+        self.dmas.insert(at, tail);
+    }
+
     /// The mapping starting last at or before `last` if it reaches `iova`: (iova, size).
     /// With `iova == last`, the mapping holding that address.
     fn overlapping(&self, iova: u64, last: u64) -> Option<(u64, u64)> {
@@ -317,19 +359,20 @@ impl Type1 {
 }
 
 /// A container's type1 IOMMU: ENOTTY under the no-IOMMU driver (`vfio_noiommu_ioctl`
-/// knows only CHECK_EXTENSION), EINVAL before `SET_IOMMU` (container.c: unrecognised
-/// ioctls without a driver).
-fn type1_of(c: &Container) -> KResult<&Type1> {
+/// knows only CHECK_EXTENSION; iommufd's compat container has no IOAS for it: ENODEV),
+/// EINVAL before `SET_IOMMU` (container.c: unrecognised ioctls without a driver).
+fn type1_of<'a>(c: &'a Container, cfg: &MockKernelConfig) -> KResult<&'a Type1> {
     match &c.iommu {
         Some(Iommu::Type1(t)) => Ok(t),
+        Some(Iommu::NoIommu) if cfg.compat_container => Err(Errno::ENODEV),
         Some(Iommu::NoIommu) => Err(Errno::ENOTTY),
         None => Err(Errno::EINVAL),
     }
 }
 
 /// [`type1_of`], to change it.
-fn type1_mut(c: &mut Container) -> KResult<&mut Type1> {
-    type1_of(c)?;
+fn type1_mut<'a>(c: &'a mut Container, cfg: &MockKernelConfig) -> KResult<&'a mut Type1> {
+    type1_of(c, cfg)?;
     match &mut c.iommu {
         Some(Iommu::Type1(t)) => Ok(t),
         _ => Err(Errno::EINVAL),
