@@ -13,6 +13,7 @@ mod host;
 mod initramfs;
 mod kernel;
 mod qemu;
+mod selftests;
 mod suite;
 mod topology;
 mod vm;

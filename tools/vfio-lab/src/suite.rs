@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::initramfs::GuestAction;
 use crate::kernel::{self, KernelKind};
 use crate::qemu::{self, Qemu, QemuKind};
+use crate::selftests;
 use crate::topology::IommuMode;
 use crate::{boot, host, payload, prepare_vm_host, VmArgs};
 
@@ -65,6 +66,10 @@ pub fn run(vm: &VmArgs, only: &[KernelKind]) -> Result<i32> {
         payload.bins.push(host::build_static_bench()?);
         let (package, bin) = host::VM_CHECKS;
         payload.tests.push(host::build_static_bin(package, bin)?);
+        match selftests::ensure() {
+            Ok(bins) => payload.bins.extend(bins),
+            Err(e) => eprintln!("vfio-lab: the kernel's VFIO selftests are left out: {e}"),
+        }
     }
     let host_qemu = Qemu::host(&vm.qemu)?;
     let mut newest_qemu: Option<Qemu> = None;

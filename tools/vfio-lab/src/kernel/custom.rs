@@ -83,6 +83,35 @@ fn source_package(cache: &Path, kind: KernelKind) -> Result<(String, String)> {
     Ok((pkg, version))
 }
 
+/// The source tree of a kernel kind, downloaded and unpacked once into
+/// `$VFIO_LAB_CACHE/src/<version>/<package>`; returns it and the package version.
+pub fn source_tree(cache: &Path, kind: KernelKind) -> Result<(PathBuf, String)> {
+    let (pkg, version) = source_package(cache, kind)?;
+    let suite = if kind == KernelKind::CustomNewest { Suite::Sid } else { Suite::Host };
+    let _lock = lock(cache, &format!("custom-{version}"))?;
+    Ok((unpacked_source(cache, suite, &pkg, &version)?, version))
+}
+
+/// Unpacks a `linux-source-X.Y` package once (the caller holds the version's lock).
+fn unpacked_source(cache: &Path, suite: Suite, pkg: &str, version: &str) -> Result<PathBuf> {
+    let src_parent = cache.join("src").join(version);
+    let src = src_parent.join(pkg);
+    let src_done = src_parent.join("extracted");
+    if !src_done.exists() {
+        let deb = apt::download(cache, suite, pkg, Some(version))?;
+        let _ = std::fs::remove_dir_all(&src_parent);
+        mkdir(&src_parent)?;
+        eprintln!("vfio-lab: unpacking {} (about 10 s)", deb.display());
+        let script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -xO --wildcards './usr/src/{pkg}.tar.xz' | tar -xJ",
+            deb.display()
+        );
+        run_quiet(Command::new("sh").arg("-c").arg(script).current_dir(&src_parent))?;
+        write(&src_done, version.as_bytes())?;
+    }
+    Ok(src)
+}
+
 /// The newest `linux-source-X.Y` in `apt-cache search` output.
 pub fn pick_newest_source(search_output: &str) -> Option<String> {
     search_output
@@ -147,21 +176,7 @@ pub(super) fn ensure(cache: &Path, kind: KernelKind, fragment_files: &[PathBuf])
         return Ok(Kernel { kind, image, modules: Vec::new(), description });
     }
     host::ensure_packages(host::BUILD_PACKAGES)?;
-    let src_parent = cache.join("src").join(&version);
-    let src = src_parent.join(&pkg);
-    let src_done = src_parent.join("extracted");
-    if !src_done.exists() {
-        let deb = apt::download(cache, suite, &pkg, Some(&version))?;
-        let _ = std::fs::remove_dir_all(&src_parent);
-        mkdir(&src_parent)?;
-        eprintln!("vfio-lab: unpacking {} (about 10 s)", deb.display());
-        let script = format!(
-            "dpkg-deb --fsys-tarfile '{}' | tar -xO --wildcards './usr/src/{pkg}.tar.xz' | tar -xJ",
-            deb.display()
-        );
-        run_quiet(Command::new("sh").arg("-c").arg(script).current_dir(&src_parent))?;
-        write(&src_done, version.as_bytes())?;
-    }
+    let src = unpacked_source(cache, suite, &pkg, &version)?;
     let build = cache.join("custom").join(format!("build-{version}"));
     mkdir(&build)?;
     mkdir(&dir)?;

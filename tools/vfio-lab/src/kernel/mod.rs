@@ -13,6 +13,8 @@
 mod custom;
 mod stock;
 
+pub use custom::source_tree;
+
 use std::path::{Path, PathBuf};
 
 use crate::error::{LabError, Result};
