@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use vfio_core::dma::{Backing, BatchEntry};
 use vfio_core::kernel::{Errno, KernelOp};
-use vfio_core::mock::{DeviceSpec, FaultWhen, MockHost, MockKernel};
+use vfio_core::mock::{DeviceSpec, Fault, MockHost, MockKernel};
 use vfio_core::{DmaPerm, DmaPool, Error, Interface, IrqIndex, PciAddress, Vfio};
 
 const NVME: &str = "0000:01:00.0";
@@ -137,7 +137,7 @@ fn sweep(name: &str, flow: &Flow, tolerated: &dyn Fn(&Case, u64) -> bool) -> usi
                 let fds_before = real_fds();
                 let h = host();
                 let k = h.kernel();
-                k.inject(op, errno, FaultWhen::Nth(nth as u32));
+                h.inject(Fault::kernel(op).errno(errno).nth(nth as u32));
                 let vfio = Vfio::new(k.clone(), h.fs());
                 let result = flow(&vfio);
                 drop(vfio);
@@ -372,19 +372,20 @@ mod host_flows {
     use vfio_core::host::lock::HostLock;
     use vfio_core::host::restore::{restore, unbind};
     use vfio_core::hostfs::HostFs;
-    use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
+    use vfio_core::kernel::Errno;
+    use vfio_core::mock::{DeviceSpec, Fault, FaultOp, MockHost, SysState};
     use vfio_core::PciAddress;
 
     const EDU: &str = "0000:00:04.0";
     const NIC: &str = "0000:02:00.0";
-    const ERRNOS: [i32; 7] = [
-        libc::EIO,
-        libc::ENOMEM,
-        libc::EBUSY,
-        libc::EINVAL,
-        libc::EPERM,
-        libc::ENOSPC,
-        libc::EACCES,
+    const ERRNOS: [Errno; 7] = [
+        Errno::EIO,
+        Errno::ENOMEM,
+        Errno::EBUSY,
+        Errno::EINVAL,
+        Errno::EPERM,
+        Errno::ENOSPC,
+        Errno::EACCES,
     ];
 
     fn host() -> MockHost {
@@ -417,10 +418,6 @@ mod host_flows {
         format!("{devs:?} {owners:?}")
     }
 
-    fn fired(h: &MockHost) -> bool {
-        h.state().sys.faults.iter().any(|f| f.seen == f.nth)
-    }
-
     fn request(dev: &str) -> BindRequest {
         BindRequest { user: Some("1000".into()), ..BindRequest::vfio(dev) }
     }
@@ -439,17 +436,17 @@ mod host_flows {
                     for nth in 1.. {
                         let h = host();
                         let fs = h.fs();
-                        h.inject_fault(op, None, nth, errno);
+                        h.inject(Fault::fs(op).nth(nth).errno(errno));
                         let r = bind(&*fs, &request(dev));
-                        if !fired(&h) {
+                        if h.faults_fired() == 0 {
                             r.unwrap();
                             break;
                         }
                         cases += 1;
-                        let case = format!("{dev} {op:?} #{nth} errno {errno}");
+                        let case = format!("{dev} {op:?} #{nth} {errno:?}");
                         // The lock is released, or (its read-back failed) left in a
                         // state the next run takes over.
-                        h.state().sys.faults.clear();
+                        h.clear_faults();
                         assert!(HostLock::acquire(&*fs).is_ok(), "{case}: lock stuck");
                         match r {
                             Err(e) => {
@@ -487,18 +484,18 @@ mod host_flows {
                         let h = host();
                         let fs = h.fs();
                         bind(&*fs, &request(dev)).unwrap();
-                        h.inject_fault(op, None, nth, errno);
+                        h.inject(Fault::fs(op).nth(nth).errno(errno));
                         let r = unbind(&*fs, a);
-                        if !fired(&h) {
+                        if h.faults_fired() == 0 {
                             r.unwrap();
                             assert_eq!(snapshot(&h), before);
                             break;
                         }
                         cases += 1;
-                        let case = format!("{dev} {op:?} #{nth} errno {errno}");
+                        let case = format!("{dev} {op:?} #{nth} {errno:?}");
                         // The lock is released, or (its read-back failed) left in a
                         // state the next run takes over.
-                        h.state().sys.faults.clear();
+                        h.clear_faults();
                         assert!(HostLock::acquire(&*fs).is_ok(), "{case}: lock stuck");
                         let journaled = !read_journal(&*fs).unwrap().is_empty();
                         let driver = h.state().devices[&a].driver.clone();

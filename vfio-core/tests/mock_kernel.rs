@@ -1361,20 +1361,20 @@ fn hot_reset_through_cdev() {
 // Fault injection and leak accounting.
 
 #[test]
-fn fault_injection_once_nth_always() {
-    let (_h, k) = edu_host();
-    k.inject(KernelOp::OpenContainer, Errno::EMFILE, FaultWhen::Once);
+fn fault_injection_next_nth_always() {
+    let (h, k) = edu_host();
+    h.inject(Fault::kernel(KernelOp::OpenContainer).errno(Errno::EMFILE));
     assert_eq!(k.open_container().unwrap_err(), Errno::EMFILE);
     let c = k.open_container().unwrap();
-    k.inject(KernelOp::GetApiVersion, Errno::EIO, FaultWhen::Nth(3));
+    h.inject(Fault::kernel(KernelOp::GetApiVersion).errno(Errno::EIO).nth(3));
     assert_eq!(k.get_api_version(&c).unwrap(), 0);
     assert_eq!(k.get_api_version(&c).unwrap(), 0);
     assert_eq!(k.get_api_version(&c).unwrap_err(), Errno::EIO);
     assert_eq!(k.get_api_version(&c).unwrap(), 0);
-    k.inject(KernelOp::CheckExtension, Errno::ENOTTY, FaultWhen::Always);
+    h.inject(Fault::kernel(KernelOp::CheckExtension).errno(Errno::ENOTTY).always());
     assert_eq!(k.check_extension(&c, VFIO_TYPE1v2_IOMMU).unwrap_err(), Errno::ENOTTY);
     assert_eq!(k.check_extension(&c, VFIO_TYPE1v2_IOMMU).unwrap_err(), Errno::ENOTTY);
-    k.clear_faults();
+    h.clear_faults();
     assert_eq!(k.check_extension(&c, VFIO_TYPE1v2_IOMMU).unwrap(), 1);
     assert_eq!(k.calls(KernelOp::OpenContainer), 2);
     assert_eq!(k.calls(KernelOp::GetApiVersion), 4);
