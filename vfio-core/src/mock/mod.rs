@@ -12,7 +12,7 @@
 //! call or file operation fail.
 
 pub mod crash;
-mod fault;
+pub mod fault;
 pub mod kernel;
 pub mod models;
 pub mod spec;
