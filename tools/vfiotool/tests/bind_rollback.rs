@@ -1,5 +1,7 @@
 //! `vfiotool bind`, `unbind` and `restore` with a sysfs failure at every write: one-line
-//! errors, exit code 1, and the host as it was (or recoverable with `restore --all`).
+//! errors that say the change was rolled back, exit code 1, and the host as it was (or
+//! recoverable with `restore --all`). The library's own sweep over every read, write and
+//! chown is `vfio-core/tests/bind_rollback.rs`.
 
 use vfio_core::host::journal::read_journal;
 use vfio_core::kernel::Errno;
@@ -59,4 +61,15 @@ fn every_failed_write_of_bind_and_unbind_is_one_line_and_recoverable() {
         }
     }
     assert!(cases >= 20, "{cases}");
+}
+
+#[test]
+fn a_failed_probe_is_rolled_back_and_said_in_one_line() {
+    let h = host();
+    h.inject(Fault::fs(FaultOp::Write).path("/sys/bus/pci/drivers_probe").errno(Errno::EIO));
+    let (code, err) = run(&h, &["bind", "00:04.0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rolled back") && err.lines().count() == 1, "{err}");
+    assert_eq!(driver(&h).as_deref(), Some("edu"));
+    assert!(read_journal(&*h.fs()).unwrap().is_empty());
 }
