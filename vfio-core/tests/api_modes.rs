@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vfio_core::container::IommuType;
 use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::kernel::{Errno, KernelOp};
-use vfio_core::mock::{DeviceSpec, FaultWhen, MockHost, MockKernelConfig};
+use vfio_core::mock::{DeviceSpec, Fault, MockHost, MockKernelConfig};
 use vfio_core::pci::ConfigSpace;
 use vfio_core::{AddressSpace, DmaPerm, DmaPool, Error, Interface, IrqIndex, PciAddress, Vfio};
 use vmm_sys_util::eventfd::EventFd;
@@ -240,7 +240,7 @@ fn batch_map_coalesces_and_undoes_on_failure() {
         assert_eq!(k.dma_mappings(), 0);
         // Every other page: 500 runs; the third call fails and the first two are undone.
         let sparse: Vec<BatchEntry> = entries.iter().step_by(2).copied().collect();
-        k.inject(op, Errno::ENOMEM, FaultWhen::Nth(3));
+        host.inject(Fault::kernel(op).errno(Errno::ENOMEM).nth(3));
         // SAFETY: as above.
         let err = unsafe { pool.map_batch(&sparse, DmaPerm::ReadWrite) }.unwrap_err();
         assert_eq!((err.kernel_op(), err.errno()), (Some(op), Some(Errno::ENOMEM)));
@@ -517,7 +517,7 @@ fn a_failure_at_each_step_of_opening_leaks_nothing() {
             for errno in [Errno::EIO, Errno::ENOMEM, Errno::EPERM] {
                 let host = host();
                 let k = host.kernel();
-                k.inject(op, errno, FaultWhen::Once);
+                host.inject(Fault::kernel(op).errno(errno));
                 let err = vfio(&host).open(addr("0000:00:04.0"), interface).unwrap_err();
                 assert_eq!(err.kernel_op(), Some(op), "{interface:?} {op:?}: {err}");
                 assert_eq!(err.errno(), Some(errno), "{interface:?} {op:?}");

@@ -15,7 +15,8 @@ use vfio_core::host::bind::{bind, BindRequest};
 use vfio_core::host::journal::{read_journal, JOURNAL};
 use vfio_core::host::restore::{restore, unbind};
 use vfio_core::hostfs::HostFs;
-use vfio_core::mock::{CrashFs, DeviceSpec, FaultOp, MockHost, SplitFs, SysState};
+use vfio_core::kernel::Errno;
+use vfio_core::mock::{CrashFs, DeviceSpec, Fault, FaultOp, MockHost, SplitFs, SysState};
 use vfio_core::PciAddress;
 
 const EDU: &str = "0000:00:04.0";
@@ -110,7 +111,9 @@ fn flows() -> Vec<Flow> {
         Flow {
             name: "bind that fails and rolls back",
             setup: |_, h| {
-                h.inject_fault(FaultOp::Write, Some("/sys/bus/pci/drivers_probe"), 1, libc::EIO)
+                h.inject(
+                    Fault::fs(FaultOp::Write).path("/sys/bus/pci/drivers_probe").errno(Errno::EIO),
+                )
             },
             run: |fs, _| drop(bind(fs, &bind_req(NIC))),
         },
@@ -170,7 +173,7 @@ fn a_kill_before_any_change_of_any_flow_is_recovered_by_restore_all() {
             // The journal on disk is whole: it parses (or is absent).
             let j = read_journal(&*fs).unwrap_or_else(|e| panic!("{} k={k}: {e}", flow.name));
             // The next invocation: restore --all.
-            h.state().sys.faults.clear();
+            h.clear_faults();
             let r = restore(&*fs, None);
             assert!(r.is_ok(), "{} k={k}: restore failed: {r:?}; journal was {j:?}", flow.name);
             assert_eq!(state(&h), before, "{} k={k}: host not back; journal was {j:?}", flow.name);

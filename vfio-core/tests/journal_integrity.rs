@@ -1,7 +1,7 @@
 //! What the bind journal keeps, as an operator's sequence of commands would exercise it:
 //! the first prior state across re-binds, every chown (also of a device already on
-//! vfio-pci), overrides the kernel accepts, file modes whatever the umask, and devices
-//! that disappear.
+//! vfio-pci), overrides the kernel accepts, file modes whatever the umask, devices that
+//! disappear, and a planted journal that must not steer restore to other files.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,7 +12,7 @@ use vfio_core::host::journal::{read_journal, JOURNAL};
 use vfio_core::host::restore::{plan_restore, restore};
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::{DeviceSpec, MockHost, SplitFs, SysState};
-use vfio_core::PciAddress;
+use vfio_core::{Error, PciAddress};
 
 const EDU: &str = "0000:00:04.0";
 
@@ -119,4 +119,44 @@ fn entries_of_devices_that_disappeared_are_dropped_with_a_note() {
     let done = restore(&*fs, None).unwrap();
     assert!(done[0].note.as_deref().unwrap().contains("no longer exists"), "{done:?}");
     assert!(read_journal(&*fs).unwrap().is_empty());
+}
+
+#[test]
+fn a_planted_journal_cannot_steer_restore_to_other_files() {
+    let entry = |driver: &str| {
+        format!(
+            r#"{{"address":"0000:00:04.0","target":"vfio-pci","driver":"{driver}","driver_override":null,"sriov_numvfs":null}}"#
+        )
+    };
+    let journal = |devices: String, nodes: &str| {
+        format!(r#"{{"format":"vfiotool.journal/1","devices":[{devices}],"nodes":[{nodes}]}}"#)
+    };
+    let cases = [
+        (journal(entry("../../../../etc"), ""), "not a driver name"),
+        (
+            journal(entry("edu"), r#"{"path":"/etc/shadow","uid":1000,"gid":1000}"#),
+            "not a /dev/vfio group node",
+        ),
+        (
+            journal(entry("edu"), r#"{"path":"/dev/vfio/../../etc/shadow","uid":1000,"gid":1000}"#),
+            "not a /dev/vfio group node",
+        ),
+        (journal(entry("edu").replace("0000:00:04.0", "nonsense"), ""), "nonsense"),
+        (String::new(), "it is empty"),
+        (journal(entry("edu"), "")[..40].to_string(), "EOF"),
+    ];
+    for (journal, why) in cases {
+        let h = host();
+        let fs = h.fs();
+        h.set_driver(a(EDU), Some("vfio-pci"));
+        fs.create_dir_all(Path::new("/run/vfiotool"), 0o700).unwrap();
+        fs.replace_file(Path::new(JOURNAL), journal.as_bytes(), 0o600).unwrap();
+        let n0 = h.state().sys.writes.len();
+        let e = restore(&*fs, None).unwrap_err();
+        assert!(matches!(e, Error::Invalid { what: "journal", .. }), "{e}");
+        assert!(e.to_string().contains(why), "{e}");
+        assert_eq!(h.state().sys.writes.len(), n0, "nothing written: {e}");
+        assert!(h.state().sys.owners.is_empty(), "nothing chowned: {e}");
+        assert_eq!(driver(&h).as_deref(), Some("vfio-pci"));
+    }
 }

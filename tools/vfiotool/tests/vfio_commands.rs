@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use vfio_core::kernel::{Errno, KernelOp};
-use vfio_core::mock::{DeviceSpec, FaultWhen, MockHost, MockKernelConfig};
+use vfio_core::mock::{DeviceSpec, Fault, MockHost, MockKernelConfig};
 use vfio_core::{Interface, Vfio};
 use vfiotool::cli::Cli;
 use vfiotool::Context;
@@ -179,7 +179,7 @@ fn info_says_why_vfio_could_not_open_and_keeps_the_rest() {
 
     // A busy device (the cdev already open elsewhere).
     let h = host("iommufd");
-    h.kernel().inject(KernelOp::OpenDeviceCdev, Errno::EBUSY, FaultWhen::Once);
+    h.inject(Fault::kernel(KernelOp::OpenDeviceCdev).errno(Errno::EBUSY));
     let r = run(&h, &["info", EDU]);
     assert_eq!(r.code, 0, "{}", r.err);
     let line = r.out.lines().find(|l| l.contains("VFIO:")).unwrap();
@@ -397,7 +397,7 @@ fn bench_refuses_bad_registers_in_one_line() {
 #[test]
 fn bench_reports_a_failing_section_and_exits_nonzero() {
     let h = host("type1v2");
-    h.kernel().inject(KernelOp::DeviceSetIrqs, Errno::EINVAL, FaultWhen::Always);
+    h.inject(Fault::kernel(KernelOp::DeviceSetIrqs).errno(Errno::EINVAL).always());
     let r = run(&h, &["bench", EDU, "--iterations", "3", "--sizes", "4K"]);
     assert_eq!(r.code, 1, "{}", r.out);
     assert!(r.out.contains("irq_enable") && r.out.contains("failed: "), "{}", r.out);

@@ -289,7 +289,8 @@ impl<'a> SysfsDevice<'a> {
 #[cfg(all(test, feature = "mock"))]
 mod tests {
     use super::*;
-    use crate::mock::{DeviceSpec, FaultOp, MockHost};
+    use crate::kernel::Errno;
+    use crate::mock::{DeviceSpec, Fault, FaultOp, MockHost};
 
     fn a(s: &str) -> PciAddress {
         PciAddress::parse(s).unwrap()
@@ -341,12 +342,12 @@ mod tests {
         assert!(h.state().sys.rom_enabled.is_empty(), "disabled again");
 
         // A failed read still disables the ROM, and says what to do.
-        h.inject_fault(FaultOp::Read, path.to_str(), 1, libc::EIO);
+        h.inject(Fault::fs(FaultOp::Read).path(&path).errno(Errno::EIO));
         let e = dev.read_rom().unwrap_err().to_string();
         assert!(e.contains("read ROM") && e.contains("hidden or shadowed"), "{e}");
         assert_eq!(h.state().sys.writes.len(), 4);
         assert!(h.state().sys.rom_enabled.is_empty(), "disabled after the failure");
-        h.inject_fault(FaultOp::Read, path.to_str(), 1, libc::EINVAL);
+        h.inject(Fault::fs(FaultOp::Read).path(&path).errno(Errno::EINVAL));
         let e = dev.read_rom().unwrap_err().to_string();
         assert!(e.contains("D3cold"), "{e}");
 

@@ -8,20 +8,21 @@
 //! show in sysfs `config`.
 //!
 //! The mock models kernel semantics (errnos included); it does not return canned
-//! results. Fault injection makes a chosen [`KernelOp`](crate::kernel::KernelOp) fail.
+//! results. Fault injection ([`MockHost::inject`], see [`Fault`]) makes a chosen kernel
+//! call or file operation fail.
 
 pub mod crash;
+pub mod fault;
 pub mod kernel;
 pub mod models;
 pub mod spec;
 pub mod sysfs;
 
 pub use crash::{CrashFs, SplitFs};
-pub use kernel::{
-    DeviceModel, FaultWhen, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE,
-};
+pub use fault::{Fault, FaultOp, FaultTarget, FaultWhen};
+pub use kernel::{DeviceModel, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE};
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
-pub use sysfs::{FaultOp, SimFs, SysState};
+pub use sysfs::{SimFs, SysState};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +70,8 @@ pub struct HostState {
     pub kernel: kernel::KernelState,
     /// Host-level facts and non-device sysfs state (see [`sysfs`]).
     pub sys: SysState,
+    /// The injected faults of both views (see [`MockHost::inject`]).
+    pub(crate) faults: fault::Faults,
 }
 
 impl HostState {

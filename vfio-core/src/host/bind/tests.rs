@@ -2,8 +2,9 @@
 use super::*;
 use crate::host::journal::read_journal;
 use crate::host::restore::{restore, unbind};
+use crate::kernel::Errno;
 use crate::mock::sysfs::{SimBlock, SimNet};
-use crate::mock::{DeviceSpec, FaultOp, MockHost, SysState};
+use crate::mock::{DeviceSpec, Fault, FaultOp, MockHost, SysState};
 
 fn a(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
@@ -103,7 +104,7 @@ fn a_failure_at_every_write_rolls_everything_back() {
     for k in 1..=writes as u32 {
         let h = host();
         let fs = h.fs();
-        h.inject_fault(FaultOp::Write, None, k, libc::EIO);
+        h.inject(Fault::fs(FaultOp::Write).nth(k).errno(Errno::EIO));
         let e = bind(
             &*fs,
             &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") },
@@ -127,7 +128,7 @@ fn a_failure_at_every_write_rolls_everything_back() {
     for k in 1..=writes as u32 {
         let h = host();
         let fs = h.fs();
-        h.inject_fault(FaultOp::Write, None, k, libc::EIO);
+        h.inject(Fault::fs(FaultOp::Write).nth(k).errno(Errno::EIO));
         assert!(bind(&*fs, &req).is_err(), "write {k}");
         assert_eq!(snapshot(&h), before, "group bind, write {k}");
         assert!(read_journal(&*fs).unwrap().is_empty(), "write {k}");
@@ -135,7 +136,7 @@ fn a_failure_at_every_write_rolls_everything_back() {
     // The chown failing also rolls back.
     let h = host();
     let fs = h.fs();
-    h.inject_fault(FaultOp::Chown, None, 1, libc::EPERM);
+    h.inject(Fault::fs(FaultOp::Chown).errno(Errno::EPERM));
     assert!(bind(
         &*fs,
         &BindRequest { user: Some("qemu".into()), ..BindRequest::vfio("0000:02:00.0") }

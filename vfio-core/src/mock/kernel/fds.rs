@@ -1,7 +1,8 @@
 //! The descriptor table and the calls' gate: every mock descriptor is a real descriptor
 //! of the process (an empty memfd) mapped to the kernel object it opens, recognised by
 //! its inode when it comes back through fd passing. Every call goes through
-//! `MockKernel::enter`, which counts it and fires an injected fault when one is due;
+//! `MockKernel::enter`, which counts it and fires an injected fault when one is due
+//! (`mock/fault.rs`);
 //! the counters and leak checks tests read are here too.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -14,42 +15,13 @@ use super::state::{DevFd, FdObj, IoObj, Iommu, KernelState};
 use super::type1::gc_container;
 use super::{MockKernel, PAGE};
 use crate::kernel::{Errno, KResult, KernelFd, KernelOp};
+use crate::mock::fault::kernel_fault;
 use crate::mock::HostState;
 
 /// A descriptor number far above any the process has open: a bad descriptor for tests.
 pub const MOCK_FD_BASE: RawFd = 0x4000_0000;
 
-/// When an injected fault fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultWhen {
-    /// On every call from now on (until [`MockKernel::clear_faults`]).
-    Always,
-    /// On the next call only.
-    Once,
-    /// On the Nth call from now (1 = the next call), once.
-    Nth(u32),
-}
-
-/// An injected fault: `op` fails with `errno` on the calls `when` selects.
-#[derive(Debug, Clone)]
-pub(super) struct Fault {
-    op: KernelOp,
-    errno: Errno,
-    when: FaultWhen,
-}
-
 impl MockKernel {
-    /// Makes `op` fail with `errno` on the calls `when` selects. Injected faults are
-    /// checked before the operation's own rules and leave the state untouched.
-    pub fn inject(&self, op: KernelOp, errno: Errno, when: FaultWhen) {
-        self.host.state().kernel.faults.push(Fault { op, errno, when });
-    }
-
-    /// Removes every injected fault.
-    pub fn clear_faults(&self) {
-        self.host.state().kernel.faults.clear();
-    }
-
     /// How many times `op` was called on this kernel (failed calls included).
     pub fn calls(&self, op: KernelOp) -> u64 {
         self.host.state().kernel.calls.get(&op).copied().unwrap_or(0)
@@ -95,51 +67,17 @@ impl MockKernel {
         (st.kernel.locked_mm + st.kernel.locked_user) * PAGE
     }
 
-    /// Locks the state, counts the call and fires an injected fault if one is due.
+    /// Locks the state, counts the call and fires an injected fault if one is due (see
+    /// [`MockHost::inject`](crate::mock::MockHost::inject)).
     pub(super) fn enter(&self, op: KernelOp) -> KResult<MutexGuard<'_, HostState>> {
         let mut st = self.host.state();
         *st.kernel.calls.entry(op).or_insert(0) += 1;
-        if let Some(e) = take_fault(&mut st.kernel, op) {
+        if let Some(e) = kernel_fault(&mut st, op) {
             return Err(e);
         }
         refresh_noiommu(&mut st);
         Ok(st)
     }
-}
-
-/// The errno of the first injected fault on `op` due now, if any; a fault that fires
-/// once is used up, an `Nth` one not yet due counts down.
-fn take_fault(k: &mut KernelState, op: KernelOp) -> Option<Errno> {
-    let mut fire = None;
-    let mut remove = None;
-    for (i, f) in k.faults.iter_mut().enumerate() {
-        if f.op != op {
-            continue;
-        }
-        match f.when {
-            FaultWhen::Always => {
-                fire = Some(f.errno);
-            }
-            FaultWhen::Once => {
-                fire = Some(f.errno);
-                remove = Some(i);
-            }
-            FaultWhen::Nth(n) => {
-                if n <= 1 {
-                    fire = Some(f.errno);
-                    remove = Some(i);
-                } else {
-                    f.when = FaultWhen::Nth(n - 1);
-                    continue;
-                }
-            }
-        }
-        break;
-    }
-    if let Some(i) = remove {
-        k.faults.remove(i);
-    }
-    fire
 }
 
 /// The (device, inode) of an open descriptor's file.

@@ -28,7 +28,7 @@
 //! | file | models |
 //! | --- | --- |
 //! | `state.rs` | [`KernelState`] and the kernel objects in it |
-//! | `fds.rs` | the descriptor table, fault injection, call and leak counters |
+//! | `fds.rs` | the descriptor table, the calls' gate, call and leak counters |
 //! | `group.rs` | vfio groups and no-IOMMU groups (`group.c`) |
 //! | `type1.rs` | containers and the type1 IOMMU (`container.c`, `type1`) |
 //! | `iommufd.rs` | iommufd contexts, IOASes, auto domains (`iommufd/*`) |
@@ -67,7 +67,7 @@ use std::ptr::NonNull;
 use super::MockHost;
 use crate::kernel::*;
 
-pub use fds::{FaultWhen, MOCK_FD_BASE};
+pub use fds::MOCK_FD_BASE;
 pub(crate) use group::refresh_noiommu;
 pub use model::{DeviceModel, ModelCtx};
 pub use state::KernelState;

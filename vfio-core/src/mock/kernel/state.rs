@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{OwnedFd, RawFd};
 
-use super::fds::Fault;
 use super::model::DeviceModel;
 use super::MockKernelConfig;
 use crate::kernel::KernelOp;
@@ -169,7 +168,6 @@ pub struct KernelState {
     pub(super) mmaps: BTreeMap<usize, (PciAddress, usize)>,
     pub(super) models: BTreeMap<PciAddress, (u32, Box<dyn DeviceModel>)>,
     pub(crate) noiommu_ids: BTreeMap<PciAddress, u32>,
-    pub(super) faults: Vec<Fault>,
     pub(super) calls: BTreeMap<KernelOp, u64>,
     /// Pages pinned by type1 (`mm->locked_vm`).
     pub(super) locked_mm: u64,

@@ -22,7 +22,7 @@
 //!
 //! Host-level facts (modules, command line, IOMMUs, mounts, routes, files) are described
 //! by [`SysState`], reachable as [`HostState::sys`]. Faults are injected with
-//! [`MockHost::inject_fault`].
+//! [`MockHost::inject`] (see [`Fault`](crate::mock::Fault)).
 //!
 //! Every path is answered by one subsystem module, asked in turn (`SUBSYSTEMS`): PCI
 //! functions (`pci`), the driver core (`drivers`), SR-IOV (`sriov`), IOMMU groups and
@@ -34,7 +34,6 @@
 
 mod class;
 mod drivers;
-mod fault;
 mod files;
 mod iommu;
 mod mdev;
@@ -43,9 +42,8 @@ mod proc;
 mod sriov;
 mod state;
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
-pub use fault::{Fault, FaultOp};
 pub use state::{SimBlock, SimIommu, SimNet, SysState};
 
 use std::fmt::Display;
@@ -53,7 +51,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use super::{HostState, MockHost};
+use super::fault::check_fs;
+use super::{FaultOp, HostState, MockHost};
 use crate::hostfs::{normalize, not_regular, too_large, HeldLock, HostFs, NodeKind, NodeMeta};
 use crate::pci::PciAddress;
 
@@ -314,7 +313,7 @@ fn write_attr(st: &mut HostState, attr: Attr, data: &[u8]) -> io::Result<()> {
 impl HostFs for SimFs {
     fn read_limited(&self, path: &Path, max: usize) -> io::Result<Vec<u8>> {
         let mut st = self.host.state();
-        fault::check(&mut st, FaultOp::Read, path)?;
+        check_fs(&mut st, FaultOp::Read, path)?;
         let real = resolve(&st, path, true)?;
         let data = match node_at(&st, &real) {
             Some(Node::File(a, _)) => read_attr(&st, &a)?,
@@ -338,7 +337,7 @@ impl HostFs for SimFs {
 
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let mut st = self.host.state();
-        fault::check(&mut st, FaultOp::Write, path)?;
+        check_fs(&mut st, FaultOp::Write, path)?;
         let real = match resolve(&st, path, true) {
             Ok(r) => r,
             Err(e)
@@ -400,7 +399,7 @@ impl HostFs for SimFs {
 
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let mut st = self.host.state();
-        fault::check(&mut st, FaultOp::Chown, path)?;
+        check_fs(&mut st, FaultOp::Chown, path)?;
         let real = resolve(&st, path, false)?;
         match node_at(&st, &real) {
             None => return Err(err(libc::ENOENT)),
@@ -418,7 +417,7 @@ impl HostFs for SimFs {
 
     fn replace_file(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         let mut st = self.host.state();
-        fault::check(&mut st, FaultOp::Write, path)?;
+        check_fs(&mut st, FaultOp::Write, path)?;
         files::replace(&mut st, path, data, mode)
     }
 

@@ -1,11 +1,10 @@
 //! What the simulated host is, beyond its PCI functions: the facts sysfs and procfs
 //! show (modules, command line, IOMMU units, mounts, interfaces, disks, plain files) and
-//! the sysfs state that is not per device (VFs, mdevs, dynamic ids, owners, faults).
+//! the sysfs state that is not per device (VFs, mdevs, dynamic ids, owners).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use super::Fault;
 use crate::mock::MockHost;
 use crate::pci::PciAddress;
 
@@ -99,8 +98,6 @@ pub struct SysState {
     pub kernel_log: Option<String>,
     /// `RLIMIT_MEMLOCK` in bytes shown in `/proc/self/limits` (`None`: unlimited).
     pub memlock: Option<u64>,
-    /// Injected faults.
-    pub faults: Vec<Fault>,
     /// Every successful write, in order (path as given).
     pub writes: Vec<PathBuf>,
     /// Other processes running on the host: each shows as a `/proc/PID` directory.

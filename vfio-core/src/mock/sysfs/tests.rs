@@ -11,7 +11,7 @@ pub(super) fn a(s: &str) -> PciAddress {
     PciAddress::parse(s).unwrap()
 }
 
-pub(super) fn host() -> MockHost {
+pub(in crate::mock) fn host() -> MockHost {
     let nic = DeviceSpec::igb("0000:02:00.0").driver("igb").group(3);
     let mut gpu = DeviceSpec::new("0000:03:00.0").driver("i915").group(4);
     gpu.mdev_types = vec![MdevTypeSpec {
@@ -26,7 +26,7 @@ pub(super) fn host() -> MockHost {
         .with_sys(|s| *s = SysState::intel_ready())
 }
 
-pub(super) fn p(s: &str) -> &Path {
+pub(in crate::mock) fn p(s: &str) -> &Path {
     Path::new(s)
 }
 

@@ -1,8 +1,11 @@
 //! `vfiotool bind`, `unbind` and `restore` with a sysfs failure at every write: one-line
-//! errors, exit code 1, and the host as it was (or recoverable with `restore --all`).
+//! errors that say the change was rolled back, exit code 1, and the host as it was (or
+//! recoverable with `restore --all`). The library's own sweep over every read, write and
+//! chown is `vfio-core/tests/bind_rollback.rs`.
 
 use vfio_core::host::journal::read_journal;
-use vfio_core::mock::{DeviceSpec, FaultOp, MockHost, SysState};
+use vfio_core::kernel::Errno;
+use vfio_core::mock::{DeviceSpec, Fault, FaultOp, MockHost, SysState};
 use vfio_core::PciAddress;
 
 mod common;
@@ -24,31 +27,27 @@ fn driver(h: &MockHost) -> Option<String> {
     h.state().devices[&PciAddress::parse(EDU).unwrap()].driver.clone()
 }
 
-fn fired(h: &MockHost) -> bool {
-    h.state().sys.faults.iter().any(|f| f.seen == f.nth)
-}
-
 #[test]
 fn every_failed_write_of_bind_and_unbind_is_one_line_and_recoverable() {
     let mut cases = 0;
-    for errno in [libc::EIO, libc::EACCES, libc::EBUSY, libc::ENOSPC] {
+    for errno in [Errno::EIO, Errno::EACCES, Errno::EBUSY, Errno::ENOSPC] {
         for cmd in ["bind", "unbind"] {
             for nth in 1.. {
                 let h = host();
                 if cmd == "unbind" {
                     assert_eq!(run(&h, &["bind", EDU]).0, 0);
                 }
-                h.inject_fault(FaultOp::Write, None, nth, errno);
+                h.inject(Fault::fs(FaultOp::Write).nth(nth).errno(errno));
                 let (code, err) = run(&h, &[cmd, EDU]);
-                if !fired(&h) {
+                if h.faults_fired() == 0 {
                     assert_eq!(code, 0, "{err}");
                     break;
                 }
                 cases += 1;
-                let case = format!("{cmd} write #{nth} errno {errno}");
+                let case = format!("{cmd} write #{nth} {errno:?}");
                 assert_eq!(code, 1, "{case}");
                 assert!(err.starts_with("vfiotool: ") && err.lines().count() == 1, "{case}: {err}");
-                h.state().sys.faults.clear();
+                h.clear_faults();
                 if cmd == "bind" {
                     assert_eq!(driver(&h).as_deref(), Some("edu"), "{case}: {err}");
                     assert!(read_journal(&*h.fs()).unwrap().is_empty(), "{case}");
@@ -62,4 +61,15 @@ fn every_failed_write_of_bind_and_unbind_is_one_line_and_recoverable() {
         }
     }
     assert!(cases >= 20, "{cases}");
+}
+
+#[test]
+fn a_failed_probe_is_rolled_back_and_said_in_one_line() {
+    let h = host();
+    h.inject(Fault::fs(FaultOp::Write).path("/sys/bus/pci/drivers_probe").errno(Errno::EIO));
+    let (code, err) = run(&h, &["bind", "00:04.0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("rolled back") && err.lines().count() == 1, "{err}");
+    assert_eq!(driver(&h).as_deref(), Some("edu"));
+    assert!(read_journal(&*h.fs()).unwrap().is_empty());
 }
