@@ -43,11 +43,12 @@ bash tests/miri.sh
 step "fuzz/run.sh 5 (every fuzz target, 5 s each)"
 fuzz/run.sh 5
 
-# The nested VM lab: boots the stock and the custom kernel (built on first use and cached in
-# $VFIO_LAB_CACHE, default ~/.cache/vfio-lab) under QEMU/TCG with virtio-iommu and runs the
-# in-VM suite. It installs its own packages (QEMU, busybox, kernel build tools) with apt-get.
-# Cold (kernel build included) about 5-11 min on 2 cores, warm about 12 s. SKIP_VM=1 skips it.
-step "vfio-lab suite (nested VM, stock and custom kernels)"
+# The nested VM lab: the matrix of docs/lab.md (Debian's 6.12 and newest stock kernels, the
+# custom 6.12 and newest builds, under QEMU 7.2 and 10, with and without an IOMMU), kernels
+# fetched or built on first use and cached in $VFIO_LAB_CACHE (default ~/.cache/vfio-lab).
+# It installs its own packages with apt-get and fetches other suites' packages into the
+# cache only. Timings: docs/lab.md. SKIP_VM=1 skips it.
+step "vfio-lab suite (nested VM: every kernel, QEMU and VFIO mode)"
 if [ "${SKIP_VM:-0}" = 1 ]; then
     echo "skipped: SKIP_VM=1"
 else
