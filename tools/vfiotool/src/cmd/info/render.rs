@@ -2,7 +2,7 @@
 //! field and a hex dump with `-vv`. (`--json` is the serialized [`DeviceInfo`].)
 
 use vfio_core::pci::caps::{Acs, CapabilityFields};
-use vfio_core::pci::config::{Bar, BarKind, DecodedConfig, Header, RomBar};
+use vfio_core::pci::config::{BarKind, DecodedBar, DecodedConfig, Header, RomBar};
 use vfio_core::pci::Capability;
 
 use super::caps::{cap_summary, pm};
@@ -124,7 +124,7 @@ fn group_line(group: Option<&IommuGroup>) -> String {
     }
 }
 
-fn bar_line(b: &Bar) -> String {
+fn bar_line(b: &DecodedBar) -> String {
     let kind = match b.kind {
         BarKind::Io => "I/O ports",
         BarKind::Memory32 => "32-bit memory",
@@ -142,7 +142,7 @@ fn bar_line(b: &Bar) -> String {
 
 /// The BARs, the ROM BAR (with `-v`, or when sysfs shows no ROM) and the ROM.
 fn bar_lines(info: &DeviceInfo<'_>, verbose: u8) -> Vec<String> {
-    let (bars, rom_bar): (&[Bar], Option<&RomBar>) = match &info.config.header {
+    let (bars, rom_bar): (&[DecodedBar], Option<&RomBar>) = match &info.config.header {
         Header::Endpoint(h) => (h.bars.as_slice(), h.expansion_rom.as_ref()),
         Header::Bridge(b) => (b.bars.as_slice(), b.expansion_rom.as_ref()),
         Header::Other { .. } => (&[][..], None),
