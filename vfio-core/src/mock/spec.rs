@@ -136,7 +136,8 @@ pub struct DeviceSpec {
     pub mdev_types: Vec<MdevTypeSpec>,
     /// Config space bytes to overlay on the generated image (offset, bytes).
     pub config_patches: Vec<(u16, Vec<u8>)>,
-    /// Device-specific VFIO regions (indices 9 and up).
+    /// Device-specific VFIO regions, in order from index 9
+    /// ([`RegionIndex::FIRST_DEVICE_SPECIFIC`](crate::RegionIndex::FIRST_DEVICE_SPECIFIC)).
     pub extra_regions: Vec<RegionSpec>,
 }
 
