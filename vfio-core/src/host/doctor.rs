@@ -42,7 +42,7 @@ impl fmt::Display for Verdict {
 pub struct Check {
     /// Stable identifier (`iommu`, `module:vfio_pci`...).
     pub id: String,
-    /// The verdict (`status` in the JSON, as in `doctor --json`).
+    /// The verdict (the `status` of `doctor --json`).
     pub status: Verdict,
     /// What was found.
     pub message: String,
