@@ -27,7 +27,7 @@ use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::iova::IovaAllocator;
 use vfio_core::kernel::RealKernel;
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
-use vfio_core::{AddressSpace, DmaPerm, Interface, IrqIndex, PciAddress, Vfio};
+use vfio_core::{AddressSpace, DmaPerm, Interface, IrqIndex, PciAddress, RegionIndex, Vfio};
 use vfio_ioctls::{VfioContainer, VfioDevice, VfioOps};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -210,10 +210,10 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
     dev.disable_irqs(irq)?;
 
     // BAR and config access.
-    let bar0 = dev.region(0)?.clone();
-    let cfg = dev.region(7)?.clone();
+    let bar0 = dev.region(RegionIndex::BAR0)?.clone();
+    let cfg = dev.region(RegionIndex::CONFIG)?.clone();
     if bar0.size >= 4096 && !bar0.mmap_areas.is_empty() {
-        let bar = dev.bar(0)?;
+        let bar = dev.bar(RegionIndex::BAR0)?;
         // The C baseline maps BAR0 itself.
         // SAFETY: a fresh shared mapping of the device's BAR0, unmapped below.
         let p = unsafe {
@@ -240,7 +240,7 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
         // SAFETY: the mapping made above.
         unsafe { libc::munmap(p, 4096) };
     }
-    let mut pread_row = |name: &str, index: u32, offset: u64| {
+    let mut pread_row = |name: &str, index: RegionIndex, offset: u64| {
         let mut cands = vec![
             Candidate::new("vfio-core", || {
                 let mut b = [0u8; 4];
@@ -257,16 +257,16 @@ fn real(addr: PciAddress) -> Result<Vec<Comparison>, vfio_core::Error> {
         if let Some(p) = &peer {
             cands.push(Candidate::new("vfio-ioctls", || {
                 let mut b = [0u8; 4];
-                p.device.region_read(index, &mut b, 0);
+                p.device.region_read(index.raw(), &mut b, 0);
                 std::hint::black_box(b);
             }));
         }
         rows.push(compare(name, &mut cands, rounds(), 1000));
     };
     if bar0.size >= 4 {
-        pread_row("BAR0 32-bit read through pread", 0, bar0.offset);
+        pread_row("BAR0 32-bit read through pread", RegionIndex::BAR0, bar0.offset);
     }
-    pread_row("config space 32-bit read", 7, cfg.offset);
+    pread_row("config space 32-bit read", RegionIndex::CONFIG, cfg.offset);
     Ok(rows)
 }
 
@@ -327,12 +327,12 @@ fn mock_benches(c: &mut Criterion) {
         dev.disable_irqs(IrqIndex::Msix).unwrap();
         g.finish();
         let mut g = c.benchmark_group(format!("mock/{label}/access"));
-        let bar = dev.bar(0).unwrap();
+        let bar = dev.bar(RegionIndex::BAR0).unwrap();
         g.bench_function("BAR0 read32 mmap", |b| b.iter(|| bar.read::<u32>(0x8).unwrap()));
         g.bench_function("BAR0 read32 pread", |b| {
             b.iter(|| {
                 let mut x = [0u8; 4];
-                dev.read_region(0, 0x8, &mut x).unwrap();
+                dev.read_region(RegionIndex::BAR0, 0x8, &mut x).unwrap();
                 x
             })
         });

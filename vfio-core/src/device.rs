@@ -6,13 +6,11 @@
 
 use std::sync::Arc;
 
-use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
-
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{
-    parse_device_info, parse_region_info, DeviceInfo, RegionFlags, RegionInfo, DEVICE_INFO_SIZE,
-    REGION_INFO_SIZE,
+    parse_device_info, parse_region_info, DeviceInfo, RegionFlags, RegionIndex, RegionInfo,
+    DEVICE_INFO_SIZE, REGION_INFO_SIZE,
 };
 use crate::iommufd::Ioas;
 use crate::kernel::{
@@ -21,18 +19,6 @@ use crate::kernel::{
 };
 use crate::pci::PciAddress;
 use crate::rom::{trim_to_images, MAX_ROM_BYTES, ROM_READ_CHUNK};
-
-/// Region indexes of a vfio-pci device.
-pub mod regions {
-    /// BAR 0 (BARs 1..5 follow).
-    pub const BAR0: u32 = 0;
-    /// The expansion ROM.
-    pub const ROM: u32 = 6;
-    /// PCI config space.
-    pub const CONFIG: u32 = 7;
-    /// Legacy VGA ranges.
-    pub const VGA: u32 = 8;
-}
 
 /// What keeps a device fd usable: the device must close before these go.
 #[derive(Debug)]
@@ -161,6 +147,7 @@ impl Device {
         // On error `dev` is dropped, which closes the fd (and detaches).
         dev.info = dev.read_info()?;
         dev.regions = (0..dev.info.num_regions.min(64))
+            .map(RegionIndex::new)
             .map(|i| match dev.read_region_info(i) {
                 // vfio-pci answers EINVAL for regions the device lacks (VGA on a
                 // non-VGA device): an absent region, not a failure. BARs, the ROM and
@@ -168,7 +155,7 @@ impl Device {
                 // a real failure.
                 Err(e)
                     if e.errno() == Some(Errno::EINVAL)
-                        && (i >= regions::VGA || !dev.info.is_pci()) =>
+                        && (i >= RegionIndex::VGA || !dev.info.is_pci()) =>
                 {
                     Ok(RegionInfo::absent(i))
                 }
@@ -206,12 +193,12 @@ impl Device {
         parse_device_info(&buf).ok_or_else(|| self.kerr(KernelOp::DeviceGetInfo, Errno::EINVAL))
     }
 
-    fn read_region_info(&self, index: u32) -> Result<RegionInfo> {
+    fn read_region_info(&self, index: RegionIndex) -> Result<RegionInfo> {
         let mut buf = vec![0u8; REGION_INFO_SIZE];
         for _ in 0..4 {
             let len = buf.len() as u32;
             buf[..4].copy_from_slice(&len.to_ne_bytes());
-            buf[8..12].copy_from_slice(&index.to_ne_bytes());
+            buf[8..12].copy_from_slice(&index.raw().to_ne_bytes());
             self.kernel
                 .device_get_region_info(self.fd(), &mut buf)
                 .map_err(|e| self.kerr(KernelOp::DeviceGetRegionInfo, e))?;
@@ -246,7 +233,7 @@ impl Device {
     }
 
     #[cold]
-    fn no_region(&self, index: u32) -> Error {
+    fn no_region(&self, index: RegionIndex) -> Error {
         Error::NotFound {
             what: format!("region {index} of {}", self.target()),
             hint: Some(format!("the device has {} regions", self.regions.len())),
@@ -254,7 +241,7 @@ impl Device {
     }
 
     #[cold]
-    fn out_of_region(&self, index: u32, offset: u64, len: usize, size: u64) -> Error {
+    fn out_of_region(&self, index: RegionIndex, offset: u64, len: usize, size: u64) -> Error {
         Error::OutOfBounds {
             what: format!("region {index} of {}", self.target()),
             offset,
@@ -265,8 +252,9 @@ impl Device {
 
     /// One region's info.
     #[inline]
-    pub fn region(&self, index: u32) -> Result<&RegionInfo> {
-        match self.regions.get(index as usize) {
+    pub fn region(&self, index: impl Into<RegionIndex>) -> Result<&RegionInfo> {
+        let index = index.into();
+        match self.regions.get(index.raw() as usize) {
             Some(r) => Ok(r),
             None => Err(self.no_region(index)),
         }
@@ -295,7 +283,7 @@ impl Device {
     }
 
     #[inline]
-    fn check_access(&self, index: u32, offset: u64, len: usize) -> Result<&RegionInfo> {
+    fn check_access(&self, index: RegionIndex, offset: u64, len: usize) -> Result<&RegionInfo> {
         let r = self.region(index)?;
         match offset.checked_add(len as u64) {
             Some(end) if end <= r.size => Ok(r),
@@ -305,8 +293,13 @@ impl Device {
 
     /// Reads `buf.len()` bytes at `offset` of a region (pread). No heap allocation.
     #[inline]
-    pub fn read_region(&self, index: u32, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let r = self.check_access(index, offset, buf.len())?;
+    pub fn read_region(
+        &self,
+        index: impl Into<RegionIndex>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let r = self.check_access(index.into(), offset, buf.len())?;
         let n = self
             .kernel
             .region_read(self.fd(), r.offset + offset, buf)
@@ -319,8 +312,13 @@ impl Device {
 
     /// Writes `buf` at `offset` of a region (pwrite). No heap allocation.
     #[inline]
-    pub fn write_region(&self, index: u32, offset: u64, buf: &[u8]) -> Result<()> {
-        let r = self.check_access(index, offset, buf.len())?;
+    pub fn write_region(
+        &self,
+        index: impl Into<RegionIndex>,
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<()> {
+        let r = self.check_access(index.into(), offset, buf.len())?;
         let n = self
             .kernel
             .region_write(self.fd(), r.offset + offset, buf)
@@ -335,7 +333,7 @@ impl Device {
     #[inline]
     pub fn config_read_u8(&self, offset: u16) -> Result<u8> {
         let mut b = [0u8; 1];
-        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        self.read_region(RegionIndex::CONFIG, offset.into(), &mut b)?;
         Ok(b[0])
     }
 
@@ -343,7 +341,7 @@ impl Device {
     #[inline]
     pub fn config_read_u16(&self, offset: u16) -> Result<u16> {
         let mut b = [0u8; 2];
-        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        self.read_region(RegionIndex::CONFIG, offset.into(), &mut b)?;
         Ok(u16::from_le_bytes(b))
     }
 
@@ -351,44 +349,44 @@ impl Device {
     #[inline]
     pub fn config_read_u32(&self, offset: u16) -> Result<u32> {
         let mut b = [0u8; 4];
-        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &mut b)?;
+        self.read_region(RegionIndex::CONFIG, offset.into(), &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
     /// Writes a config-space byte.
     #[inline]
     pub fn config_write_u8(&self, offset: u16, v: u8) -> Result<()> {
-        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &[v])
+        self.write_region(RegionIndex::CONFIG, offset.into(), &[v])
     }
 
     /// Writes a little-endian config-space word.
     #[inline]
     pub fn config_write_u16(&self, offset: u16, v: u16) -> Result<()> {
-        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
+        self.write_region(RegionIndex::CONFIG, offset.into(), &v.to_le_bytes())
     }
 
     /// Writes a little-endian config-space dword.
     #[inline]
     pub fn config_write_u32(&self, offset: u16, v: u32) -> Result<()> {
-        self.write_region(VFIO_PCI_CONFIG_REGION_INDEX, offset.into(), &v.to_le_bytes())
+        self.write_region(RegionIndex::CONFIG, offset.into(), &v.to_le_bytes())
     }
 
     /// Reads the whole config region (256 bytes for conventional PCI, 4 KiB for PCIe).
     pub fn config_space(&self) -> Result<Vec<u8>> {
-        let size = self.region(VFIO_PCI_CONFIG_REGION_INDEX)?.size.min(4096) as usize;
+        let size = self.region(RegionIndex::CONFIG)?.size.min(4096) as usize;
         let mut buf = vec![0u8; size];
-        self.read_region(VFIO_PCI_CONFIG_REGION_INDEX, 0, &mut buf)?;
+        self.read_region(RegionIndex::CONFIG, 0, &mut buf)?;
         Ok(buf)
     }
 
-    /// Reads the option ROM through the VFIO ROM region ([`regions::ROM`]) with pread,
+    /// Reads the option ROM through the VFIO ROM region ([`RegionIndex::ROM`]) with pread,
     /// in [`ROM_READ_CHUNK`] chunks, at most [`MAX_ROM_BYTES`], and keeps the images up to
     /// the one marked last ([`trim_to_images`]): the bytes the sysfs `rom` attribute
     /// gives, without enabling the ROM BAR through sysfs. A device without an expansion
     /// ROM BAR (an empty or unreadable region) is a [`Error::NotFound`]. The whole region,
-    /// padding included, is [`Device::read_region`] of [`regions::ROM`].
+    /// padding included, is [`Device::read_region`] of [`RegionIndex::ROM`].
     pub fn read_rom(&self) -> Result<Vec<u8>> {
-        let region = self.region(regions::ROM)?;
+        let region = self.region(RegionIndex::ROM)?;
         if region.size == 0 || !region.flags.contains(RegionFlags::READ) {
             return Err(Error::NotFound {
                 what: format!("ROM of {} (the VFIO ROM region is empty)", self.name),
@@ -399,7 +397,7 @@ impl Device {
         }
         let mut data = vec![0u8; region.size.min(MAX_ROM_BYTES) as usize];
         for (i, chunk) in data.chunks_mut(ROM_READ_CHUNK).enumerate() {
-            self.read_region(regions::ROM, (i * ROM_READ_CHUNK) as u64, chunk)
+            self.read_region(RegionIndex::ROM, (i * ROM_READ_CHUNK) as u64, chunk)
                 .map_err(|e| e.with_hint("is the device powered (not in D3cold)? check dmesg"))?;
         }
         Ok(trim_to_images(data))
@@ -462,7 +460,7 @@ mod tests {
             .with_sys(|s| s.load_vfio());
         let vfio = Vfio::new(h.kernel(), h.fs());
         let dev = vfio.open(PciAddress::parse("0000:00:04.0").unwrap(), Interface::Auto).unwrap();
-        let region = dev.region(regions::ROM).unwrap().size;
+        let region = dev.region(RegionIndex::ROM).unwrap().size;
         assert!(region > rom.len() as u64, "the BAR is larger than the image: {region}");
         assert_eq!(dev.read_rom().unwrap(), rom);
         // Nothing went through the sysfs `rom` attribute.

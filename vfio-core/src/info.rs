@@ -9,6 +9,12 @@
 use std::fmt;
 
 use bitflags::bitflags;
+use vfio_bindings::bindings::vfio::{
+    VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_BAR1_REGION_INDEX, VFIO_PCI_BAR2_REGION_INDEX,
+    VFIO_PCI_BAR3_REGION_INDEX, VFIO_PCI_BAR4_REGION_INDEX, VFIO_PCI_BAR5_REGION_INDEX,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_NUM_REGIONS, VFIO_PCI_ROM_REGION_INDEX,
+    VFIO_PCI_VGA_REGION_INDEX,
+};
 
 use crate::bytes::{ne_u16, ne_u32, ne_u64};
 
@@ -86,6 +92,103 @@ pub fn walk_caps(buf: &[u8], first: u32) -> Result<Vec<RawCap<'_>>, ChainError> 
     Ok(caps)
 }
 
+/// Which region of a device a call means: the `index` of `VFIO_DEVICE_GET_REGION_INFO`.
+///
+/// vfio-pci gives every device the same nine regions, numbered as the kernel's
+/// `VFIO_PCI_*_REGION_INDEX`: the six BARs ([`BAR0`](Self::BAR0) to
+/// [`BAR5`](Self::BAR5)), the expansion [`ROM`](Self::ROM), [`CONFIG`](Self::CONFIG) space
+/// and the legacy [`VGA`](Self::VGA) ranges; a region the device lacks has size 0 (VGA
+/// may be absent altogether). Device-specific regions (IGD OpRegion, EDID, migration) come
+/// after them, from [`FIRST_DEVICE_SPECIFIC`](Self::FIRST_DEVICE_SPECIFIC), and are told
+/// apart by their type ([`RegionInfo::region_type`]), not by their number.
+///
+/// The calls that take a region index take `impl Into<RegionIndex>`, so a number works
+/// too (`device.bar(0)` is `device.bar(RegionIndex::BAR0)`). It displays as the number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(transparent))]
+pub struct RegionIndex(u32);
+
+impl RegionIndex {
+    /// BAR 0.
+    pub const BAR0: RegionIndex = RegionIndex(VFIO_PCI_BAR0_REGION_INDEX);
+    /// BAR 1.
+    pub const BAR1: RegionIndex = RegionIndex(VFIO_PCI_BAR1_REGION_INDEX);
+    /// BAR 2.
+    pub const BAR2: RegionIndex = RegionIndex(VFIO_PCI_BAR2_REGION_INDEX);
+    /// BAR 3.
+    pub const BAR3: RegionIndex = RegionIndex(VFIO_PCI_BAR3_REGION_INDEX);
+    /// BAR 4.
+    pub const BAR4: RegionIndex = RegionIndex(VFIO_PCI_BAR4_REGION_INDEX);
+    /// BAR 5.
+    pub const BAR5: RegionIndex = RegionIndex(VFIO_PCI_BAR5_REGION_INDEX);
+    /// The expansion ROM (read-only).
+    pub const ROM: RegionIndex = RegionIndex(VFIO_PCI_ROM_REGION_INDEX);
+    /// PCI config space (256 bytes, or 4 KiB for PCI Express).
+    pub const CONFIG: RegionIndex = RegionIndex(VFIO_PCI_CONFIG_REGION_INDEX);
+    /// The legacy VGA ranges (VGA devices only).
+    pub const VGA: RegionIndex = RegionIndex(VFIO_PCI_VGA_REGION_INDEX);
+    /// The first device-specific region, after the nine vfio-pci ones.
+    pub const FIRST_DEVICE_SPECIFIC: RegionIndex = RegionIndex(VFIO_PCI_NUM_REGIONS);
+
+    /// The region the kernel numbers `raw`.
+    pub const fn new(raw: u32) -> Self {
+        RegionIndex(raw)
+    }
+
+    /// The kernel's index number.
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// The BAR this region is (0 to 5), `None` for the others.
+    pub const fn bar_number(self) -> Option<u8> {
+        if self.0 <= VFIO_PCI_BAR5_REGION_INDEX {
+            Some(self.0 as u8)
+        } else {
+            None
+        }
+    }
+
+    /// vfio-pci's name of the region: `BAR0`..`BAR5`, `ROM`, `CONFIG`, `VGA`; `None` for
+    /// a device-specific region.
+    pub const fn name(self) -> Option<&'static str> {
+        const NAMES: [&str; 9] =
+            ["BAR0", "BAR1", "BAR2", "BAR3", "BAR4", "BAR5", "ROM", "CONFIG", "VGA"];
+        if self.0 < VFIO_PCI_NUM_REGIONS {
+            Some(NAMES[self.0 as usize])
+        } else {
+            None
+        }
+    }
+}
+
+impl From<u32> for RegionIndex {
+    fn from(raw: u32) -> Self {
+        RegionIndex(raw)
+    }
+}
+
+impl From<RegionIndex> for u32 {
+    fn from(index: RegionIndex) -> Self {
+        index.0
+    }
+}
+
+impl fmt::Display for RegionIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for RegionIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "RegionIndex({})", self.0),
+        }
+    }
+}
+
 bitflags! {
     /// `vfio_region_info.flags`.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,7 +218,7 @@ pub struct MmapArea {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionInfo {
     /// Region index.
-    pub index: u32,
+    pub index: RegionIndex,
     /// Access flags.
     pub flags: RegionFlags,
     /// Size in bytes.
@@ -135,7 +238,7 @@ pub struct RegionInfo {
 
 impl RegionInfo {
     /// A region the device does not have (size 0, no access).
-    pub fn absent(index: u32) -> Self {
+    pub fn absent(index: RegionIndex) -> Self {
         RegionInfo {
             index,
             flags: RegionFlags::empty(),
@@ -156,7 +259,7 @@ pub const REGION_INFO_SIZE: usize = 32;
 /// short for the fixed struct.
 pub fn parse_region_info(buf: &[u8]) -> Option<RegionInfo> {
     let flags = RegionFlags::from_bits_retain(ne_u32(buf, 4)?);
-    let index = ne_u32(buf, 8)?;
+    let index = RegionIndex(ne_u32(buf, 8)?);
     let cap_offset = ne_u32(buf, 12)?;
     let size = ne_u64(buf, 16)?;
     let offset = ne_u64(buf, 24)?;
@@ -319,6 +422,26 @@ pub fn parse_device_info(buf: &[u8]) -> Option<DeviceInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_indexes_are_vfio_pci_s() {
+        assert_eq!(RegionIndex::BAR0.raw(), 0);
+        assert_eq!(RegionIndex::BAR5.bar_number(), Some(5));
+        assert_eq!(RegionIndex::ROM, RegionIndex::from(6));
+        assert_eq!(u32::from(RegionIndex::CONFIG), 7);
+        assert_eq!(RegionIndex::VGA.raw(), 8);
+        assert_eq!(RegionIndex::FIRST_DEVICE_SPECIFIC.raw(), 9);
+        assert_eq!(RegionIndex::CONFIG.bar_number(), None);
+        let names: Vec<_> = (0..10).map(|i| RegionIndex::new(i).name()).collect();
+        assert_eq!(names[..3], [Some("BAR0"), Some("BAR1"), Some("BAR2")]);
+        assert_eq!(names[6..], [Some("ROM"), Some("CONFIG"), Some("VGA"), None]);
+        assert_eq!(format!("{} {}", RegionIndex::ROM, RegionIndex::new(12)), "6 12");
+        assert_eq!(
+            format!("{:?} {:?}", RegionIndex::ROM, RegionIndex::new(12)),
+            "ROM RegionIndex(12)"
+        );
+        assert!(RegionIndex::VGA < RegionIndex::FIRST_DEVICE_SPECIFIC);
+    }
 
     fn put32(b: &mut [u8], off: usize, v: u32) {
         b[off..off + 4].copy_from_slice(&v.to_ne_bytes());

@@ -72,5 +72,5 @@ pub use error::{Error, Result};
 pub use fds::DeviceFds;
 pub use irq::{IrqIndex, IrqInfo};
 pub use pci::PciAddress;
-pub use region::{HostArea, RegionMapping};
+pub use region::{HostArea, RegionIndex, RegionMapping};
 pub use vfio::{Interface, Vfio};

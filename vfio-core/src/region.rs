@@ -3,7 +3,8 @@
 //! [`Device::map_region`] maps every mmap-able area of a region (honouring sparse areas,
 //! such as the hole the kernel leaves over an MSI-X table). [`Device::bar`] gives a
 //! [`Bar`] that uses the mapping where there is one and pread/pwrite elsewhere, so a
-//! driver works whether or not the kernel lets it mmap.
+//! driver works whether or not the kernel lets it mmap. Regions are named by their
+//! [`RegionIndex`] (`RegionIndex::BAR0`, or a plain number).
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::info::RegionFlags;
 use crate::kernel::{KernelOp, VfioKernel};
+
+pub use crate::info::RegionIndex;
 
 /// One mapped area of a region.
 #[derive(Debug)]
@@ -28,7 +31,7 @@ struct Area {
 #[derive(Debug)]
 struct Mapping {
     kernel: Arc<dyn VfioKernel>,
-    index: u32,
+    index: RegionIndex,
     size: u64,
     /// The region has READ (the mapping is `PROT_READ`).
     readable: bool,
@@ -204,7 +207,7 @@ impl Mapping {
 
 impl MappedRegion<'_> {
     /// The region index.
-    pub fn index(&self) -> u32 {
+    pub fn index(&self) -> RegionIndex {
         self.map.index
     }
 
@@ -244,7 +247,7 @@ impl RegionMapping {
     }
 
     /// The region index.
-    pub fn index(&self) -> u32 {
+    pub fn index(&self) -> RegionIndex {
         self.map.index
     }
 
@@ -280,7 +283,7 @@ impl RegionMapping {
 
 /// The error of an access the region's flags do not allow.
 #[cold]
-fn access_denied(device: &Device, index: u32, access: &str, flag: &str) -> Error {
+fn access_denied(device: &Device, index: RegionIndex, access: &str, flag: &str) -> Error {
     Error::Unsupported {
         what: format!("{access} of region {index} of {}", device.target()),
         hint: Some(format!("the kernel reports the region without {flag}")),
@@ -291,7 +294,7 @@ fn access_denied(device: &Device, index: u32, access: &str, flag: &str) -> Error
 #[derive(Debug)]
 pub struct Bar<'d> {
     device: &'d Device,
-    index: u32,
+    index: RegionIndex,
     readable: bool,
     writable: bool,
     map: Option<MappedRegion<'d>>,
@@ -334,24 +337,27 @@ impl Bar<'_> {
     }
 
     /// The region index.
-    pub fn index(&self) -> u32 {
+    pub fn index(&self) -> RegionIndex {
         self.index
     }
 }
 
 impl Device {
     /// Maps every mmap-able area of a region. Fails when the region offers no mmap.
-    pub fn map_region(&self, index: u32) -> Result<MappedRegion<'_>> {
-        Ok(MappedRegion { device: self, map: self.mmap_areas(index)? })
+    pub fn map_region(&self, index: impl Into<RegionIndex>) -> Result<MappedRegion<'_>> {
+        Ok(MappedRegion { device: self, map: self.mmap_areas(index.into())? })
     }
 
     /// Maps every mmap-able area of a region into a mapping that keeps the device alive
     /// ([`RegionMapping`]: owned, `Send + Sync`, with host addresses for KVM).
-    pub fn map_region_owned(self: &Arc<Self>, index: u32) -> Result<RegionMapping> {
-        Ok(RegionMapping { device: self.clone(), map: self.mmap_areas(index)? })
+    pub fn map_region_owned(
+        self: &Arc<Self>,
+        index: impl Into<RegionIndex>,
+    ) -> Result<RegionMapping> {
+        Ok(RegionMapping { device: self.clone(), map: self.mmap_areas(index.into())? })
     }
 
-    fn mmap_areas(&self, index: u32) -> Result<Mapping> {
+    fn mmap_areas(&self, index: RegionIndex) -> Result<Mapping> {
         let r = self.region(index)?;
         if !r.flags.contains(RegionFlags::MMAP) || r.mmap_areas.is_empty() {
             return Err(Error::Unsupported {
@@ -390,19 +396,21 @@ impl Device {
         Ok(m)
     }
 
-    /// A BAR accessor: mapped when the kernel offers mmap, pread/pwrite otherwise.
-    pub fn bar(&self, index: u32) -> Result<Bar<'_>> {
-        if index > 5 {
+    /// A BAR accessor ([`RegionIndex::BAR0`] to [`RegionIndex::BAR5`]): mapped when the
+    /// kernel offers mmap, pread/pwrite otherwise.
+    pub fn bar(&self, index: impl Into<RegionIndex>) -> Result<Bar<'_>> {
+        let index = index.into();
+        let Some(n) = index.bar_number() else {
             return Err(Error::Invalid {
                 what: "BAR index",
                 input: index.to_string(),
                 reason: "BARs are numbered 0 to 5".into(),
             });
-        }
+        };
         let r = self.region(index)?;
         if r.size == 0 {
             return Err(Error::NotFound {
-                what: format!("BAR{index} of {}", self.target()),
+                what: format!("BAR{n} of {}", self.target()),
                 hint: Some("the device does not implement that BAR".into()),
             });
         }

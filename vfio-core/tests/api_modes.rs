@@ -10,7 +10,9 @@ use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::kernel::{Errno, KernelOp};
 use vfio_core::mock::{DeviceSpec, Fault, MockHost, MockKernelConfig};
 use vfio_core::pci::ConfigSpace;
-use vfio_core::{AddressSpace, DmaPerm, DmaPool, Error, Interface, IrqIndex, PciAddress, Vfio};
+use vfio_core::{
+    AddressSpace, DmaPerm, DmaPool, Error, Interface, IrqIndex, PciAddress, RegionIndex, Vfio,
+};
 use vmm_sys_util::eventfd::EventFd;
 
 #[path = "common/modes.rs"]
@@ -116,9 +118,10 @@ fn region_io_is_bounds_checked() {
     let dev = vfio(&host).open(addr("0000:00:04.0"), Interface::Container).unwrap();
     let mut b = [0u8; 8];
     assert!(matches!(dev.read_region(0, (1 << 20) - 4, &mut b), Err(Error::OutOfBounds { .. })));
-    assert!(matches!(dev.read_region(6, 0, &mut b), Err(Error::OutOfBounds { .. })), "no ROM");
+    let rom = dev.read_region(RegionIndex::ROM, 0, &mut b);
+    assert!(matches!(rom, Err(Error::OutOfBounds { .. })), "no ROM");
     assert!(matches!(dev.read_region(40, 0, &mut b), Err(Error::NotFound { .. })));
-    assert!(matches!(dev.bar(7), Err(Error::Invalid { .. })));
+    assert!(matches!(dev.bar(RegionIndex::CONFIG), Err(Error::Invalid { .. })));
     assert!(matches!(dev.bar(1), Err(Error::NotFound { .. })));
 }
 

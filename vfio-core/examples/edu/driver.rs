@@ -11,7 +11,7 @@
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use vfio_core::region::Bar;
+use vfio_core::region::{Bar, RegionIndex};
 use vfio_core::{Device, DmaBuffer, DmaPool, IrqIndex, Result};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -75,7 +75,7 @@ impl<'d> Edu<'d> {
     /// Takes BAR0 and turns on memory decoding and bus mastering.
     pub fn new(device: &'d Device) -> Result<Self> {
         device.enable_bus_master()?;
-        Ok(Edu { device, bar: device.bar(0)?, irq: None })
+        Ok(Edu { device, bar: device.bar(RegionIndex::BAR0)?, irq: None })
     }
 
     /// (major, minor) from the identification register, if it carries edu's signature.

@@ -12,10 +12,10 @@ use std::path::Path;
 use crate::host::read_opt;
 use crate::hostfs::{HostFs, NodeKind};
 
-/// The outcome of one check.
+/// The verdict of one check (PASS, WARN, FAIL or SKIP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Verdict {
     /// Fine.
     Pass,
     /// Works, with a risk or a cost worth knowing.
@@ -26,13 +26,13 @@ pub enum Status {
     Skip,
 }
 
-impl fmt::Display for Status {
+impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Status::Pass => "PASS",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-            Status::Skip => "SKIP",
+            Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "SKIP",
         })
     }
 }
@@ -42,15 +42,15 @@ impl fmt::Display for Status {
 pub struct Check {
     /// Stable identifier (`iommu`, `module:vfio_pci`...).
     pub id: String,
-    /// The outcome.
-    pub status: Status,
+    /// The verdict (the `status` of `doctor --json`).
+    pub status: Verdict,
     /// What was found.
     pub message: String,
     /// What to do, for this host, when not passing.
     pub fix: Option<String>,
 }
 
-fn check(id: &str, status: Status, message: impl Into<String>, fix: Option<String>) -> Check {
+fn check(id: &str, status: Verdict, message: impl Into<String>, fix: Option<String>) -> Check {
     Check { id: id.into(), status, message: message.into(), fix }
 }
 
@@ -266,7 +266,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         if let Some(l) = log_lines.first() {
             msg += &format!("; kernel log: {}", l.trim());
         }
-        out.push(check("iommu", Status::Pass, msg, None));
+        out.push(check("iommu", Verdict::Pass, msg, None));
     } else {
         let asked = cmdline.iommu_asked;
         let mut msg =
@@ -289,23 +289,23 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
                 cmdline_fix(fs, iommu_param)
             )
         };
-        out.push(check("iommu", Status::Fail, msg, Some(fix)));
+        out.push(check("iommu", Verdict::Fail, msg, Some(fix)));
     }
 
     // 2. Passthrough mode for host devices.
     if !active {
-        out.push(check("iommu-pt", Status::Skip, "no IOMMU", None));
+        out.push(check("iommu-pt", Verdict::Skip, "no IOMMU", None));
     } else if cmdline.passthrough {
         out.push(check(
             "iommu-pt",
-            Status::Pass,
+            Verdict::Pass,
             "iommu=pt: host devices bypass translation",
             None,
         ));
     } else {
         out.push(check(
             "iommu-pt",
-            Status::Warn,
+            Verdict::Warn,
             "iommu=pt is not set: every host device DMA is translated, which costs performance",
             Some(cmdline_fix(fs, "iommu=pt")),
         ));
@@ -316,7 +316,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         .is_some_and(|v| truthy(&v))
         || param(fs, "iommufd", "allow_unsafe_interrupts").is_some_and(|v| truthy(&v));
     if !active {
-        out.push(check("interrupt-remapping", Status::Skip, "no IOMMU", None));
+        out.push(check("interrupt-remapping", Verdict::Skip, "no IOMMU", None));
     } else {
         let mut lacking = vec![];
         for u in &iommus {
@@ -337,11 +337,11 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
             } else {
                 "every IOMMU remaps interrupts"
             };
-            out.push(check("interrupt-remapping", Status::Pass, how, None));
+            out.push(check("interrupt-remapping", Verdict::Pass, how, None));
         } else if unsafe_ok {
             out.push(check(
                 "interrupt-remapping",
-                Status::Warn,
+                Verdict::Warn,
                 format!(
                     "no interrupt remapping on {}; allowed by allow_unsafe_interrupts",
                     lacking.join(", ")
@@ -351,7 +351,7 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         } else {
             out.push(check(
                 "interrupt-remapping",
-                Status::Fail,
+                Verdict::Fail,
                 format!("no interrupt remapping on {}: VFIO refuses to attach devices (EPERM)", lacking.join(", ")),
                 Some("if you accept that a guest could forge interrupts: echo 'options vfio_iommu_type1 allow_unsafe_interrupts=1' > /etc/modprobe.d/iommu_unsafe_interrupts.conf, then reload vfio_iommu_type1 or reboot".into()),
             ));
@@ -362,22 +362,22 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     for m in ["vfio", "vfio_iommu_type1", "vfio_pci"] {
         let id = format!("module:{m}");
         if module_loaded(fs, m) {
-            out.push(check(&id, Status::Pass, format!("{m} is loaded"), None));
+            out.push(check(&id, Verdict::Pass, format!("{m} is loaded"), None));
         } else {
             out.push(check(
                 &id,
-                Status::Fail,
+                Verdict::Fail,
                 format!("{m} is not loaded (/sys/module/{m} is missing)"),
                 Some(format!("modprobe {m}; at boot: echo {m} >> /etc/modules-load.d/vfio.conf")),
             ));
         }
     }
     if module_loaded(fs, "iommufd") {
-        out.push(check("module:iommufd", Status::Pass, "iommufd is loaded (/dev/iommu)", None));
+        out.push(check("module:iommufd", Verdict::Pass, "iommufd is loaded (/dev/iommu)", None));
     } else {
         out.push(check(
             "module:iommufd",
-            Status::Warn,
+            Verdict::Warn,
             "iommufd is not loaded: only the legacy container interface (/dev/vfio/vfio) is available",
             Some("modprobe iommufd (kernel 6.2 or later with CONFIG_IOMMUFD)".into()),
         ));
@@ -386,11 +386,11 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     match kernel_version(&release) {
         Some(v) if v < (6, 2) => {
             if module_loaded(fs, "vfio_virqfd") {
-                out.push(check("module:vfio_virqfd", Status::Pass, "vfio_virqfd is loaded", None));
+                out.push(check("module:vfio_virqfd", Verdict::Pass, "vfio_virqfd is loaded", None));
             } else {
                 out.push(check(
                     "module:vfio_virqfd",
-                    Status::Fail,
+                    Verdict::Fail,
                     format!("kernel {release} needs vfio_virqfd, which is not loaded"),
                     Some("modprobe vfio_virqfd; at boot: echo vfio_virqfd >> /etc/modules-load.d/vfio.conf".into()),
                 ));
@@ -398,47 +398,49 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
         }
         Some(_) => out.push(check(
             "module:vfio_virqfd",
-            Status::Pass,
+            Verdict::Pass,
             format!("kernel {release}: vfio_virqfd is part of vfio since 6.2"),
             None,
         )),
-        None => out.push(check("module:vfio_virqfd", Status::Skip, "kernel release unknown", None)),
+        None => {
+            out.push(check("module:vfio_virqfd", Verdict::Skip, "kernel release unknown", None))
+        }
     }
 
     // 5. Unsafe options.
     match param(fs, "vfio_iommu_type1", "allow_unsafe_interrupts") {
         Some(v) if truthy(&v) => out.push(check(
             "unsafe-interrupts",
-            Status::Warn,
+            Verdict::Warn,
             "allow_unsafe_interrupts is on: a device can forge MSIs to the host",
             Some("remove allow_unsafe_interrupts=1 from /etc/modprobe.d once the IOMMU remaps interrupts".into()),
         )),
-        Some(_) => out.push(check("unsafe-interrupts", Status::Pass, "allow_unsafe_interrupts is off", None)),
-        None => out.push(check("unsafe-interrupts", Status::Skip, "vfio_iommu_type1 is not loaded", None)),
+        Some(_) => out.push(check("unsafe-interrupts", Verdict::Pass, "allow_unsafe_interrupts is off", None)),
+        None => out.push(check("unsafe-interrupts", Verdict::Skip, "vfio_iommu_type1 is not loaded", None)),
     }
     if let Some(a) = &cmdline.acs_override {
         out.push(check(
             "acs-override",
-            Status::Warn,
+            Verdict::Warn,
             format!("{a} is in use: groups are split without hardware isolation; devices may still reach each other"),
             Some("prefer a slot whose IOMMU group is isolated; drop pcie_acs_override when possible".into()),
         ));
     } else {
-        out.push(check("acs-override", Status::Pass, "pcie_acs_override is not used", None));
+        out.push(check("acs-override", Verdict::Pass, "pcie_acs_override is not used", None));
     }
     match param(fs, "vfio", "enable_unsafe_noiommu_mode") {
         Some(v) if truthy(&v) => out.push(check(
             "noiommu",
-            Status::Warn,
+            Verdict::Warn,
             "VFIO no-IOMMU mode is enabled: devices do DMA without protection (/dev/vfio/noiommu-N)",
             Some("echo N > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode".into()),
         )),
-        _ => out.push(check("noiommu", Status::Pass, "no-IOMMU mode is off", None)),
+        _ => out.push(check("noiommu", Verdict::Pass, "no-IOMMU mode is off", None)),
     }
 
     // 6. Device nodes.
     if !module_loaded(fs, "vfio") {
-        out.push(check("dev-vfio", Status::Skip, "vfio is not loaded", None));
+        out.push(check("dev-vfio", Verdict::Skip, "vfio is not loaded", None));
     } else {
         match fs.metadata(Path::new("/dev/vfio/vfio")) {
             Ok(m) if m.kind == NodeKind::CharDevice && m.mode & 0o666 == 0o666 => {
@@ -461,17 +463,17 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
                 } else {
                     format!("/dev/vfio/vfio is usable by all; group nodes: {}", nodes.join(", "))
                 };
-                out.push(check("dev-vfio", Status::Pass, msg, None));
+                out.push(check("dev-vfio", Verdict::Pass, msg, None));
             }
             Ok(m) => out.push(check(
                 "dev-vfio",
-                Status::Warn,
+                Verdict::Warn,
                 format!("/dev/vfio/vfio has mode {:o}; unprivileged VMMs need 0666", m.mode),
                 Some("chmod 0666 /dev/vfio/vfio".into()),
             )),
             Err(_) => out.push(check(
                 "dev-vfio",
-                Status::Fail,
+                Verdict::Fail,
                 "/dev/vfio/vfio is missing although vfio is loaded",
                 Some("check that devtmpfs is mounted on /dev and udev is running".into()),
             )),
@@ -480,18 +482,18 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
     if module_loaded(fs, "iommufd") {
         match fs.metadata(Path::new("/dev/iommu")) {
             Ok(m) => {
-                let st = if m.mode & 0o006 != 0 { Status::Warn } else { Status::Pass };
+                let st = if m.mode & 0o006 != 0 { Verdict::Warn } else { Verdict::Pass };
                 out.push(check(
                     "dev-iommu",
                     st,
                     format!("/dev/iommu: mode {:o}, uid {}, gid {}", m.mode, m.uid, m.gid),
-                    (st == Status::Warn)
+                    (st == Verdict::Warn)
                         .then(|| "chmod 0660 /dev/iommu and give it to the VMM's group".into()),
                 ));
             }
             Err(_) => out.push(check(
                 "dev-iommu",
-                Status::Fail,
+                Verdict::Fail,
                 "/dev/iommu is missing although iommufd is loaded",
                 Some("check that devtmpfs is mounted on /dev".into()),
             )),
@@ -500,16 +502,16 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
 
     // 7. Locked memory.
     match read_opt(fs, Path::new("/proc/self/limits")).as_deref().and_then(parse_memlock) {
-        Some(None) => out.push(check("memlock", Status::Pass, "RLIMIT_MEMLOCK is unlimited", None)),
+        Some(None) => out.push(check("memlock", Verdict::Pass, "RLIMIT_MEMLOCK is unlimited", None)),
         Some(Some(v)) if v >= opts.guest_memory => out.push(check(
             "memlock",
-            Status::Pass,
+            Verdict::Pass,
             format!("RLIMIT_MEMLOCK {} MiB covers a {} MiB guest", v >> 20, opts.guest_memory >> 20),
             None,
         )),
         Some(Some(v)) => out.push(check(
             "memlock",
-            Status::Warn,
+            Verdict::Warn,
             format!(
                 "RLIMIT_MEMLOCK is {} KiB: VFIO pins all guest RAM, a {} MiB guest needs more unless the VMM runs as root",
                 v >> 10,
@@ -517,14 +519,14 @@ pub fn run_checks(fs: &dyn HostFs, opts: &DoctorOptions) -> Vec<Check> {
             ),
             Some("for the VMM's user: 'USER hard memlock unlimited' and 'USER soft memlock unlimited' in /etc/security/limits.conf, or LimitMEMLOCK=infinity in its systemd unit".into()),
         )),
-        None => out.push(check("memlock", Status::Skip, "/proc/self/limits is not readable", None)),
+        None => out.push(check("memlock", Verdict::Skip, "/proc/self/limits is not readable", None)),
     }
     out
 }
 
 /// Whether any check failed.
 pub fn any_failed(checks: &[Check]) -> bool {
-    checks.iter().any(|c| c.status == Status::Fail)
+    checks.iter().any(|c| c.status == Verdict::Fail)
 }
 
 #[cfg(all(test, feature = "mock"))]
@@ -533,7 +535,7 @@ mod tests {
     use crate::mock::sysfs::SimIommu;
     use crate::mock::{DeviceSpec, MockHost, SysState};
 
-    fn status(checks: &[Check], id: &str) -> Status {
+    fn status(checks: &[Check], id: &str) -> Verdict {
         checks.iter().find(|c| c.id == id).unwrap_or_else(|| panic!("no check {id}")).status
     }
 
@@ -559,7 +561,7 @@ mod tests {
             "dev-iommu",
             "memlock",
         ] {
-            assert_eq!(status(&c, id), Status::Pass, "{id}: {c:#?}");
+            assert_eq!(status(&c, id), Verdict::Pass, "{id}: {c:#?}");
         }
         assert!(c[0].message.contains("DMAR: IOMMU enabled"));
     }
@@ -577,11 +579,11 @@ mod tests {
         let fs = h.fs();
         let c = run_checks(&*fs, &DoctorOptions::default());
         assert!(any_failed(&c));
-        assert_eq!(status(&c, "iommu"), Status::Fail);
+        assert_eq!(status(&c, "iommu"), Verdict::Fail);
         assert!(fix(&c, "iommu")
             .contains("GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub, run 'update-grub'"));
-        assert_eq!(status(&c, "interrupt-remapping"), Status::Skip);
-        assert_eq!(status(&c, "module:vfio"), Status::Fail);
+        assert_eq!(status(&c, "interrupt-remapping"), Verdict::Skip);
+        assert_eq!(status(&c, "module:vfio"), Verdict::Fail);
         h.state().sys.cmdline += " intel_iommu=off";
         let c = run_checks(&*fs, &DoctorOptions::default());
         assert!(
@@ -615,7 +617,7 @@ mod tests {
         });
         let fs = h.fs();
         let c = run_checks(&*fs, &DoctorOptions::default());
-        assert_eq!(status(&c, "interrupt-remapping"), Status::Fail);
+        assert_eq!(status(&c, "interrupt-remapping"), Verdict::Fail);
         assert!(c.iter().any(|c| c.message.contains("dmar1 (ecap f02056")));
         assert!(fix(&c, "interrupt-remapping").contains("allow_unsafe_interrupts=1"));
         h.state()
@@ -623,8 +625,8 @@ mod tests {
             .module_params
             .insert(("vfio_iommu_type1".into(), "allow_unsafe_interrupts".into()), "Y".into());
         let c = run_checks(&*fs, &DoctorOptions::default());
-        assert_eq!(status(&c, "interrupt-remapping"), Status::Warn);
-        assert_eq!(status(&c, "unsafe-interrupts"), Status::Warn);
+        assert_eq!(status(&c, "interrupt-remapping"), Verdict::Warn);
+        assert_eq!(status(&c, "unsafe-interrupts"), Verdict::Warn);
     }
 
     #[test]
@@ -639,11 +641,11 @@ mod tests {
                 .insert(("vfio".into(), "enable_unsafe_noiommu_mode".into()), "Y".into());
         });
         let c = run_checks(&*h.fs(), &DoctorOptions { guest_memory: 4 << 30 });
-        assert_eq!(status(&c, "acs-override"), Status::Warn);
-        assert_eq!(status(&c, "noiommu"), Status::Warn);
-        assert_eq!(status(&c, "memlock"), Status::Warn);
-        assert_eq!(status(&c, "module:vfio_virqfd"), Status::Fail);
-        assert_eq!(status(&c, "module:iommufd"), Status::Warn);
+        assert_eq!(status(&c, "acs-override"), Verdict::Warn);
+        assert_eq!(status(&c, "noiommu"), Verdict::Warn);
+        assert_eq!(status(&c, "memlock"), Verdict::Warn);
+        assert_eq!(status(&c, "module:vfio_virqfd"), Verdict::Fail);
+        assert_eq!(status(&c, "module:iommufd"), Verdict::Warn);
     }
 
     #[test]

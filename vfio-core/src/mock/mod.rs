@@ -21,7 +21,7 @@ pub mod sysfs;
 pub use crash::{CrashFs, SplitFs};
 pub use fault::{Fault, FaultOp, FaultTarget, FaultWhen};
 pub use kernel::{DeviceModel, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE};
-pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
+pub use spec::{BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
 pub use sysfs::{SimFs, SysState};
 
 use std::collections::BTreeMap;

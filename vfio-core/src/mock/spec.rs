@@ -1,24 +1,15 @@
 //! Short descriptions of simulated PCI devices.
 
+use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
-
-/// The kind of a BAR.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum BarKind {
-    /// 32-bit memory BAR.
-    Mem32,
-    /// 64-bit memory BAR (takes two BAR slots).
-    Mem64,
-    /// I/O port BAR.
-    Io,
-}
 
 /// One BAR of a simulated device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BarSpec {
     /// Size in bytes (a power of two).
     pub size: u64,
-    /// Memory 32/64-bit or I/O.
+    /// What it maps: I/O ports, 32-bit memory (or legacy memory below 1 MiB) or 64-bit
+    /// memory (which takes two BAR slots), as the config-space decoder names it.
     pub kind: BarKind,
     /// Prefetchable memory.
     pub prefetchable: bool,
@@ -29,11 +20,11 @@ pub struct BarSpec {
 impl BarSpec {
     /// A 32-bit non-prefetchable memory BAR, mmap-able.
     pub fn mem32(size: u64) -> Self {
-        BarSpec { size, kind: BarKind::Mem32, prefetchable: false, mmap: true }
+        BarSpec { size, kind: BarKind::Memory32, prefetchable: false, mmap: true }
     }
     /// A 64-bit prefetchable memory BAR, mmap-able.
     pub fn mem64(size: u64) -> Self {
-        BarSpec { size, kind: BarKind::Mem64, prefetchable: true, mmap: true }
+        BarSpec { size, kind: BarKind::Memory64, prefetchable: true, mmap: true }
     }
     /// An I/O BAR (never mmap-able).
     pub fn io(size: u64) -> Self {
@@ -145,7 +136,8 @@ pub struct DeviceSpec {
     pub mdev_types: Vec<MdevTypeSpec>,
     /// Config space bytes to overlay on the generated image (offset, bytes).
     pub config_patches: Vec<(u16, Vec<u8>)>,
-    /// Device-specific VFIO regions (indices 9 and up).
+    /// Device-specific VFIO regions, in order from index 9
+    /// ([`RegionIndex::FIRST_DEVICE_SPECIFIC`](crate::RegionIndex::FIRST_DEVICE_SPECIFIC)).
     pub extra_regions: Vec<RegionSpec>,
 }
 
@@ -274,8 +266,9 @@ impl DeviceSpec {
             let Some(bar) = bar else { continue };
             let low: u32 = match bar.kind {
                 BarKind::Io => 0x1,
-                BarKind::Mem32 => u32::from(bar.prefetchable) << 3,
-                BarKind::Mem64 => 0x4 | u32::from(bar.prefetchable) << 3,
+                BarKind::Memory32 => u32::from(bar.prefetchable) << 3,
+                BarKind::Memory1M => 0x2 | u32::from(bar.prefetchable) << 3,
+                BarKind::Memory64 => 0x4 | u32::from(bar.prefetchable) << 3,
             };
             let off = 0x10 + 4 * i;
             c[off..off + 4].copy_from_slice(&low.to_le_bytes());
@@ -373,5 +366,22 @@ mod tests {
         }
         assert_eq!(ids, vec![0x01, 0x10, 0x11]);
         assert_eq!(c[0x10] & 0x6, 0x4); // 64-bit BAR0
+    }
+
+    #[test]
+    fn bar_kinds_decode_as_described() {
+        let mut d = DeviceSpec::new("0000:00:06.0");
+        d.bars[0] = Some(BarSpec::io(0x100));
+        d.bars[1] = Some(BarSpec { kind: BarKind::Memory1M, ..BarSpec::mem32(0x1000) });
+        d.bars[2] = Some(BarSpec::mem64(0x4000));
+        let sizes = d.bars.map(|b| b.map(|b| b.size));
+        let opts = crate::pci::DecodeOptions { bar_sizes: sizes, rom_size: None };
+        let c = crate::pci::decode_with(&d.config_image(), &opts).unwrap();
+        let crate::pci::config::Header::Endpoint(h) = c.header else { panic!("{:?}", c.header) };
+        let kinds: Vec<_> = h.bars.iter().map(|b| (b.index, b.kind, b.prefetchable)).collect();
+        assert_eq!(
+            kinds,
+            [(0, BarKind::Io, false), (1, BarKind::Memory1M, false), (2, BarKind::Memory64, true)]
+        );
     }
 }

@@ -11,7 +11,7 @@ use super::caps::{decode_capability, id, Capability, CapabilityFields, RawCapabi
 use super::error::DecodeError;
 pub use super::resource::{parse_sysfs_resource, ResourceLine};
 use super::space::decode_bar_at;
-pub use super::space::{Bar, BarKind, ConfigSpace, Diagnostic, DiagnosticKind};
+pub use super::space::{BarKind, ConfigSpace, DecodedBar, Diagnostic, DiagnosticKind};
 
 /// Decoded command register (0x04).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +171,7 @@ fn interrupt(cs: &ConfigSpace<'_>) -> Interrupt {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Type0 {
     /// Implemented BARs.
-    pub bars: Vec<Bar>,
+    pub bars: Vec<DecodedBar>,
     /// Subsystem vendor id.
     pub subsystem_vendor_id: u16,
     /// Subsystem id.
@@ -205,7 +205,7 @@ pub struct Window {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Type1 {
     /// Implemented BARs (0-1).
-    pub bars: Vec<Bar>,
+    pub bars: Vec<DecodedBar>,
     /// Primary bus number.
     pub primary_bus: u8,
     /// Secondary bus number.

@@ -113,7 +113,7 @@ pub enum BarKind {
 /// A decoded base address register.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct Bar {
+pub struct DecodedBar {
     /// BAR index (0-5).
     pub index: u8,
     /// What it maps.
@@ -135,13 +135,18 @@ pub(crate) fn decode_bar_at(
     index: u8,
     slots: u8,
     size: Option<u64>,
-) -> (Option<Bar>, u8) {
+) -> (Option<DecodedBar>, u8) {
     let off = base + u16::from(index) * 4;
     let Some(v) = cs.read_u32(off) else { return (None, 1) };
     let size = size.filter(|s| *s > 0);
     if v & 1 == 1 {
-        let bar =
-            Bar { index, kind: BarKind::Io, prefetchable: false, address: u64::from(v & !3), size };
+        let bar = DecodedBar {
+            index,
+            kind: BarKind::Io,
+            prefetchable: false,
+            address: u64::from(v & !3),
+            size,
+        };
         return ((v & !3 != 0 || size.is_some()).then_some(bar), 1);
     }
     let prefetchable = v & 8 != 0;
@@ -153,6 +158,6 @@ pub(crate) fn decode_bar_at(
         1 => (BarKind::Memory1M, u64::from(v & !0xf), 1),
         _ => (BarKind::Memory32, u64::from(v & !0xf), 1),
     };
-    let bar = Bar { index, kind, prefetchable, address, size };
+    let bar = DecodedBar { index, kind, prefetchable, address, size };
     ((v != 0 || size.is_some()).then_some(bar), used)
 }

@@ -102,7 +102,7 @@ fn answers(
 ) -> (
     Vec<crate::host::devices::PciDevice>,
     Vec<(u32, bool)>,
-    Vec<(String, crate::host::doctor::Status)>,
+    Vec<(String, crate::host::doctor::Verdict)>,
     Vec<(PciAddress, Vec<String>)>,
 ) {
     let ids = PciIds::default();

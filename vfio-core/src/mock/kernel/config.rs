@@ -8,8 +8,8 @@ use super::region::{rom_bar_size, Rw};
 use super::reset::reset_function;
 use super::state::KernelState;
 use crate::kernel::{Errno, KResult};
-use crate::mock::spec::BarKind;
 use crate::mock::SimDevice;
+use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
 /// pread/pwrite at `pos` of the config region of `dev`.
@@ -82,8 +82,10 @@ fn config_wmask(dev: &SimDevice) -> Vec<u8> {
             let sizemask = !(b.size.max(16) - 1);
             match b.kind {
                 BarKind::Io => wr32(&mut m, off, (sizemask as u32) & !0x3),
-                BarKind::Mem32 => wr32(&mut m, off, (sizemask as u32) & !0xf),
-                BarKind::Mem64 => {
+                BarKind::Memory32 | BarKind::Memory1M => {
+                    wr32(&mut m, off, (sizemask as u32) & !0xf)
+                }
+                BarKind::Memory64 => {
                     wr32(&mut m, off, (sizemask as u32) & !0xf);
                     if i + 1 < nbars {
                         wr32(&mut m, off + 4, (sizemask >> 32) as u32);

@@ -19,8 +19,8 @@ use super::reset::reset_function;
 use super::state::{DevFd, IrqState, KernelState};
 use super::{NUM_IRQS, NUM_REGIONS};
 use crate::kernel::{Errno, KResult, KernelFd};
-use crate::mock::spec::BarKind;
 use crate::mock::{HostState, SimDevice};
+use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
 /// The simulated device at `addr` (ENODEV once it is gone).

@@ -20,8 +20,8 @@ use super::model::{model_bar, with_model};
 use super::state::KernelState;
 use super::{CONFIG_INDEX, NUM_REGIONS, OFFSET_SHIFT, PAGE, ROM_INDEX, VGA_INDEX};
 use crate::kernel::{Errno, KResult, KernelFd};
-use crate::mock::spec::BarKind;
 use crate::mock::{HostState, SimDevice};
+use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
 pub(super) fn get_info(st: &HostState, device: &KernelFd, buf: &mut [u8]) -> KResult<()> {

@@ -11,7 +11,8 @@ use super::{
     device_at, device_dir, device_node, dir, err, link, root_name, rw, text, word, write_only,
     Attr, DevicePart, Lookup, Node,
 };
-use crate::mock::{BarKind, DeviceSpec, HostState};
+use crate::mock::{DeviceSpec, HostState};
+use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
 /// What a write to a function's attribute does.
@@ -159,8 +160,8 @@ fn resources(a: PciAddress, spec: &DeviceSpec) -> String {
                 let base = bar_base(a, i);
                 let flags: u64 = match b.kind {
                     BarKind::Io => 0x101,
-                    BarKind::Mem32 => 0x40200,
-                    BarKind::Mem64 => 0x140204,
+                    BarKind::Memory32 | BarKind::Memory1M => 0x40200,
+                    BarKind::Memory64 => 0x140204,
                 } | if b.prefetchable { 0x2000 } else { 0 };
                 (base, base + b.size - 1, flags)
             }

@@ -2,7 +2,7 @@
 //! Resizable BAR.
 
 use super::{Regs, Short};
-use crate::pci::space::{decode_bar_at, Bar};
+use crate::pci::space::{decode_bar_at, DecodedBar};
 
 /// Single Root I/O Virtualization.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +35,7 @@ pub struct Sriov {
     /// System page size.
     pub system_page_size: u32,
     /// VF BARs.
-    pub vf_bars: Vec<Bar>,
+    pub vf_bars: Vec<DecodedBar>,
 }
 
 /// One resizable BAR entry.

@@ -1,7 +1,7 @@
 //! The facts `info` shows about a device from the host's sysfs: config space, driver,
 //! IOMMU group, reset methods, SR-IOV and the ROM. Every attribute is read through the
 //! library ([`SysfsDevice`], [`group_members`]); this module only gathers them into a
-//! [`DeviceInfo`].
+//! [`DeviceReport`].
 
 use serde::Serialize;
 use vfio_core::host::devices::group_members;
@@ -62,18 +62,20 @@ pub struct GroupMember {
     pub driver: Option<String>,
 }
 
-/// The IOMMU group of a device.
+/// The IOMMU group of a device as `info` shows it: its number and the other members
+/// (the library's `IommuGroup` is the whole group with its viability).
 #[derive(Debug, Clone, Serialize)]
-pub struct IommuGroup {
+pub struct GroupReport {
     /// The group number.
     pub id: u32,
     /// The other devices in the group (the device itself is left out).
     pub others: Vec<GroupMember>,
 }
 
-/// SR-IOV state from sysfs.
+/// The SR-IOV counts from sysfs, each `null` when its attribute is missing (the library's
+/// `SriovState` needs both and lists the VFs).
 #[derive(Debug, Clone, Serialize)]
-pub struct SriovState {
+pub struct SriovReport {
     /// `sriov_totalvfs`.
     pub total_vfs: Option<u32>,
     /// `sriov_numvfs`.
@@ -97,7 +99,7 @@ pub struct RomInfo {
 
 /// Everything `info` shows. Serialized as the `info --json` document.
 #[derive(Debug, Clone, Serialize)]
-pub struct DeviceInfo<'a> {
+pub struct DeviceReport<'a> {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
     /// The device's address.
@@ -109,12 +111,12 @@ pub struct DeviceInfo<'a> {
     /// `driver_override`, `null` when unset.
     pub driver_override: Option<String>,
     /// IOMMU group, `null` when the device has none (no IOMMU active).
-    pub iommu_group: Option<IommuGroup>,
+    pub iommu_group: Option<GroupReport>,
     /// `reset_method` entries in the kernel's order; `[]` when resets are disabled,
     /// `null` when the kernel has no such file.
     pub reset_methods: Option<Vec<String>>,
     /// SR-IOV state, `null` when the device is not an SR-IOV physical function.
-    pub sriov: Option<SriovState>,
+    pub sriov: Option<SriovReport>,
     /// The ROM, `null` when the device has no ROM BAR.
     pub rom: Option<RomInfo>,
     /// The decoded config space.
@@ -128,14 +130,14 @@ pub struct DeviceInfo<'a> {
 }
 
 /// The IOMMU group of `sysfs` and the other devices in it, with their drivers.
-fn iommu_group(fs: &dyn HostFs, sysfs: &SysfsDevice<'_>) -> Option<IommuGroup> {
+fn iommu_group(fs: &dyn HostFs, sysfs: &SysfsDevice<'_>) -> Option<GroupReport> {
     let id = sysfs.iommu_group()?;
     let others = group_members(fs, id)
         .into_iter()
         .filter(|m| *m != sysfs.address())
         .map(|m| GroupMember { driver: SysfsDevice::new(fs, m).driver(), address: m.to_string() })
         .collect();
-    Some(IommuGroup { id, others })
+    Some(GroupReport { id, others })
 }
 
 /// The ROM's presence, and with `read` its report (checked against the device's ids).
@@ -161,7 +163,7 @@ fn rom_info(sysfs: &SysfsDevice<'_>, config: &DecodedConfig, read: bool) -> Opti
 
 /// Gathers everything about `addr`. With `read_rom`, the ROM is read (this enables the
 /// ROM BAR for a moment).
-pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<DeviceInfo<'a>> {
+pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<DeviceReport<'a>> {
     existing_device(fs, addr, "see `vfiotool list` for the devices of this host")?;
     let sysfs = SysfsDevice::new(fs, addr);
     let bytes = sysfs.config()?;
@@ -169,9 +171,9 @@ pub fn collect<'a>(fs: &dyn HostFs, addr: PciAddress, read_rom: bool) -> Result<
     let config = decode_with(&bytes, &opts)?;
     let total = sysfs.sriov_totalvfs().map(u32::from);
     let num = sysfs.sriov_numvfs().map(u32::from);
-    let sriov =
-        (total.is_some() || num.is_some()).then_some(SriovState { total_vfs: total, num_vfs: num });
-    Ok(DeviceInfo {
+    let sriov = (total.is_some() || num.is_some())
+        .then_some(SriovReport { total_vfs: total, num_vfs: num });
+    Ok(DeviceReport {
         schema: SCHEMA,
         address: addr.to_string(),
         names: Names::default(),

@@ -12,7 +12,7 @@ pub mod vfio;
 
 use vfio_core::{PciAddress, Result};
 
-pub use collect::{collect, DeviceInfo, Names, SCHEMA};
+pub use collect::{collect, DeviceReport, Names, SCHEMA};
 pub use render::render;
 
 use crate::context::{ids, json_text, write_out, Context};

@@ -1,19 +1,19 @@
 //! The text of `info`: a screenful by default, a line per capability with `-v`, every
-//! field and a hex dump with `-vv`. (`--json` is the serialized [`DeviceInfo`].)
+//! field and a hex dump with `-vv`. (`--json` is the serialized [`DeviceReport`].)
 
 use vfio_core::pci::caps::{Acs, CapabilityFields};
-use vfio_core::pci::config::{Bar, BarKind, DecodedConfig, Header, RomBar};
+use vfio_core::pci::config::{BarKind, DecodedBar, DecodedConfig, Header, RomBar};
 use vfio_core::pci::Capability;
 
 use super::caps::{cap_summary, pm};
-use super::collect::{DeviceInfo, IommuGroup, Names};
+use super::collect::{DeviceReport, GroupReport, Names};
 use super::vfio::{VfioRegion, VfioSection};
 use crate::format::{hexdump, human_size, id_pair};
 
 /// Renders the human output. Verbosity 0 fits one screen; 1 adds a line per capability,
 /// the command/status bits, bridge windows and the ROM; 2 adds every field and a hex
 /// dump of the image.
-pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
+pub fn render(info: &DeviceReport<'_>, verbose: u8) -> String {
     let c = &info.config;
     let mut lines = vec![headline(info), header_line(c, &info.names), driver_line(info)];
     lines.push(group_line(info.iommu_group.as_ref()));
@@ -53,7 +53,7 @@ pub fn render(info: &DeviceInfo<'_>, verbose: u8) -> String {
 }
 
 /// `ADDRESS CLASS: VVVV:DDDD NAMES (rev RR)`.
-fn headline(info: &DeviceInfo<'_>) -> String {
+fn headline(info: &DeviceReport<'_>) -> String {
     let (c, n) = (&info.config, &info.names);
     let class = match n.class {
         Some(name) => match n.prog_if {
@@ -94,7 +94,7 @@ fn header_line(c: &DecodedConfig, n: &Names<'_>) -> String {
     }
 }
 
-fn driver_line(info: &DeviceInfo<'_>) -> String {
+fn driver_line(info: &DeviceReport<'_>) -> String {
     format!(
         "  Driver: {}{}",
         info.driver.as_deref().unwrap_or("none"),
@@ -105,7 +105,7 @@ fn driver_line(info: &DeviceInfo<'_>) -> String {
     )
 }
 
-fn group_line(group: Option<&IommuGroup>) -> String {
+fn group_line(group: Option<&GroupReport>) -> String {
     match group {
         None => "  IOMMU group: none (no IOMMU active: intel_iommu=on / amd_iommu=on, VT-d/AMD-Vi)"
             .into(),
@@ -124,7 +124,7 @@ fn group_line(group: Option<&IommuGroup>) -> String {
     }
 }
 
-fn bar_line(b: &Bar) -> String {
+fn bar_line(b: &DecodedBar) -> String {
     let kind = match b.kind {
         BarKind::Io => "I/O ports",
         BarKind::Memory32 => "32-bit memory",
@@ -141,8 +141,8 @@ fn bar_line(b: &Bar) -> String {
 }
 
 /// The BARs, the ROM BAR (with `-v`, or when sysfs shows no ROM) and the ROM.
-fn bar_lines(info: &DeviceInfo<'_>, verbose: u8) -> Vec<String> {
-    let (bars, rom_bar): (&[Bar], Option<&RomBar>) = match &info.config.header {
+fn bar_lines(info: &DeviceReport<'_>, verbose: u8) -> Vec<String> {
+    let (bars, rom_bar): (&[DecodedBar], Option<&RomBar>) = match &info.config.header {
         Header::Endpoint(h) => (h.bars.as_slice(), h.expansion_rom.as_ref()),
         Header::Bridge(b) => (b.bars.as_slice(), b.expansion_rom.as_ref()),
         Header::Other { .. } => (&[][..], None),
@@ -273,7 +273,7 @@ fn capability_lists(c: &DecodedConfig) -> Vec<String> {
 
 /// Command and status bits, a line per capability (and its fields with `-vv`), and the
 /// ROM's problems (verbosity 1 and up).
-fn details(info: &DeviceInfo<'_>, verbose: u8) -> Vec<String> {
+fn details(info: &DeviceReport<'_>, verbose: u8) -> Vec<String> {
     let c = &info.config;
     let cmd = &c.command;
     let st = &c.status;

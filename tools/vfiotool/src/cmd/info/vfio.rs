@@ -5,7 +5,9 @@ use serde::Serialize;
 use vfio_core::info::{IovaRange, MmapArea, RegionFlags, RegionInfo};
 use vfio_core::irq::IrqFlags;
 use vfio_core::kernel::Errno;
-use vfio_core::{AddressSpace, Device, Interface, IommuType, IrqIndex, PciAddress, Vfio};
+use vfio_core::{
+    AddressSpace, Device, Interface, IommuType, IrqIndex, PciAddress, RegionIndex, Vfio,
+};
 
 use crate::format::{interface_name, irq_name};
 use crate::open::open_live;
@@ -14,7 +16,7 @@ use crate::open::open_live;
 #[derive(Debug, Clone, Serialize)]
 pub struct VfioRegion {
     /// Region index.
-    pub index: u32,
+    pub index: RegionIndex,
     /// `BAR0`..`BAR5`, `ROM`, `CONFIG`, `VGA`, or `REGION<n>` for device-specific ones.
     pub name: String,
     /// Size in bytes (0: the device lacks it).
@@ -92,15 +94,10 @@ pub struct VfioSection {
     pub iommu: Option<VfioIommu>,
 }
 
-/// The name of region `index` of a vfio-pci device.
-pub fn region_name(index: u32) -> String {
-    match index {
-        0..=5 => format!("BAR{index}"),
-        6 => "ROM".into(),
-        7 => "CONFIG".into(),
-        8 => "VGA".into(),
-        n => format!("REGION{n}"),
-    }
+/// The name of region `index` of a vfio-pci device: vfio-pci's name of the region, or
+/// `REGION<n>` for a device-specific one.
+pub fn region_name(index: RegionIndex) -> String {
+    index.name().map_or_else(|| format!("REGION{index}"), str::to_string)
 }
 
 fn irq_flag_names(f: IrqFlags) -> Vec<&'static str> {

@@ -3,10 +3,9 @@
 //! [`SysfsDevice::read_rom`]); this module picks the source and describes it for
 //! `--dry-run`.
 
-use vfio_core::device::regions;
 use vfio_core::hostfs::SysfsDevice;
 use vfio_core::rom::{MAX_ROM_BYTES, ROM_READ_CHUNK};
-use vfio_core::{Interface, PciAddress, Result, Vfio};
+use vfio_core::{Interface, PciAddress, RegionIndex, Result, Vfio};
 
 use crate::open::{open_live, vfio_usable};
 
@@ -51,7 +50,7 @@ impl RomSource {
         match self.resolve(vfio, addr) {
             RomSource::Vfio => vec![
                 format!("open {addr} through VFIO (iommufd or the container of its group)"),
-                format!("read the ROM region (index {}) with pread {chunks}", regions::ROM),
+                format!("read the ROM region (index {}) with pread {chunks}", RegionIndex::ROM),
                 "keep the images up to the one marked last (what sysfs `rom` returns)".into(),
                 format!("close {addr}"),
             ],
