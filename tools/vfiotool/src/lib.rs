@@ -3,7 +3,7 @@
 //!
 //! [`cli`] assembles the commands and dispatches; each command lives in [`cmd`] with
 //! its arguments; what several commands share is in [`context`] (the backends and
-//! output streams), [`format`] (sizes, ids, tables) and [`open`] (opening a device
+//! output streams), [`format`](mod@format) (sizes, ids, tables) and [`open`] (opening a device
 //! through VFIO).
 
 #![warn(missing_docs)]

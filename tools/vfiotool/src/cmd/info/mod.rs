@@ -2,7 +2,7 @@
 //! group, reset methods, SR-IOV, ROM) and, when it is bound to vfio-pci, through VFIO,
 //! as text or JSON.
 //!
-//! [`collect`] gathers the host's facts, [`vfio::vfio_section`] what the kernel reports
+//! [`collect`](mod@collect) gathers the host's facts, [`vfio::vfio_section`] what the kernel reports
 //! through VFIO, [`render::render`] writes the text.
 
 pub mod caps;
