@@ -31,6 +31,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace
 
+step "cargo doc, warnings as errors (broken intra-doc links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p vfio-core --all-features
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps -p vfiotool
+
 step "vfio-core alone, default features (what a VMM embeds)"
 cargo test -p vfio-core
 
