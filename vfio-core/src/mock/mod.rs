@@ -21,7 +21,7 @@ pub use kernel::{
     DeviceModel, FaultWhen, KernelState, MockKernel, MockKernelConfig, ModelCtx, MOCK_FD_BASE,
 };
 pub use spec::{BarKind, BarSpec, DeviceSpec, MdevTypeSpec, MsixSpec, RegionSpec, SriovSpec};
-pub use sysfs::{FaultOp, SimFs, SysState};
+pub use sysfs::{FaultOp, SimFs, SimMdevParent, SimParent, SysState};
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -523,6 +523,8 @@ pub fn snapshot(fs: &dyn HostFs, dest: &Path, opts: &SnapshotOptions) -> Result<
     }
     c.tree(Path::new("/sys/bus/pci/drivers"), 2, false)?;
     c.tree(Path::new("/sys/bus/mdev/devices"), 1, false)?;
+    // The mdev parents, PCI or not (a virtual device such as mtty), with their types.
+    c.follow_all("/sys/class/mdev_bus", 0, &[("mdev_supported_types", 3)])?;
     c.tree(Path::new("/sys/kernel/iommu_groups"), 3, false)?;
     c.follow_all("/sys/class/iommu", 2, &[])?;
     for m in VFIO_MODULES {

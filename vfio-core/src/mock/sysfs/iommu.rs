@@ -86,7 +86,11 @@ fn units(st: &HostState) -> Node {
 /// `/sys/devices/virtual/rest`.
 fn units_node(st: &HostState, rest: &[&str]) -> Lookup {
     Some(match rest {
-        [] => Some(dir(&["iommu"])),
+        [] => {
+            let mut v = super::mdev::virtual_classes(st);
+            v.push("iommu".into());
+            Some(Node::Dir(v))
+        }
         ["iommu"] => Some(units(st)),
         ["iommu", name, rest @ ..] => unit_node(st, name, rest),
         _ => return None,
