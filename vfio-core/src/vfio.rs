@@ -399,6 +399,63 @@ mod tests {
     }
 
     #[test]
+    fn a_simulated_mtty_instance_opens_through_its_group_and_its_cdev() {
+        use crate::device::regions;
+        use crate::mock::{MockHost, SimMdevParent};
+        use crate::{IrqIndex, PciAddress};
+        let edu = crate::mock::DeviceSpec::edu("0000:00:04.0").group(3).driver("vfio-pci");
+        let h = MockHost::new([edu]).with_sys(|s| s.mdev_parents.push(SimMdevParent::mtty()));
+        let fs = h.fs();
+        let u = crate::host::mdev::create(&*fs, "mtty", "mtty-2", None).unwrap();
+        let v = Vfio::new(h.kernel(), fs.clone());
+        let loc = v.locate_mdev(&u).unwrap();
+        // The lowest free group and cdev numbers (edu has group 3 and vfio0); the group's
+        // name reads vfio-noiommu as on Linux.
+        assert_eq!(
+            (loc.driver.as_deref(), loc.group, loc.cdev),
+            (Some("mtty"), Some(GroupNode::Iommu(0)), Some(1))
+        );
+        let name = fs.read_string(Path::new("/sys/kernel/iommu_groups/0/name")).unwrap();
+        assert_eq!(name, "vfio-noiommu");
+        for interface in [Interface::Container, Interface::Iommufd, Interface::Auto] {
+            let d = v.open_mdev(&u, interface).unwrap();
+            assert_eq!(d.name(), u);
+            assert_eq!(d.address(), None);
+            // Auto takes iommufd only where /dev/iommu exists (module iommufd loaded).
+            let iommufd = interface == Interface::Iommufd
+                || (interface == Interface::Auto && fs.exists(Path::new("/dev/iommu")));
+            assert_eq!(d.group().is_none(), iommufd, "{interface:?}");
+            let info = d.info();
+            assert!(info.is_pci() && !info.can_reset(), "{info:?}");
+            let sizes: Vec<u64> = d.regions().iter().map(|r| r.size).collect();
+            assert_eq!(sizes[..2], [8, 8]);
+            assert_eq!(d.region(regions::CONFIG).unwrap().size, 256);
+            assert_eq!(d.config_read_u32(0).unwrap(), 0x3253_4348);
+            assert_eq!(d.irq_info(IrqIndex::Intx).unwrap().count, 1);
+            assert_eq!(d.irq_info(IrqIndex::Msi).unwrap().count, 1);
+            d.write_region(regions::BAR0, 7, &[0x5a]).unwrap();
+            let mut b = [0u8];
+            d.read_region(regions::BAR0, 7, &mut b).unwrap();
+            assert_eq!(b[0], 0x5a);
+            // edu opens beside it, into the same address space.
+            let e = v.open_in(PciAddress::parse("00:04.0").unwrap(), &d.address_space()).unwrap();
+            assert_eq!(e.name(), "0000:00:04.0");
+        }
+        // Another instance gets the next group; the first one, open, is busy.
+        let u2 = crate::host::mdev::create(&*fs, "mtty", "mtty-1", None).unwrap();
+        assert_eq!(v.locate_mdev(&u2).unwrap().group, Some(GroupNode::Iommu(1)));
+        let d = v.open_mdev(&u, Interface::Container).unwrap();
+        let e = v.open_mdev(&u, Interface::Container).unwrap_err();
+        assert_eq!(e.errno(), Some(crate::kernel::Errno::EBUSY), "{e}");
+        let d2 = v.open_mdev_in(&u2, &d.address_space()).unwrap();
+        assert_eq!(d2.regions()[1].size, 0, "one port: no BAR1");
+        drop((d, d2));
+        crate::host::mdev::remove(&*fs, &u).unwrap();
+        assert!(v.locate_mdev(&u).is_err());
+        assert!(!fs.exists(Path::new("/dev/vfio/0")));
+    }
+
+    #[test]
     fn open_mdev_says_why_an_instance_cannot_be_opened() {
         let dir = tree();
         let (v, kernel) = vfio(dir.path());

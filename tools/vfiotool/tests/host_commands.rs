@@ -241,6 +241,11 @@ fn mdev_of_a_virtual_parent_by_its_name() {
     assert_eq!(i["type_id"].as_str(), Some("mtty-2"), "{v}");
     let t = v["types"].as_array().unwrap().iter().find(|t| t["id"] == "mtty-2").unwrap();
     assert_eq!((t["parent"].as_str(), t["available"].as_u64()), (Some("mtty"), Some(11)), "{t}");
+    // The instance's group (its own, the lowest free number) is listed without members:
+    // they are not PCI functions.
+    let g = run(&h, &["groups"]);
+    assert!(g.code == 0 && g.out.contains("group 2: ready for VFIO\n"), "{}", g.out);
+    assert!(run(&h, &["mdev", "list"]).out.contains(&format!("instance {u} (IOMMU group 2)")));
     let live = run(&h, &["mdev", "list"]).out;
     assert!(live.contains(&format!("    instance {u}")), "{live}");
     // A snapshot keeps the parents, PCI or not, their types and the instance.

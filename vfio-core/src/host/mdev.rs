@@ -352,6 +352,7 @@ mod tests {
             description: "low_gm_size: 128MB".into(),
             device_api: "vfio-pci".into(),
             max_instances: 1,
+            device: None,
         }];
         gpu
     }

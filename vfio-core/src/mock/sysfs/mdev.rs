@@ -4,8 +4,13 @@
 //! each listed as a link in `/sys/class/mdev_bus`; a parent's `mdev_supported_types`
 //! (name, description, device_api, available_instances, the instances in `devices`),
 //! `create` (a UUID: `EINVAL` for anything else, `EEXIST` when used, `EUSERS` when the
-//! type is full), the instances below their parent (`remove` takes `1`, `mdev_type`),
-//! and `/sys/bus/mdev/devices`.
+//! type is full), the instances below their parent (`remove` takes `1`, `mdev_type`,
+//! `driver`, `iommu_group`, `vfio-dev`), and `/sys/bus/mdev/devices`.
+//!
+//! Each instance is also a VFIO device ([`HostState::mdev_devices`]): bound to its mdev
+//! driver (the virtual parent's class, or the PCI parent's driver), in an IOMMU group of
+//! its own with the lowest free number (served by `iommu`, whose `name` reads
+//! `vfio-noiommu` as Linux's does, with a `/dev/vfio/N` node) and with a cdev.
 
 use std::io;
 
@@ -13,7 +18,7 @@ use super::{
     device_dir, dir, err, link, text, word, write_only, DevicePart, Lookup, Node, SimParent,
 };
 use crate::hostfs::is_uuid;
-use crate::mock::{HostState, MdevTypeSpec};
+use crate::mock::{DeviceSpec, HostState, MdevTypeSpec, SimDevice, MDEV_KEY_DOMAIN};
 use crate::pci::PciAddress;
 
 /// What a write to an mdev attribute does.
@@ -50,6 +55,23 @@ fn parent_dir(st: &HostState, p: &SimParent) -> String {
     }
 }
 
+/// The mdev driver of a parent's instances: a virtual parent's class (`mtty`), a PCI
+/// parent's driver.
+fn mdev_driver(st: &HostState, p: &SimParent) -> String {
+    match p {
+        SimParent::Pci(a) => st.devices.get(a).and_then(|d| d.driver.clone()).unwrap_or_default(),
+        SimParent::Virtual(n) => {
+            st.sys.mdev_parents.iter().find(|v| v.name == *n).map_or(n.clone(), |v| v.class.clone())
+        }
+    }
+}
+
+/// Where an instance's directory is, relative to `/sys`.
+pub(super) fn instance_dir(st: &HostState, u: &str) -> Option<String> {
+    let (p, _) = st.sys.mdevs.get(u)?;
+    Some(format!("{}/{u}", parent_dir(st, p)))
+}
+
 /// The classes of the virtual parents (directories of `/sys/devices/virtual`).
 pub(super) fn virtual_classes(st: &HostState) -> Vec<String> {
     st.sys.mdev_parents.iter().map(|p| p.class.clone()).collect()
@@ -58,7 +80,11 @@ pub(super) fn virtual_classes(st: &HostState) -> Vec<String> {
 /// `/sys/bus/mdev`, `/sys/class/mdev_bus` and the virtual parents' directories.
 pub(super) fn node(st: &HostState, parts: &[&str]) -> Lookup {
     Some(match parts {
-        ["sys", "bus", "mdev"] => Some(dir(&["devices"])),
+        ["sys", "bus", "mdev"] => Some(dir(&["devices", "drivers"])),
+        ["sys", "bus", "mdev", "drivers"] => Some(Node::Dir(drivers(st))),
+        ["sys", "bus", "mdev", "drivers", d] => {
+            drivers(st).iter().any(|x| x == d).then(|| Node::Dir(vec![]))
+        }
         ["sys", "bus", "mdev", "devices"] => {
             Some(Node::Dir(st.sys.mdevs.keys().cloned().collect()))
         }
@@ -86,6 +112,11 @@ pub(super) fn node(st: &HostState, parts: &[&str]) -> Lookup {
         }
         _ => return None,
     })
+}
+
+/// The mdev drivers of the parents there are.
+fn drivers(st: &HostState) -> Vec<String> {
+    parents(st).iter().map(|p| mdev_driver(st, p)).collect()
 }
 
 /// The types a parent offers: none while a PCI parent has no driver.
@@ -179,12 +210,56 @@ fn type_node(st: &HostState, p: &SimParent, t: &str, rest: &[&str]) -> Option<No
 
 /// `U/rest` below its parent.
 fn instance_node(st: &HostState, u: &str, rest: &[&str]) -> Option<Node> {
-    let (_, t) = &st.sys.mdevs[u];
+    let (p, t) = &st.sys.mdevs[u];
+    let dev = st.mdev_devices.get(u);
+    // From the instance's directory up to /sys.
+    let up = "../".repeat(parent_dir(st, p).split('/').count() + 1);
+    let cdev = dev.and_then(|d| d.vfio_index);
     match rest {
-        [] => Some(dir(&["remove", "mdev_type"])),
+        [] => {
+            let mut v = vec!["remove", "mdev_type", "driver", "iommu_group"];
+            if cdev.is_some() {
+                v.push("vfio-dev");
+            }
+            Some(dir(&v))
+        }
         ["remove"] => Some(write_only(Ctl::Remove(u.to_string()))),
         ["mdev_type"] => Some(link(format!("../mdev_supported_types/{t}"))),
+        ["driver"] => Some(link(format!("{up}bus/mdev/drivers/{}", mdev_driver(st, p)))),
+        ["iommu_group"] => dev
+            .and_then(|d| d.spec.iommu_group)
+            .map(|g| link(format!("{up}kernel/iommu_groups/{g}"))),
+        ["vfio-dev"] => cdev.map(|i| Node::Dir(vec![format!("vfio{i}")])),
+        ["vfio-dev", n] if cdev.is_some_and(|i| *n == format!("vfio{i}")) => Some(dir(&["dev"])),
+        ["vfio-dev", _, "dev"] => cdev.map(|i| text(format!("236:{i}"))),
         _ => None,
+    }
+}
+
+/// The VFIO device a new instance of type `ty` on `parent` is: the type's device (a bare
+/// one without), bound to the parent's mdev driver, in a new group with the lowest free
+/// number, with the lowest free cdev number.
+fn new_vfio_device(st: &HostState, parent: &SimParent, ty: &str) -> SimDevice {
+    let key_free = |n: &u32| !st.mdev_devices.values().any(|d| d.spec.address.domain == *n);
+    let domain = (MDEV_KEY_DOMAIN..).find(key_free).unwrap_or(MDEV_KEY_DOMAIN);
+    let key = PciAddress::new(domain, 0, 0, 0).expect("function 0 of device 0");
+    let used: Vec<u32> = st
+        .vfio_devices()
+        .filter_map(|d| d.spec.iommu_group)
+        .chain(st.kernel.noiommu_ids.values().copied())
+        .collect();
+    let group = (0..).find(|g| !used.contains(g)).unwrap_or(0);
+    let ty = offered(st, parent).iter().find(|t| t.id == ty);
+    let mut spec = ty.and_then(|t| t.device.as_deref().cloned()).unwrap_or(DeviceSpec::at(key));
+    let driver = mdev_driver(st, parent);
+    (spec.address, spec.iommu_group, spec.group_at_probe) = (key, Some(group), false);
+    spec.driver = Some(driver.clone());
+    SimDevice {
+        config: spec.config_image(),
+        driver: Some(driver),
+        driver_override: None,
+        vfio_index: Some(st.next_vfio_index()),
+        spec,
     }
 }
 
@@ -205,6 +280,8 @@ pub(super) fn store(st: &mut HostState, ctl: Ctl, data: &[u8]) -> io::Result<()>
             if used as u32 >= max {
                 return Err(err(libc::EUSERS));
             }
+            let dev = new_vfio_device(st, &parent, &ty);
+            st.mdev_devices.insert(u.clone(), dev);
             st.sys.mdevs.insert(u, (parent, ty));
             Ok(())
         }
@@ -213,6 +290,7 @@ pub(super) fn store(st: &mut HostState, ctl: Ctl, data: &[u8]) -> io::Result<()>
                 return Err(err(libc::EINVAL));
             }
             st.sys.mdevs.remove(&u);
+            st.mdev_devices.remove(&u);
             Ok(())
         }
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use super::Fault;
-use crate::mock::{MdevTypeSpec, MockHost};
+use crate::mock::{DeviceSpec, MdevTypeSpec, MockHost};
 use crate::pci::PciAddress;
 
 /// One IOMMU unit of the simulated host (`/sys/class/iommu/NAME`).
@@ -58,7 +58,7 @@ pub struct SimMdevParent {
 impl SimMdevParent {
     /// The `mtty` sample driver's parent (samples/vfio-mdev/mtty.c): types `mtty-1`
     /// ("Single port serial") and `mtty-2` ("Dual port serial") over its 24 ports, with
-    /// no description. Each type's instances are counted on their own here, where the
+    /// no description, whose instances are [`DeviceSpec::mtty`] devices. Each type's instances are counted on their own here, where the
     /// driver shares the ports between the two types.
     pub fn mtty() -> Self {
         let ty = |n: u32, name: &str| MdevTypeSpec {
@@ -67,6 +67,7 @@ impl SimMdevParent {
             description: String::new(),
             device_api: "vfio-pci".into(),
             max_instances: 24 / n,
+            device: Some(Box::new(DeviceSpec::mtty(n as u8))),
         };
         SimMdevParent {
             name: "mtty".into(),
