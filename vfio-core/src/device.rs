@@ -49,30 +49,48 @@ pub struct Device {
 impl Device {
     /// Opens a device of a group (`VFIO_GROUP_GET_DEVICE_FD`) and reads its info.
     pub fn open_in_group(group: &Arc<Group>, address: PciAddress) -> Result<Device> {
-        let name = address.to_string();
-        let fd = group.device_fd(&name)?;
-        Device::init(group.container().kernel().clone(), fd, name, Owner::Group(group.clone()))
+        Device::open_named_in_group(group, &address.to_string())
+    }
+
+    /// Opens a device of a group by the name the kernel knows it by: a PCI address
+    /// (`0000:01:00.0`) or a mediated device's UUID.
+    pub fn open_named_in_group(group: &Arc<Group>, name: &str) -> Result<Device> {
+        let fd = group.device_fd(name)?;
+        let kernel = group.container().kernel().clone();
+        Device::init(kernel, fd, name.to_string(), Owner::Group(group.clone()))
     }
 
     /// Opens a device cdev (`/dev/vfio/devices/vfio<cdev>`), binds it to the IOAS's iommufd
     /// and attaches it to the IOAS.
     pub fn open_cdev(ioas: &Arc<Ioas>, address: PciAddress, cdev: u32) -> Result<Device> {
-        let fd = Device::open_cdev_node(ioas.iommufd().kernel(), address, cdev)?;
-        Device::bind_cdev(ioas, fd, address.to_string())
+        Device::open_named_cdev(ioas, &address.to_string(), cdev)
     }
 
-    /// Opens `/dev/vfio/devices/vfio<cdev>`, with the fix for each failure.
+    /// As [`Device::open_cdev`] for a device named otherwise (a mediated device's UUID);
+    /// `name` is how the device and its errors are named.
+    pub fn open_named_cdev(ioas: &Arc<Ioas>, name: &str, cdev: u32) -> Result<Device> {
+        let fd = Device::open_cdev_node(ioas.iommufd().kernel(), name, cdev)?;
+        Device::bind_cdev(ioas, fd, name.to_string())
+    }
+
+    /// Opens `/dev/vfio/devices/vfio<cdev>` of device `name`, with the fix for each
+    /// failure.
     pub(crate) fn open_cdev_node(
         kernel: &Arc<dyn VfioKernel>,
-        address: PciAddress,
+        name: &str,
         cdev: u32,
     ) -> Result<KernelFd> {
-        let target = format!("device {address}");
+        let target = format!("device {name}");
         kernel.open_device_cdev(cdev).map_err(|e| {
             let err = Error::kernel(KernelOp::OpenDeviceCdev, &target, e);
             match e {
                 Errno::ENOENT => err.with_hint(format!(
-                    "/dev/vfio/devices/vfio{cdev} does not exist: is the device bound to vfio-pci?"
+                    "/dev/vfio/devices/vfio{cdev} does not exist: is {}?",
+                    if crate::hostfs::is_uuid(name) {
+                        "the mediated device bound to its mdev driver"
+                    } else {
+                        "the device bound to vfio-pci"
+                    }
                 )),
                 Errno::EBUSY => err.with_hint("the device is already open"),
                 _ => err,
@@ -212,7 +230,8 @@ impl Device {
             .ok_or_else(|| self.kerr(KernelOp::DeviceGetRegionInfo, Errno::EINVAL))
     }
 
-    /// The device name the kernel knows it by (`0000:01:00.0`).
+    /// The device name the kernel knows it by (`0000:01:00.0`, or a mediated device's
+    /// UUID).
     pub fn name(&self) -> &str {
         &self.name
     }

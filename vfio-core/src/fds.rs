@@ -60,7 +60,7 @@ impl Vfio {
         if self.use_iommufd(&loc, interface) {
             let cdev = crate::vfio::cdev_of(&loc)?;
             let iommufd = Iommufd::open_node(kernel)?;
-            let device = match Device::open_cdev_node(kernel, address, cdev) {
+            let device = match Device::open_cdev_node(kernel, &address.to_string(), cdev) {
                 Ok(d) => d,
                 Err(e) => {
                     kernel.close(iommufd);

@@ -73,4 +73,4 @@ pub use fds::DeviceFds;
 pub use irq::{IrqIndex, IrqInfo};
 pub use pci::PciAddress;
 pub use region::{HostArea, RegionIndex, RegionMapping};
-pub use vfio::{Interface, Vfio};
+pub use vfio::{Interface, MdevLocation, Vfio};

@@ -32,6 +32,8 @@ mod fdpass;
 mod kvm;
 #[path = "../vmchecks/limits.rs"]
 mod limits;
+#[path = "../vmchecks/mdev.rs"]
+mod mdev;
 #[path = "../vmchecks/noalloc.rs"]
 mod noalloc;
 #[path = "../vmchecks/report.rs"]
@@ -143,7 +145,8 @@ fn release() -> String {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash, fdpass, kvm (for narrowing down a problem).
+/// memlock, shared, hotreset, reset, crash, fdpass, kvm, mdev (for narrowing down a
+/// problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -310,6 +313,9 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
     }
     if let Some(first) = modes.first().filter(|_| on("reset")) {
         reset::function_reset(rep, &vfio, lab.nvme, first.interface);
+    }
+    if on("mdev") {
+        mdev::run(rep, &vfio);
     }
     rep.skip(
         "group viability error (edu2 on vfio-pci, testdev on a host driver)",

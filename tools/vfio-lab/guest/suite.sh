@@ -188,20 +188,30 @@ else
 fi
 
 # --- a real mdev: the mtty sample driver (custom newest kernel) -----------------------------
+# mtty is a virtual device (/sys/devices/virtual/mtty/mtty), not a PCI function: vfiotool
+# finds it through /sys/class/mdev_bus and names it by its device name. The library's
+# part (create, open through VFIO, device/region/IRQ info, remove) is in vfio-vm-checks.
 if [ -d /sys/class/mdev_bus ] && [ -n "$(ls /sys/class/mdev_bus 2>/dev/null)" ]; then
     parent=$(ls /sys/class/mdev_bus | head -1)
     say "mdev parents: $(ls /sys/class/mdev_bus | tr '\n' ' ')"
     if command -v vfiotool >/dev/null; then
         vfiotool mdev list 2>&1
-        check "vfiotool mdev list shows the mtty types" sh -c 'vfiotool mdev list 2>&1 | grep -q mtty'
         t=$(ls "/sys/class/mdev_bus/$parent/mdev_supported_types" | head -1)
+        check "vfiotool mdev list shows $parent's type $t" sh -c "vfiotool mdev list 2>&1 | grep -q '^$parent  $t  '"
+        check "vfiotool mdev list --json names the parent $parent" sh -c "vfiotool mdev list --json | grep -q '\"parent\": *\"$parent\"'"
         u=83b8f4f2-509f-382f-3c1e-e6bfe0fa1001
         check "vfiotool mdev create $parent $t" vfiotool mdev create "$parent" "$t" --uuid "$u"
         check "the mdev exists with an IOMMU group" [ -e "/sys/bus/mdev/devices/$u/iommu_group" ]
-        say "mdev $u: group $(basename "$(readlink "/sys/bus/mdev/devices/$u/iommu_group")"), vfio-dev $(ls "/sys/bus/mdev/devices/$u/vfio-dev" 2>/dev/null)"
+        g=$(basename "$(readlink "/sys/bus/mdev/devices/$u/iommu_group")")
+        say "mdev $u: group $g (name $(cat "/sys/kernel/iommu_groups/$g/name" 2>/dev/null)), node $(ls -d "/dev/vfio/$g" 2>/dev/null), vfio-dev $(ls "/sys/bus/mdev/devices/$u/vfio-dev" 2>/dev/null), driver $(basename "$(readlink "/sys/bus/mdev/devices/$u/driver")")"
         vfiotool mdev list 2>&1
+        check "vfiotool mdev list shows the instance with its group" sh -c "vfiotool mdev list 2>&1 | grep -q 'instance $u (IOMMU group $g)'"
         check "vfiotool mdev remove" vfiotool mdev remove "$u"
         check "the mdev is gone" [ ! -e "/sys/bus/mdev/devices/$u" ]
+        vfiotool mdev create nosuch "$t" > /tmp/mdev.err 2>&1
+        say "an unknown parent: $(cat /tmp/mdev.err)"
+        check "an unknown parent is refused in one line" [ "$(wc -l < /tmp/mdev.err)" -eq 1 ]
+        check "the refusal names the parents" grep -q "mdev parent nosuch not found; the mdev parents are .*$parent" /tmp/mdev.err
     fi
 else
     skip "mdev: no mdev parent on this kernel (the custom newest kernel has the mtty sample)"

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use vfio_core::hostfs::HostFs;
 use vfio_core::mock::sysfs::{SimBlock, SimNet};
-use vfio_core::mock::{DeviceSpec, MockHost, SysState};
+use vfio_core::mock::{DeviceSpec, MockHost, SimMdevParent, SysState};
 
 mod common;
 use common::{a, i915_gvt, igb_sriov_nic, run_fs, Run};
@@ -216,6 +216,60 @@ fn sriov_mdev_persist_snapshot() {
     assert_eq!(r.code, 0, "{}", r.err);
     let back: Arc<dyn HostFs> = Arc::new(vfio_core::hostfs::RealFs::new(&dir));
     assert_eq!(run_on(back, &["list"]).out, run(&h, &["list"]).out);
+}
+
+#[test]
+fn mdev_of_a_virtual_parent_by_its_name() {
+    let h = host().with_sys(|s| s.mdev_parents.push(SimMdevParent::mtty()));
+    let r = run(&h, &["mdev", "list"]);
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.contains("0000:00:02.0  i915-GVTg_V5_4  GVTg_V5_4  available 2"), "{}", r.out);
+    assert!(r.out.contains("mtty  mtty-1  Single port serial  available 24"), "{}", r.out);
+    assert!(r.out.contains("mtty  mtty-2  Dual port serial  available 12"), "{}", r.out);
+    let u = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1002";
+    let r = run(&h, &["mdev", "create", "mtty", "mtty-2", "--uuid", u]);
+    assert_eq!((r.code, r.out.trim()), (0, u), "{}", r.err);
+    let r = run(&h, &["mdev", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.out).unwrap();
+    let i = &v["instances"][0];
+    assert_eq!((i["uuid"].as_str(), i["parent"].as_str()), (Some(u), Some("mtty")), "{v}");
+    assert_eq!(i["type_id"].as_str(), Some("mtty-2"), "{v}");
+    let t = v["types"].as_array().unwrap().iter().find(|t| t["id"] == "mtty-2").unwrap();
+    assert_eq!((t["parent"].as_str(), t["available"].as_u64()), (Some("mtty"), Some(11)), "{t}");
+    // The instance's group (its own, the lowest free number) is listed without members:
+    // they are not PCI functions.
+    let g = run(&h, &["groups"]);
+    assert!(g.code == 0 && g.out.contains("group 2: ready for VFIO\n"), "{}", g.out);
+    assert!(run(&h, &["mdev", "list"]).out.contains(&format!("instance {u} (IOMMU group 2)")));
+    let live = run(&h, &["mdev", "list"]).out;
+    assert!(live.contains(&format!("    instance {u}")), "{live}");
+    // A snapshot keeps the parents, PCI or not, their types and the instance.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("snap");
+    assert_eq!(run(&h, &["snapshot", dir.to_str().unwrap()]).code, 0);
+    let back: Arc<dyn HostFs> = Arc::new(vfio_core::hostfs::RealFs::new(&dir));
+    assert_eq!(run_on(back, &["mdev", "list"]).out, live);
+    assert_eq!(run(&h, &["mdev", "remove", u]).code, 0);
+    // Errors are one line: an unknown parent names the parents, a bad name says why.
+    let r = run(&h, &["mdev", "create", "nosuch", "mtty-1"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.err.trim(),
+        "vfiotool: mdev parent nosuch not found; the mdev parents are 0000:00:02.0, mtty \
+         (vfiotool mdev list)"
+    );
+    let r = run(&h, &["mdev", "create", "../mtty", "mtty-1"]);
+    assert!(
+        r.err.contains("invalid mdev parent \"../mtty\": not a plain device name"),
+        "{}",
+        r.err
+    );
+    let r = run(&h, &["mdev", "create", "mtty", "../../remove"]);
+    assert!(r.err.contains("types offered: mtty-1, mtty-2"), "{}", r.err);
+    for r in [r, run(&h, &["mdev", "create", "mtty", "mtty-1", "--uuid", "x"])] {
+        assert_eq!((r.code, r.err.lines().count()), (1, 1), "{}", r.err);
+    }
+    assert!(h.state().sys.mdevs.is_empty());
 }
 
 #[test]

@@ -60,7 +60,6 @@ pub(crate) fn write_text(fs: &dyn HostFs, path: &Path, data: &str) -> Result<()>
     fs.write(path, data.as_bytes()).map_err(|e| change_error("write", path, e))
 }
 
-pub(crate) use crate::hostfs::link_name;
 pub use crate::hostfs::parse_hex;
 
 /// Joins a symlink's target to the directory holding the link, resolving `..`.

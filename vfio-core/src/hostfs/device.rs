@@ -138,11 +138,7 @@ impl<'a> SysfsDevice<'a> {
 
     /// `N` of the device's VFIO cdev (`vfio-dev/vfioN`), when it has one.
     pub fn vfio_cdev(&self) -> Option<u32> {
-        self.fs
-            .read_dir(&self.attr_path("vfio-dev"))
-            .ok()?
-            .iter()
-            .find_map(|n| n.strip_prefix("vfio")?.parse().ok())
+        super::mdev::vfio_cdev_in(self.fs, &self.path())
     }
 
     /// The driver bound now.

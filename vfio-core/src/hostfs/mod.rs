@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub use device::{
     is_bridge_class, link_name, parse_hex, SysfsDevice, DMA_SAFE_DRIVERS, PCI_DEVICES,
 };
-pub use mdev::is_uuid;
+pub use mdev::{is_uuid, parse_uuid, SysfsMdev, MDEV_BUS, MDEV_DEVICES};
 pub use real::RealFs;
 
 /// The size cap of [`HostFs::read`]: sysfs attributes are one page, the largest file

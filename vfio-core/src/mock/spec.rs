@@ -71,6 +71,10 @@ pub struct MdevTypeSpec {
     pub device_api: String,
     /// How many instances can be created in total.
     pub max_instances: u32,
+    /// The VFIO device an instance of this type is, as the mock kernel serves it (BARs,
+    /// interrupts, config space; its address is not used). `None`: a device without BARs
+    /// or interrupts.
+    pub device: Option<Box<DeviceSpec>>,
 }
 
 /// A device-specific VFIO region beyond the nine standard PCI regions (reported with a
@@ -186,6 +190,24 @@ impl DeviceSpec {
         d.class = 0x00ff00;
         d.revision = 0x10;
         d.bars[0] = Some(BarSpec::mem32(1 << 20));
+        d.intx = true;
+        d.msi_vectors = 1;
+        d
+    }
+
+    /// The device an instance of the `mtty` sample driver's types is: a 16550-compatible
+    /// serial controller (4348:3253, class 070002, rev 0x10) with one 8-byte I/O BAR per
+    /// port (BAR0, and BAR1 for two ports), INTA and one MSI vector. The mock serves
+    /// vfio-pci's answers for it: config space of 256 bytes (mtty: 0xff) and a count of 0
+    /// for the MSI-X, ERR and REQ indexes (mtty: EINVAL).
+    pub fn mtty(ports: u8) -> Self {
+        let mut d = DeviceSpec::at(PciAddress::new(0, 0, 0, 0).expect("0000:00:00.0"));
+        (d.vendor, d.device, d.subsystem_vendor, d.subsystem_device) =
+            (0x4348, 0x3253, 0x4348, 0x3253);
+        (d.class, d.revision) = (0x070002, 0x10);
+        for b in d.bars.iter_mut().take(usize::from(ports.min(2))) {
+            *b = Some(BarSpec::io(8));
+        }
         d.intx = true;
         d.msi_vectors = 1;
         d

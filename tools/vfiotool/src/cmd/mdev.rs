@@ -2,7 +2,7 @@
 
 use vfio_core::host::mdev::{create, list_instances, list_types, remove};
 
-use crate::context::{address, out, print_json, Context};
+use crate::context::{out, print_json, Context};
 use crate::dry_run::DryRunFs;
 
 /// Arguments of `mdev`.
@@ -16,7 +16,7 @@ pub struct MdevArgs {
 /// `mdev` actions.
 #[derive(Debug, clap::Subcommand)]
 pub enum MdevAction {
-    /// List the types each device offers and the instances.
+    /// List the types each parent device offers and the instances.
     List {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -24,7 +24,8 @@ pub enum MdevAction {
     },
     /// Create an instance of a type on a parent device.
     Create {
-        /// The parent device.
+        /// The parent device: a PCI address (00:02.0) or another parent's name (mtty), as
+        /// `mdev list` shows it.
         parent: String,
         /// The type id (a directory of mdev_supported_types).
         type_id: String,
@@ -69,17 +70,22 @@ pub fn run(args: &MdevArgs, ctx: &mut Context) -> vfio_core::Result<i32> {
                     t.description.as_deref().unwrap_or("")
                 );
                 for i in &t.instances {
-                    out!(ctx, "    instance {i}");
+                    let group = inst
+                        .iter()
+                        .find(|x| x.uuid == *i)
+                        .and_then(|x| x.iommu_group)
+                        .map_or(String::new(), |g| format!(" (IOMMU group {g})"));
+                    out!(ctx, "    instance {i}{group}");
                 }
             }
         }
         MdevAction::Create { parent, type_id, uuid, dry_run: true } => {
             let dry = DryRunFs::new(ctx.fs.clone());
-            create(&dry, address(parent)?, type_id, uuid.as_deref())?;
+            create(&dry, parent, type_id, uuid.as_deref())?;
             dry.print(ctx);
         }
         MdevAction::Create { parent, type_id, uuid, dry_run: false } => {
-            let u = create(&*ctx.fs, address(parent)?, type_id, uuid.as_deref())?;
+            let u = create(&*ctx.fs, parent, type_id, uuid.as_deref())?;
             out!(ctx, "{u}");
         }
         MdevAction::Remove { uuid, dry_run: true } => {

@@ -94,6 +94,7 @@ pub fn i915_gvt(address: &str, group: u32) -> DeviceSpec {
         description: "low_gm_size: 128MB".into(),
         device_api: "vfio-pci".into(),
         max_instances: 2,
+        device: None,
     }];
     igd
 }

@@ -522,7 +522,10 @@ pub fn snapshot(fs: &dyn HostFs, dest: &Path, opts: &SnapshotOptions) -> Result<
         }
     }
     c.tree(Path::new("/sys/bus/pci/drivers"), 2, false)?;
-    c.tree(Path::new("/sys/bus/mdev/devices"), 1, false)?;
+    // The mdev parents, PCI or not (a virtual device such as mtty), with their types;
+    // the instances with their driver, type, group and cdev.
+    c.follow_all("/sys/class/mdev_bus", 0, &[("mdev_supported_types", 3)])?;
+    c.follow_all("/sys/bus/mdev/devices", 1, &[("vfio-dev", 1)])?;
     c.tree(Path::new("/sys/kernel/iommu_groups"), 3, false)?;
     c.follow_all("/sys/class/iommu", 2, &[])?;
     for m in VFIO_MODULES {

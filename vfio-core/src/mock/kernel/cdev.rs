@@ -17,11 +17,10 @@ pub(super) fn open(st: &mut HostState, index: u32) -> KResult<KernelFd> {
     if !st.kernel.config.iommufd {
         return Err(Errno::ENOENT);
     }
-    // The cdev exists while the device is bound to vfio-pci behind an IOMMU
-    // (no-IOMMU cdevs are not modelled).
+    // The cdev exists while the device is bound to vfio-pci behind an IOMMU, or is an
+    // mdev instance (no-IOMMU cdevs are not modelled).
     let addr = st
-        .devices
-        .values()
+        .vfio_devices()
         .find(|d| d.vfio_index == Some(index) && is_vfio(d) && d.spec.iommu_group.is_some())
         .map(|d| d.spec.address)
         .ok_or(Errno::ENOENT)?;

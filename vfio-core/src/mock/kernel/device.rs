@@ -23,9 +23,10 @@ use crate::mock::{HostState, SimDevice};
 use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
-/// The simulated device at `addr` (ENODEV once it is gone).
+/// The simulated device at `addr`, a PCI function or an mdev instance's key (ENODEV
+/// once it is gone).
 pub(super) fn sim(st: &HostState, addr: PciAddress) -> KResult<&SimDevice> {
-    st.devices.get(&addr).ok_or(Errno::ENODEV)
+    st.vfio_device(addr).ok_or(Errno::ENODEV)
 }
 
 /// First open of a device (`vfio_pci_core_enable`): pci_enable_device turns on memory

@@ -12,7 +12,7 @@ use super::fds::{group_fd, new_fd};
 use super::state::{DevFd, FdObj, Iommu, KernelState};
 use super::type1::detach_group;
 use crate::kernel::{Errno, GroupNode, KResult, KernelFd};
-use crate::mock::{HostState, SimDevice};
+use crate::mock::{is_mdev_key, HostState, SimDevice};
 use crate::pci::PciAddress;
 
 pub(super) fn open(st: &mut HostState, group: GroupNode) -> KResult<KernelFd> {
@@ -23,7 +23,7 @@ pub(super) fn open(st: &mut HostState, group: GroupNode) -> KResult<KernelFd> {
     // The node exists only while a member is bound to vfio-pci
     // (vfio_register_group_dev creates the group).
     let members = group_members(st, id, noiommu);
-    let exists = members.iter().any(|a| st.devices.get(a).is_some_and(is_vfio));
+    let exists = members.iter().any(|a| st.vfio_device(*a).is_some_and(is_vfio));
     if !exists {
         return Err(Errno::ENOENT);
     }
@@ -117,11 +117,12 @@ pub(super) fn get_device_fd(
 ) -> KResult<KernelFd> {
     let gid = group_fd(&st.kernel, group)?;
     let noiommu = st.kernel.groups.get(&gid).is_some_and(|g| g.noiommu);
-    // vfio_device_get_from_name: a vfio-pci member with that name, else ENODEV.
+    // vfio_device_get_from_name: a VFIO member with that name (a PCI address, or an
+    // mdev's UUID), else ENODEV.
     let name = name.to_str().map_err(|_| Errno::ENODEV)?;
     let addr = group_members(st, gid, noiommu)
         .into_iter()
-        .find(|a| a.to_string() == name && st.devices.get(a).is_some_and(is_vfio))
+        .find(|a| st.device_name(*a) == name && st.vfio_device(*a).is_some_and(is_vfio))
         .ok_or(Errno::ENODEV)?;
     // vfio_df_group_open / vfio_group_use_container: the container must have an IOMMU.
     let cid = st.kernel.groups.get(&gid).and_then(|g| g.container).ok_or(Errno::EINVAL)?;
@@ -162,7 +163,7 @@ fn dma_owner_free(driver: Option<&str>) -> bool {
 /// takes them back when the device leaves vfio-pci, as vfio does when
 /// `enable_unsafe_noiommu_mode` is set.
 pub(crate) fn refresh_noiommu(st: &mut HostState) {
-    let HostState { devices, kernel, .. } = st;
+    let HostState { devices, mdev_devices, kernel, .. } = st;
     if !kernel.config.noiommu {
         kernel.noiommu_ids.clear();
         return;
@@ -174,6 +175,7 @@ pub(crate) fn refresh_noiommu(st: &mut HostState) {
         if d.spec.iommu_group.is_none() && is_vfio(d) && !kernel.noiommu_ids.contains_key(a) {
             let used: BTreeSet<u32> = devices
                 .values()
+                .chain(mdev_devices.values())
                 .filter_map(|d| d.spec.iommu_group)
                 .chain(kernel.noiommu_ids.values().copied())
                 .collect();
@@ -183,14 +185,14 @@ pub(crate) fn refresh_noiommu(st: &mut HostState) {
     }
 }
 
-/// Bound to vfio-pci.
+/// A VFIO device: bound to vfio-pci, or an mdev instance (bound to its mdev driver).
 pub(super) fn is_vfio(d: &SimDevice) -> bool {
-    d.driver.as_deref() == Some("vfio-pci")
+    d.driver.as_deref() == Some("vfio-pci") || is_mdev_key(d.spec.address)
 }
 
 /// The group of a device: its IOMMU group, else its no-IOMMU group if it has one.
 pub(super) fn group_of(st: &HostState, addr: PciAddress) -> Option<u32> {
-    let d = st.devices.get(&addr)?;
+    let d = st.vfio_device(addr)?;
     d.spec.iommu_group.or_else(|| st.kernel.noiommu_ids.get(&addr).copied())
 }
 
@@ -199,17 +201,17 @@ pub(super) fn group_members(st: &HostState, id: u32, noiommu: bool) -> Vec<PciAd
     if noiommu {
         st.kernel.noiommu_ids.iter().filter(|(_, g)| **g == id).map(|(a, _)| *a).collect()
     } else {
-        st.devices
-            .values()
+        st.vfio_devices()
             .filter(|d| d.spec.iommu_group == Some(id))
             .map(|d| d.spec.address)
             .collect()
     }
 }
 
-/// Viable: no member is bound to a driver that claims DMA ownership.
+/// Viable: no member is bound to a driver that claims DMA ownership (an mdev's driver
+/// claims none: its group is vfio's own).
 fn group_viable(st: &HostState, id: u32, noiommu: bool) -> bool {
-    group_members(st, id, noiommu)
-        .iter()
-        .all(|a| st.devices.get(a).is_some_and(|d| dma_owner_free(d.driver.as_deref())))
+    group_members(st, id, noiommu).iter().all(|a| {
+        st.vfio_device(*a).is_some_and(|d| is_vfio(d) || dma_owner_free(d.driver.as_deref()))
+    })
 }

@@ -20,7 +20,7 @@ use super::model::{model_bar, with_model};
 use super::state::KernelState;
 use super::{CONFIG_INDEX, NUM_REGIONS, OFFSET_SHIFT, PAGE, ROM_INDEX, VGA_INDEX};
 use crate::kernel::{Errno, KResult, KernelFd};
-use crate::mock::{HostState, SimDevice};
+use crate::mock::{vfio_device_in, HostState, SimDevice};
 use crate::pci::config::BarKind;
 use crate::pci::PciAddress;
 
@@ -152,8 +152,9 @@ pub(super) fn mmap(
     }
     let index = (offset >> OFFSET_SHIFT) as u32;
     let start = offset & ((1 << OFFSET_SHIFT) - 1);
-    let HostState { devices, kernel: k, .. } = st;
-    let dev = devices.get(&d.addr).ok_or(Errno::ENODEV)?;
+    let HostState { devices, mdev_devices, kernel: k, .. } = st;
+    let dev = vfio_device_in(devices, mdev_devices, d.addr).ok_or(Errno::ENODEV)?;
+    let dev = &*dev;
     // pci_core vfio_pci_core_mmap: only BARs with mmap support, inside the BAR.
     if index >= NUM_REGIONS + dev.spec.extra_regions.len() as u32 || index >= ROM_INDEX {
         return Err(Errno::EINVAL);
@@ -221,8 +222,8 @@ fn region_rw(st: &mut HostState, addr: PciAddress, offset: u64, rw: Rw<'_>) -> K
     if model_bar(&st.kernel, addr) == Some(index) {
         return model_rw(st, addr, index, pos, rw);
     }
-    let HostState { devices, kernel: k, .. } = st;
-    let dev = devices.get_mut(&addr).ok_or(Errno::ENODEV)?;
+    let HostState { devices, mdev_devices, kernel: k, .. } = st;
+    let dev = vfio_device_in(devices, mdev_devices, addr).ok_or(Errno::ENODEV)?;
     let nregions = NUM_REGIONS + dev.spec.extra_regions.len() as u32;
     if index >= nregions {
         return Err(Errno::EINVAL);
@@ -258,7 +259,7 @@ fn model_rw(
     pos: u64,
     rw: Rw<'_>,
 ) -> KResult<usize> {
-    let dev = st.devices.get(&addr).ok_or(Errno::ENODEV)?;
+    let dev = st.vfio_device(addr).ok_or(Errno::ENODEV)?;
     let room = (bar_access(dev, index, pos)? - pos) as usize;
     Ok(match rw {
         Rw::Read(buf) => {

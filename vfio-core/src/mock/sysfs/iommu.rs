@@ -1,7 +1,8 @@
 //! IOMMU groups and the VFIO device nodes: `/sys/kernel/iommu_groups` (members, type,
 //! reserved regions, the `name` of a no-IOMMU group), the IOMMU units
 //! (`/sys/class/iommu`, `/sys/devices/virtual/iommu` with their Intel or AMD
-//! capabilities), a device's `iommu_group` link and `vfio-dev` cdev, and `/dev`:
+//! capabilities), a device's `iommu_group` link and `vfio-dev` cdev, the group vfio makes
+//! for each mdev instance, and `/dev`:
 //! `/dev/vfio/vfio`, one node per group with a device on vfio-pci (`noiommu-N` for a
 //! no-IOMMU group), the `/dev/vfio/devices` cdevs and `/dev/iommu` (iommufd).
 
@@ -17,13 +18,19 @@ impl HostState {
         self.devices.values().any(|d| {
             self.group_of(d.spec.address).map(|x| x.0) == Some(g)
                 && d.driver.as_deref() == Some("vfio-pci")
-        })
+        }) || mdev_in(self, g).is_some()
     }
+}
+
+/// The mdev instance in group `g` (vfio makes a group for each): its UUID.
+fn mdev_in(st: &HostState, g: u32) -> Option<&str> {
+    st.mdev_devices.iter().find(|(_, d)| d.spec.iommu_group == Some(g)).map(|(u, _)| u.as_str())
 }
 
 /// The groups with a device in them now.
 fn groups(st: &HostState) -> BTreeSet<u32> {
-    st.devices.keys().filter_map(|a| st.group_of(*a)).map(|(g, _)| g).collect()
+    let mdevs = st.mdev_devices.values().filter_map(|d| d.spec.iommu_group);
+    st.devices.keys().filter_map(|a| st.group_of(*a)).map(|(g, _)| g).chain(mdevs).collect()
 }
 
 /// Whether vfio made group `g` for a device without an IOMMU.
@@ -60,6 +67,9 @@ fn groups_node(st: &HostState, rest: &[&str]) -> Lookup {
 /// `/sys/kernel/iommu_groups/G/rest`.
 fn group_node(st: &HostState, g: &str, rest: &[&str]) -> Option<Node> {
     let g: u32 = g.parse().ok().filter(|g| groups(st).contains(g))?;
+    if let Some(u) = mdev_in(st, g) {
+        return mdev_group_node(st, u, rest);
+    }
     let members: Vec<PciAddress> =
         st.devices.keys().filter(|a| st.group_of(**a).map(|x| x.0) == Some(g)).copied().collect();
     let noiommu = is_noiommu(st, g);
@@ -78,6 +88,23 @@ fn group_node(st: &HostState, g: &str, rest: &[&str]) -> Option<Node> {
     }
 }
 
+/// The group vfio makes for an mdev instance (`vfio_noiommu_group_alloc` with
+/// `VFIO_EMULATED_IOMMU`): named `vfio-noiommu` like a no-IOMMU group, though its node is
+/// `/dev/vfio/N`; no default domain (`type` reads `unknown`), no reserved regions.
+fn mdev_group_node(st: &HostState, u: &str, rest: &[&str]) -> Option<Node> {
+    match rest {
+        [] => Some(dir(&["devices", "name", "reserved_regions", "type"])),
+        ["name"] => Some(text("vfio-noiommu")),
+        ["type"] => Some(text("unknown")),
+        ["reserved_regions"] => Some(Node::File(super::Attr::Text(String::new()), 0o444)),
+        ["devices"] => Some(Node::Dir(vec![u.to_string()])),
+        ["devices", x] if *x == u => {
+            Some(link(format!("../../../../{}", super::mdev::instance_dir(st, u)?)))
+        }
+        _ => None,
+    }
+}
+
 /// The IOMMU units' names.
 fn units(st: &HostState) -> Node {
     Node::Dir(st.sys.iommus.iter().map(|i| i.name.clone()).collect())
@@ -86,7 +113,11 @@ fn units(st: &HostState) -> Node {
 /// `/sys/devices/virtual/rest`.
 fn units_node(st: &HostState, rest: &[&str]) -> Lookup {
     Some(match rest {
-        [] => Some(dir(&["iommu"])),
+        [] => {
+            let mut v = super::mdev::virtual_classes(st);
+            v.push("iommu".into());
+            Some(Node::Dir(v))
+        }
         ["iommu"] => Some(units(st)),
         ["iommu", name, rest @ ..] => unit_node(st, name, rest),
         _ => return None,
@@ -151,7 +182,7 @@ fn dev_node(st: &HostState, rest: &[&str]) -> Lookup {
                     g.to_string()
                 }
             }));
-            if iommufd && st.devices.values().any(|d| d.vfio_index.is_some()) {
+            if iommufd && st.vfio_devices().any(|d| d.vfio_index.is_some()) {
                 v.push("devices".into());
             }
             v.sort();
@@ -159,10 +190,10 @@ fn dev_node(st: &HostState, rest: &[&str]) -> Lookup {
         }
         ["vfio", "vfio"] if vfio_loaded => Some(Node::Char(0o666)),
         ["vfio", "devices"] if vfio_loaded && iommufd => {
-            Some(Node::Dir(st.devices.values().filter_map(cdev).collect()))
+            Some(Node::Dir(st.vfio_devices().filter_map(cdev).collect()))
         }
         ["vfio", "devices", n] if vfio_loaded && iommufd => {
-            st.devices.values().any(|d| cdev(d).as_deref() == Some(n)).then_some(Node::Char(0o600))
+            st.vfio_devices().any(|d| cdev(d).as_deref() == Some(n)).then_some(Node::Char(0o600))
         }
         ["vfio", g] if vfio_loaded => group_dev_node(st, g),
         _ => return None,

@@ -18,7 +18,8 @@
 //!   (`ENOENT`), needs 0 between two non-zero values (`EBUSY`), and creates or removes
 //!   the VF functions; unbinding a PF driver disables its VFs;
 //! - `rom` reads only after `1` was written to it (`EINVAL` otherwise);
-//! - `mdev_supported_types/T/create` takes a UUID, `remove` takes `1`.
+//! - `mdev_supported_types/T/create` takes a UUID, `remove` takes `1`; every parent
+//!   (PCI or virtual) is a link in `/sys/class/mdev_bus`.
 //!
 //! Host-level facts (modules, command line, IOMMUs, mounts, routes, files) are described
 //! by [`SysState`], reachable as [`HostState::sys`]. Faults are injected with
@@ -44,7 +45,7 @@ mod state;
 #[cfg(test)]
 pub(super) mod tests;
 
-pub use state::{SimBlock, SimIommu, SimNet, SysState};
+pub use state::{SimBlock, SimIommu, SimMdevParent, SimNet, SimParent, SysState};
 
 use std::fmt::Display;
 use std::io;
@@ -127,10 +128,11 @@ impl Ctl {
 type Lookup = Option<Option<Node>>;
 
 /// The subsystems, asked in turn for a path (split into its components); the first
-/// that claims it answers. `iommu` comes before `pci`: `/sys/devices/virtual` is the
-/// IOMMU units', every other `/sys/devices/ROOT` the PCI roots'.
+/// that claims it answers. `iommu` and `mdev` come before `pci`: `/sys/devices/virtual`
+/// holds the IOMMU units and the virtual mdev parents, every other `/sys/devices/ROOT`
+/// is a PCI root.
 const SUBSYSTEMS: [fn(&HostState, &[&str]) -> Lookup; 7] =
-    [skeleton, iommu::node, pci::node, drivers::node, mdev::node, class::node, proc::node];
+    [skeleton, iommu::node, mdev::node, pci::node, drivers::node, class::node, proc::node];
 
 /// One subsystem's part of a PCI device's directory.
 struct DevicePart {
@@ -168,7 +170,7 @@ fn skeleton(_: &HostState, parts: &[&str]) -> Lookup {
         [] => &["sys", "proc", "dev", "etc", "run", "usr", "var"],
         ["sys"] => &["bus", "devices", "kernel", "class", "module", "block"],
         ["sys", "bus"] => &["pci", "mdev"],
-        ["sys", "class"] => &["iommu", "net"],
+        ["sys", "class"] => &["iommu", "mdev_bus", "net"],
         _ => return None,
     };
     Some(Some(dir(names)))

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::mock::MockHost;
+use crate::mock::{DeviceSpec, MdevTypeSpec, MockHost};
 use crate::pci::PciAddress;
 
 /// One IOMMU unit of the simulated host (`/sys/class/iommu/NAME`).
@@ -39,6 +39,50 @@ pub struct SimBlock {
     pub name: String,
     /// The storage controller behind it.
     pub device: PciAddress,
+}
+
+/// A device that offers mdev types without being a PCI function, such as the `mtty`
+/// sample driver's virtual device or s390's `matrix`: `/sys/devices/virtual/CLASS/NAME`,
+/// listed in `/sys/class/mdev_bus` like a PCI parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimMdevParent {
+    /// The device name (`mtty`), which is its `/sys/class/mdev_bus` link name.
+    pub name: String,
+    /// Its class, the directory under `/sys/devices/virtual` (`mtty`).
+    pub class: String,
+    /// The types it offers (an empty `description` means the type has no such file).
+    pub types: Vec<MdevTypeSpec>,
+}
+
+impl SimMdevParent {
+    /// The `mtty` sample driver's parent (samples/vfio-mdev/mtty.c): types `mtty-1`
+    /// ("Single port serial") and `mtty-2` ("Dual port serial") over its 24 ports, with
+    /// no description, whose instances are [`DeviceSpec::mtty`] devices. Each type's instances are counted on their own here, where the
+    /// driver shares the ports between the two types.
+    pub fn mtty() -> Self {
+        let ty = |n: u32, name: &str| MdevTypeSpec {
+            id: format!("mtty-{n}"),
+            name: name.into(),
+            description: String::new(),
+            device_api: "vfio-pci".into(),
+            max_instances: 24 / n,
+            device: Some(Box::new(DeviceSpec::mtty(n as u8))),
+        };
+        SimMdevParent {
+            name: "mtty".into(),
+            class: "mtty".into(),
+            types: vec![ty(1, "Single port serial"), ty(2, "Dual port serial")],
+        }
+    }
+}
+
+/// The parent of a simulated mdev instance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimParent {
+    /// A PCI function whose spec has [`mdev_types`](crate::mock::DeviceSpec::mdev_types).
+    Pci(PciAddress),
+    /// A [`SimMdevParent`], by name.
+    Virtual(String),
 }
 
 /// Host-level facts of a simulated host, and the sysfs state that is not per device.
@@ -90,8 +134,10 @@ pub struct SysState {
     pub numvfs: BTreeMap<PciAddress, u16>,
     /// Devices whose `rom` was enabled by writing 1.
     pub rom_enabled: BTreeSet<PciAddress>,
+    /// Mdev parents that are not PCI functions.
+    pub mdev_parents: Vec<SimMdevParent>,
     /// Mediated devices: UUID to (parent, type id).
-    pub mdevs: BTreeMap<String, (PciAddress, String)>,
+    pub mdevs: BTreeMap<String, (SimParent, String)>,
     /// Devices whose `enable` is 1.
     pub enabled: BTreeSet<PciAddress>,
     /// The kernel log, served as `/var/log/kern.log` (`None` hides it).

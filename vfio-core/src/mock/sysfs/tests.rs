@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{SimBlock, SimNet, SysState};
+use super::{SimBlock, SimMdevParent, SimNet, SysState};
 use crate::hostfs::{HostFs, NodeKind};
 use crate::mock::{DeviceSpec, MdevTypeSpec, MockHost};
 use crate::pci::PciAddress;
@@ -20,6 +20,7 @@ pub(in crate::mock) fn host() -> MockHost {
         description: "low_gm_size: 128MB".into(),
         device_api: "vfio-pci".into(),
         max_instances: 2,
+        device: None,
     }];
     gpu.rom = Some(vec![0x55, 0xaa, 1, 2]);
     MockHost::new([DeviceSpec::edu("0000:00:04.0").driver("edu").group(1), nic, gpu])
@@ -54,6 +55,66 @@ fn rom_reads_only_after_enable_and_mdev_create_remove() {
     assert_eq!(fs.read_dir(&t.join("devices")).unwrap(), vec![u]);
     fs.write(&p("/sys/bus/mdev/devices").join(u).join("remove"), b"1").unwrap();
     assert_eq!(fs.read_string(&t.join("available_instances")).unwrap(), "2");
+}
+
+#[test]
+fn mdev_parents_are_links_in_the_mdev_bus_class() {
+    let h = host().with_sys(|s| {
+        s.mdev_parents.push(SimMdevParent::mtty());
+        s.load_vfio();
+    });
+    let fs = h.fs();
+    let bus = p("/sys/class/mdev_bus");
+    assert_eq!(fs.read_dir(bus).unwrap(), ["0000:03:00.0", "mtty"]);
+    assert_eq!(
+        fs.read_link(&bus.join("0000:03:00.0")).unwrap(),
+        p("../../devices/pci0000:03/0000:03:00.0")
+    );
+    assert_eq!(fs.read_link(&bus.join("mtty")).unwrap(), p("../../devices/virtual/mtty/mtty"));
+    assert_eq!(fs.read_dir(p("/sys/devices/virtual")).unwrap(), ["iommu", "mtty"]);
+    assert_eq!(fs.read_dir(&bus.join("mtty")).unwrap(), ["mdev_supported_types"]);
+    let t = bus.join("mtty/mdev_supported_types/mtty-1");
+    assert_eq!(
+        fs.read_dir(&t).unwrap(),
+        ["available_instances", "create", "device_api", "devices", "name"]
+    );
+    assert_eq!(fs.read_string(&t.join("name")).unwrap(), "Single port serial");
+    let u = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001";
+    fs.write(&t.join("create"), u.as_bytes()).unwrap();
+    assert_eq!(fs.read_string(&t.join("available_instances")).unwrap(), "23");
+    let inst = p("/sys/bus/mdev/devices").join(u);
+    assert_eq!(
+        fs.read_link(&inst).unwrap(),
+        p("../../../devices/virtual/mtty/mtty/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001")
+    );
+    assert_eq!(fs.read_dir(&bus.join("mtty")).unwrap(), [u, "mdev_supported_types"]);
+    assert_eq!(fs.read_link(&inst.join("mdev_type")).unwrap(), p("../mdev_supported_types/mtty-1"));
+    // A VFIO device in a group of its own (the lowest free number), with a cdev.
+    assert_eq!(
+        fs.read_link(&inst.join("iommu_group")).unwrap(),
+        p("../../../../../kernel/iommu_groups/0")
+    );
+    assert_eq!(
+        fs.read_link(&inst.join("driver")).unwrap(),
+        p("../../../../../bus/mdev/drivers/mtty")
+    );
+    assert!(fs.read_dir(&inst.join("driver")).unwrap().is_empty());
+    assert_eq!(fs.read_dir(&inst.join("vfio-dev")).unwrap(), ["vfio0"]);
+    let g = p("/sys/kernel/iommu_groups/0");
+    assert_eq!(fs.read_string(&g.join("name")).unwrap(), "vfio-noiommu");
+    assert_eq!(fs.read_string(&g.join("type")).unwrap(), "unknown");
+    assert_eq!(fs.read_dir(&g.join("devices")).unwrap(), [u]);
+    assert!(fs.exists(&g.join("devices").join(u).join("remove")));
+    assert_eq!(fs.metadata(p("/dev/vfio/0")).unwrap().kind, NodeKind::CharDevice);
+    assert!(!fs.exists(p("/dev/vfio/noiommu-0")));
+    assert!(fs.exists(&t.join("devices").join(u).join("remove")));
+    fs.write(&inst.join("remove"), b"1").unwrap();
+    assert!(!fs.exists(&inst));
+    assert!(!fs.exists(p("/sys/kernel/iommu_groups/0")) && !fs.exists(p("/dev/vfio/0")));
+    // A PCI parent is listed while its driver is bound (its types exist only then).
+    h.set_driver(a("0000:03:00.0"), None);
+    assert_eq!(fs.read_dir(bus).unwrap(), ["mtty"]);
+    assert!(!fs.exists(&bus.join("0000:03:00.0")));
 }
 
 #[test]
