@@ -101,6 +101,7 @@ fn outcome_err(e: &Error) -> String {
         (None, Error::OutOfBounds { .. }) => "err out-of-bounds".into(),
         (None, Error::Unsupported { .. }) => "err unsupported".into(),
         (None, Error::NotFound { .. }) => "err not-found".into(),
+        (None, Error::Invalid { what, .. }) => format!("err invalid {what}"),
         (None, other) => format!("err {other}"),
     }
 }

@@ -8,7 +8,7 @@ use vfio_bindings::bindings::vfio::{
     VFIO_NOIOMMU_IOMMU, VFIO_TYPE1_IOMMU, VFIO_UPDATE_VADDR,
 };
 
-use crate::dma_perm::{memlock_hint, DmaPerm};
+use crate::dma_perm::{check_range, memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::info::{parse_iommu_info, IommuInfo, IOMMU_INFO_SIZE};
@@ -278,6 +278,7 @@ impl Container {
     /// is unmapped: the device may read and (with `DmaPerm::ReadWrite`) write it at any
     /// time. Unmapping is the caller's job (or use [`crate::dma::DmaPool`], which does it).
     pub unsafe fn map_dma(&self, vaddr: u64, iova: u64, size: u64, perm: DmaPerm) -> Result<()> {
+        check_range(iova, Some(vaddr), size)?;
         let flags = match perm {
             DmaPerm::Read => VFIO_DMA_MAP_FLAG_READ,
             DmaPerm::ReadWrite => VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
@@ -366,6 +367,7 @@ impl Container {
     /// from a memfd kept across `exec`) the mappings had before step 1, with
     /// [`Container::map_dma`]'s contract.
     pub unsafe fn update_vaddr(&self, vaddr: u64, iova: u64, size: u64) -> Result<()> {
+        check_range(iova, Some(vaddr), size)?;
         let map = vfio_iommu_type1_dma_map {
             argsz: std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32,
             flags: VFIO_DMA_MAP_FLAG_VADDR,
@@ -380,6 +382,7 @@ impl Container {
 
     #[inline]
     fn unmap(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
+        check_range(iova, None, size)?;
         let mut unmap = vfio_iommu_type1_dma_unmap {
             argsz: std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32,
             flags,

@@ -8,7 +8,7 @@ use iommufd_bindings::iommufd::{
     iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE as MAP_WRITEABLE,
 };
 
-use crate::dma_perm::{memlock_hint, DmaPerm};
+use crate::dma_perm::{check_range, memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::info::IovaRange;
 use crate::kernel::{
@@ -129,6 +129,7 @@ impl Ioas {
         size: u64,
         perm: DmaPerm,
     ) -> Result<u64> {
+        check_range(iova.unwrap_or(0), Some(vaddr), size)?;
         let mut flags = MAP_READABLE;
         if perm == DmaPerm::ReadWrite {
             flags |= MAP_WRITEABLE;
@@ -164,6 +165,7 @@ impl Ioas {
 
     /// Unmaps `[iova, iova + size)`; returns the bytes unmapped.
     pub fn unmap_dma(&self, iova: u64, size: u64) -> Result<u64> {
+        check_range(iova, None, size)?;
         let mut u = iommu_ioas_unmap {
             size: std::mem::size_of::<iommu_ioas_unmap>() as u32,
             ioas_id: self.id,
