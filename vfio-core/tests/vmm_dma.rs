@@ -149,3 +149,36 @@ fn live_update_on_the_compat_container_is_refused_with_the_way_out() {
         }
     }
 }
+
+/// A region the kernel offers without WRITE (a variant driver's read-only region) is
+/// mapped read-only, and a write through the mapping is refused by the library: the
+/// mapping is PROT_READ, so writing through it would fault the process.
+#[test]
+fn a_read_only_region_is_mapped_read_only_and_writes_are_refused() {
+    let mut spec = DeviceSpec::edu("0000:00:04.0").group(1).driver("vfio-pci");
+    spec.bars[2] = Some(vfio_core::mock::BarSpec::mem32(0x1000).read_only());
+    let host = MockHost::new([spec]);
+    host.set_kernel_config(MockKernelConfig {
+        allow_unsafe_interrupts: true,
+        ..Default::default()
+    });
+    let dev = std::sync::Arc::new(
+        Vfio::new(host.kernel(), host.fs())
+            .open(PciAddress::parse("0000:00:04.0").unwrap(), vfio_core::Interface::Container)
+            .unwrap(),
+    );
+    dev.enable_bus_master().unwrap();
+    let info = dev.region(2).unwrap();
+    assert!(!info.flags.contains(vfio_core::info::RegionFlags::WRITE), "{info:?}");
+    let m = dev.map_region(2).unwrap();
+    assert_eq!(m.read::<u32>(0).unwrap(), 0);
+    let e = m.write::<u32>(0, 1).unwrap_err();
+    assert!(e.to_string().contains("WRITE"), "{e}");
+    let owned = dev.map_region_owned(2).unwrap();
+    assert!(owned.write::<u8>(4, 1).is_err());
+    let bar = dev.bar(2).unwrap();
+    assert!(bar.write::<u32>(8, 1).is_err());
+    assert_eq!(bar.read::<u32>(8).unwrap(), 0);
+    // pwrite is refused by the kernel too.
+    assert!(dev.write_region(2, 0, &[1]).is_err());
+}

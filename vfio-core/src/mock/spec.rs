@@ -15,20 +15,28 @@ pub struct BarSpec {
     pub prefetchable: bool,
     /// Whether VFIO offers mmap of it (memory BARs of at least a page).
     pub mmap: bool,
+    /// The region lacks `VFIO_REGION_INFO_FLAG_WRITE`, as a variant driver's read-only
+    /// region does (vfio-pci's own BARs are always read-write): pwrite is refused with
+    /// EINVAL and a writable mmap with EACCES. For testing code against such regions.
+    pub read_only: bool,
 }
 
 impl BarSpec {
     /// A 32-bit non-prefetchable memory BAR, mmap-able.
     pub fn mem32(size: u64) -> Self {
-        BarSpec { size, kind: BarKind::Memory32, prefetchable: false, mmap: true }
+        BarSpec { size, kind: BarKind::Memory32, prefetchable: false, mmap: true, read_only: false }
     }
     /// A 64-bit prefetchable memory BAR, mmap-able.
     pub fn mem64(size: u64) -> Self {
-        BarSpec { size, kind: BarKind::Memory64, prefetchable: true, mmap: true }
+        BarSpec { size, kind: BarKind::Memory64, prefetchable: true, mmap: true, read_only: false }
     }
     /// An I/O BAR (never mmap-able).
     pub fn io(size: u64) -> Self {
-        BarSpec { size, kind: BarKind::Io, prefetchable: false, mmap: false }
+        BarSpec { size, kind: BarKind::Io, prefetchable: false, mmap: false, read_only: false }
+    }
+    /// The same BAR without write access (see [`BarSpec::read_only`]).
+    pub fn read_only(self) -> Self {
+        BarSpec { read_only: true, ..self }
     }
 }
 

@@ -93,8 +93,11 @@ fn bar_info(
     if size == 0 {
         return (0, 0);
     }
-    let mut f = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
     let bar = dev.spec.bars[index as usize];
+    let mut f = VFIO_REGION_INFO_FLAG_READ;
+    if !bar.is_some_and(|b| b.read_only) {
+        f |= VFIO_REGION_INFO_FLAG_WRITE;
+    }
     if bar.is_some_and(|b| b.mmap && b.kind != BarKind::Io) && !trapped {
         f |= VFIO_REGION_INFO_FLAG_MMAP;
         if let Some((_, toff, tsize)) = msix_table(dev).filter(|t| t.0 == index) {
@@ -162,6 +165,10 @@ pub(super) fn mmap(
     let trapped = model_bar(k, d.addr) == Some(index);
     let bar = dev.spec.bars[index as usize].filter(|b| b.mmap && b.kind != BarKind::Io && !trapped);
     let Some(bar) = bar else { return Err(Errno::EINVAL) };
+    // mmap(2) of a file opened for reading only, as a region without WRITE is.
+    if bar.read_only && prot & libc::PROT_WRITE != 0 {
+        return Err(Errno::EACCES);
+    }
     let phys = bar.size.div_ceil(PAGE) * PAGE;
     if start.checked_add(len as u64).is_none_or(|e| e > phys) {
         return Err(Errno::EINVAL);
@@ -284,6 +291,11 @@ fn bar_rw(
     rw: Rw<'_>,
 ) -> KResult<usize> {
     let size = bar_access(dev, index, pos)?;
+    // A region without WRITE refuses pwrite (as a variant driver's read-only region).
+    let read_only = dev.spec.bars[index as usize].is_some_and(|b| b.read_only);
+    if read_only && matches!(rw, Rw::Write(_)) {
+        return Err(Errno::EINVAL);
+    }
     let fd = bar_fd(k, dev, index)?;
     let excl = msix_table(dev).filter(|t| t.0 == index).map(|t| (t.1, t.1 + t.2));
     let room = (size - pos) as usize;
