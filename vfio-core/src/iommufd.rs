@@ -20,6 +20,19 @@ use crate::kernel::{
 /// no flag or reserved field those kernels would refuse with it).
 const PREDATES_MAP_FILE: &str = "this kernel predates IOMMU_IOAS_MAP_FILE (6.13): map guest memory with Ioas::map_dma, and live-update through a legacy type1v2 container (Container::invalidate_vaddr / update_vaddr)";
 
+/// The `IOMMU_IOAS_MAP*` flags: readable, writeable with `DmaPerm::ReadWrite`, at a
+/// fixed IOVA when one is given.
+fn map_flags(iova: Option<u64>, perm: DmaPerm) -> u32 {
+    let mut flags = MAP_READABLE;
+    if perm == DmaPerm::ReadWrite {
+        flags |= MAP_WRITEABLE;
+    }
+    if iova.is_some() {
+        flags |= MAP_FIXED_IOVA;
+    }
+    flags
+}
+
 /// An open `/dev/iommu`.
 #[derive(Debug)]
 pub struct Iommufd {
@@ -163,16 +176,9 @@ impl Ioas {
         perm: DmaPerm,
     ) -> Result<u64> {
         check_range(iova.unwrap_or(0), Some(vaddr), size)?;
-        let mut flags = MAP_READABLE;
-        if perm == DmaPerm::ReadWrite {
-            flags |= MAP_WRITEABLE;
-        }
-        if iova.is_some() {
-            flags |= MAP_FIXED_IOVA;
-        }
         let mut map = iommu_ioas_map {
             size: std::mem::size_of::<iommu_ioas_map>() as u32,
-            flags,
+            flags: map_flags(iova, perm),
             ioas_id: self.id,
             __reserved: 0,
             user_va: vaddr,
@@ -216,16 +222,9 @@ impl Ioas {
     ) -> Result<u64> {
         use std::os::fd::AsRawFd;
         check_range(iova.unwrap_or(0), Some(start), length)?;
-        let mut flags = MAP_READABLE;
-        if perm == DmaPerm::ReadWrite {
-            flags |= MAP_WRITEABLE;
-        }
-        if iova.is_some() {
-            flags |= MAP_FIXED_IOVA;
-        }
         let mut map = iommu_ioas_map_file {
             size: std::mem::size_of::<iommu_ioas_map_file>() as u32,
-            flags,
+            flags: map_flags(iova, perm),
             ioas_id: self.id,
             fd: file.as_raw_fd(),
             start,

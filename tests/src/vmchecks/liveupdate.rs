@@ -176,16 +176,7 @@ pub fn child(args: &[String]) -> i32 {
         drop(iommufd);
         Ok(())
     })();
-    match r {
-        Ok(()) => {
-            println!("result: ok");
-            0
-        }
-        Err(e) => {
-            println!("result: {e}");
-            1
-        }
-    }
+    crate::report::child_result(r)
 }
 
 fn memfd(len: u64) -> Result<OwnedFd, String> {
