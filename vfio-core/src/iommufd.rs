@@ -12,9 +12,26 @@ use crate::dma_perm::{check_range, memlock_hint, DmaPerm};
 use crate::error::{Error, Result};
 use crate::info::IovaRange;
 use crate::kernel::{
-    iommu_ioas_alloc, iommu_ioas_iova_ranges, iommu_ioas_map, iommu_ioas_unmap, iommu_iova_range,
-    Errno, KernelFd, KernelOp, VfioKernel,
+    iommu_ioas_alloc, iommu_ioas_change_process, iommu_ioas_iova_ranges, iommu_ioas_map,
+    iommu_ioas_map_file, iommu_ioas_unmap, iommu_iova_range, Errno, KernelFd, KernelOp, VfioKernel,
 };
+
+/// The hint for ENOTTY from the live-update commands (EOPNOTSUPP too: the library sets
+/// no flag or reserved field those kernels would refuse with it).
+const PREDATES_MAP_FILE: &str = "this kernel predates IOMMU_IOAS_MAP_FILE (6.13): map guest memory with Ioas::map_dma, and live-update through a legacy type1v2 container (Container::invalidate_vaddr / update_vaddr)";
+
+/// The `IOMMU_IOAS_MAP*` flags: readable, writeable with `DmaPerm::ReadWrite`, at a
+/// fixed IOVA when one is given.
+fn map_flags(iova: Option<u64>, perm: DmaPerm) -> u32 {
+    let mut flags = MAP_READABLE;
+    if perm == DmaPerm::ReadWrite {
+        flags |= MAP_WRITEABLE;
+    }
+    if iova.is_some() {
+        flags |= MAP_FIXED_IOVA;
+    }
+    flags
+}
 
 /// An open `/dev/iommu`.
 #[derive(Debug)]
@@ -81,6 +98,35 @@ impl Iommufd {
             .map_err(|e| Error::kernel(KernelOp::IoasAlloc, "iommufd", e))?;
         Ok(Arc::new(Ioas { iommufd: self.clone(), id: a.out_ioas_id, owned: true }))
     }
+
+    /// Live update (`IOMMU_IOAS_CHANGE_PROCESS`, Linux 6.13+): moves the pinned-memory
+    /// accounting of every mapping of every IOAS of this iommufd to the calling process.
+    /// A new VMM process that inherited the iommufd and device descriptors (across `exec`
+    /// or fd passing) calls it before the old one exits, so the pinned guest memory is
+    /// charged to its `RLIMIT_MEMLOCK` and no longer to the old process.
+    ///
+    /// Every mapping must have been made with [`Ioas::map_file`]: the kernel refuses
+    /// (EINVAL) when any was made from a user address ([`Ioas::map_dma`]), and then
+    /// changes nothing.
+    pub fn change_process(&self) -> Result<()> {
+        let mut c = iommu_ioas_change_process {
+            size: std::mem::size_of::<iommu_ioas_change_process>() as u32,
+            __reserved: 0,
+        };
+        self.kernel.ioas_change_process(self.fd(), &mut c).map_err(|e| {
+            let err = Error::kernel(KernelOp::IoasChangeProcess, "iommufd", e);
+            match e {
+                Errno::EINVAL => err.with_hint(
+                    "a mapping of this iommufd was not made from a file: live update needs every mapping made with Ioas::map_file (unmap the others first)",
+                ),
+                Errno::ENOTTY | Errno::EOPNOTSUPP => err.with_hint(PREDATES_MAP_FILE),
+                Errno::ENOMEM => err.with_hint(
+                    "the calling process's RLIMIT_MEMLOCK cannot hold the pinned memory: raise it (or give it CAP_IPC_LOCK) before taking over",
+                ),
+                _ => err,
+            }
+        })
+    }
 }
 
 impl Drop for Iommufd {
@@ -130,16 +176,9 @@ impl Ioas {
         perm: DmaPerm,
     ) -> Result<u64> {
         check_range(iova.unwrap_or(0), Some(vaddr), size)?;
-        let mut flags = MAP_READABLE;
-        if perm == DmaPerm::ReadWrite {
-            flags |= MAP_WRITEABLE;
-        }
-        if iova.is_some() {
-            flags |= MAP_FIXED_IOVA;
-        }
         let mut map = iommu_ioas_map {
             size: std::mem::size_of::<iommu_ioas_map>() as u32,
-            flags,
+            flags: map_flags(iova, perm),
             ioas_id: self.id,
             __reserved: 0,
             user_va: vaddr,
@@ -150,6 +189,67 @@ impl Ioas {
         match unsafe { self.iommufd.kernel.ioas_map(self.iommufd.fd(), &mut map) } {
             Ok(()) => Ok(map.iova),
             Err(e) => Err(self.map_error(e, size)),
+        }
+    }
+
+    /// Maps `length` bytes of a file from byte `start` (`IOMMU_IOAS_MAP_FILE`, Linux
+    /// 6.13+): guest memory that survives the process, for live update
+    /// ([`Iommufd::change_process`]). The file must be a memfd (shmem or hugetlbfs) at
+    /// least `start + length` bytes long; the kernel pins its pages, not a process
+    /// address, so the mapping stays valid whatever the process maps or unmaps. With
+    /// `iova` `Some`, at that IOVA (`IOMMU_IOAS_MAP_FIXED_IOVA`); with `None`, where the
+    /// kernel chooses (aligned like `start`). Returns the IOVA.
+    ///
+    /// It is `unsafe` for the same reason as [`Ioas::map_dma`], although no address is
+    /// named: the device gets the file's pages, and the process (or another one sharing
+    /// the file) may have them mapped.
+    ///
+    /// # Safety
+    /// Until the IOVA range is unmapped, the device may read and (with
+    /// `DmaPerm::ReadWrite`) write the file's bytes `start..start + length` at any time:
+    /// nothing may rely on them not changing, in particular no Rust reference into a
+    /// mapping of them (a slice over an mmap of the memfd, an allocator backed by it),
+    /// and the file must not be one whose contents are promised unchanging (a
+    /// write-sealed memfd: the kernel checks neither seals nor the descriptor's access
+    /// mode when it pins).
+    pub unsafe fn map_file(
+        &self,
+        file: std::os::fd::BorrowedFd<'_>,
+        start: u64,
+        iova: Option<u64>,
+        length: u64,
+        perm: DmaPerm,
+    ) -> Result<u64> {
+        use std::os::fd::AsRawFd;
+        check_range(iova.unwrap_or(0), Some(start), length)?;
+        let mut map = iommu_ioas_map_file {
+            size: std::mem::size_of::<iommu_ioas_map_file>() as u32,
+            flags: map_flags(iova, perm),
+            ioas_id: self.id,
+            fd: file.as_raw_fd(),
+            start,
+            length,
+            iova: iova.unwrap_or(0),
+        };
+        // SAFETY: this function's own contract (`# Safety` above) is the seam's.
+        match unsafe { self.iommufd.kernel.ioas_map_file(self.iommufd.fd(), &mut map) } {
+            Ok(()) => Ok(map.iova),
+            Err(e) => Err(self.map_file_error(e, length)),
+        }
+    }
+
+    #[cold]
+    fn map_file_error(&self, e: Errno, length: u64) -> Error {
+        let err = Error::kernel(KernelOp::IoasMapFile, self.target(), e);
+        match e {
+            Errno::ENOTTY | Errno::EOPNOTSUPP => err.with_hint(PREDATES_MAP_FILE),
+            Errno::EBADF => err.with_hint("the file descriptor is not open"),
+            Errno::EINVAL => err.with_hint(
+                "the kernel pins only a memfd (shmem or hugetlbfs) whose size covers start + length, at an IOVA, offset and length aligned to the IOMMU page",
+            ),
+            Errno::ENOMEM => err.with_hint(memlock_hint(&*self.iommufd.kernel, length)),
+            Errno::EEXIST => err.with_hint("the IOVA range overlaps an existing mapping"),
+            _ => err,
         }
     }
 

@@ -63,6 +63,8 @@ const ALL_OPS: &[KernelOp] = &[
     KernelOp::IoasMap,
     KernelOp::IoasUnmap,
     KernelOp::IoasIovaRanges,
+    KernelOp::IoasMapFile,
+    KernelOp::IoasChangeProcess,
     KernelOp::IommufdDestroy,
     KernelOp::EventFd,
     KernelOp::MemlockLimit,
@@ -292,6 +294,29 @@ fn dma_mapping_through_the_container_fails_cleanly_at_every_call() {
 #[test]
 fn dma_mapping_through_iommufd_fails_cleanly_at_every_call() {
     sweep("dma/iommufd", &dma_flow(Interface::Iommufd), &|c, n| iommufd_ok(c, n) || unmap_ok(c));
+}
+
+/// Live update on iommufd: guest RAM mapped from a memfd, taken over, unmapped.
+fn live_update_flow(vfio: &Vfio) -> vfio_core::Result<()> {
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    let d = vfio.open(nvme(), Interface::Iommufd)?;
+    let vfio_core::AddressSpace::Ioas(ioas) = d.address_space() else { unreachable!() };
+    // SAFETY: memfd_create takes a NUL-terminated name; the descriptor is owned below.
+    let ram =
+        unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"ram".as_ptr(), libc::MFD_CLOEXEC)) };
+    // SAFETY: ftruncate of our own memfd.
+    assert_eq!(unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&ram), 4 * 4096) }, 0);
+    // SAFETY: the memfd is the flow's own; nothing references its pages.
+    let iova =
+        unsafe { ioas.map_file(ram.as_fd(), 0, Some(0x10_0000), 4 * 4096, DmaPerm::ReadWrite)? };
+    ioas.iommufd().change_process()?;
+    ioas.unmap_dma(iova, 4 * 4096)?;
+    Ok(())
+}
+
+#[test]
+fn live_update_through_iommufd_fails_cleanly_at_every_call() {
+    sweep("liveupdate/iommufd", &live_update_flow, &|c, n| iommufd_ok(c, n) || unmap_ok(c));
 }
 
 /// Enables every MSI-X vector on eventfds, triggers one, disables them, then maps BAR0.

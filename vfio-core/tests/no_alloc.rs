@@ -188,6 +188,13 @@ unsafe impl VfioKernel for Paused {
     fn ioas_iova_ranges(&self, i: &KernelFd, b: &mut [u8]) -> KResult<()> {
         paused(|| self.0.ioas_iova_ranges(i, b))
     }
+    unsafe fn ioas_map_file(&self, i: &KernelFd, m: &mut iommu_ioas_map_file) -> KResult<()> {
+        // SAFETY: the caller's contract is passed on unchanged.
+        paused(|| unsafe { self.0.ioas_map_file(i, m) })
+    }
+    fn ioas_change_process(&self, i: &KernelFd, c: &mut iommu_ioas_change_process) -> KResult<()> {
+        paused(|| self.0.ioas_change_process(i, c))
+    }
     fn iommufd_destroy(&self, i: &KernelFd, id: u32) -> KResult<()> {
         paused(|| self.0.iommufd_destroy(i, id))
     }

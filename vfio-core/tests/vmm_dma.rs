@@ -1,13 +1,16 @@
 //! DMA as a VMM uses it, in every IOMMU mode: guest RAM mapped at guest-physical 0 next
 //! to buffers from the same pool, memory slots batch-mapped and unplugged one by one,
 //! and what an unmap of part of a mapping does in each mode (as the real kernel does;
-//! see `tests/conformance/edu-*.expected`, `dma.unmap_split_*`).
+//! see `tests/conformance/edu-*.expected`, `dma.unmap_split_*`), and live update on
+//! iommufd: guest RAM mapped from a memfd, taken over with `change_process`.
 
 use vfio_core::dma::{Backing, BatchEntry, HostMemory};
 use vfio_core::kernel::Errno;
 use vfio_core::mock::{DeviceSpec, MockHost, MockKernelConfig};
 use vfio_core::{DmaPerm, DmaPool, PciAddress, Vfio};
 
+#[path = "../examples/edu/driver.rs"]
+mod driver;
 #[path = "common/modes.rs"]
 mod modes;
 use modes::{interface, Mode, MODES};
@@ -181,4 +184,88 @@ fn a_read_only_region_is_mapped_read_only_and_writes_are_refused() {
     assert_eq!(bar.read::<u32>(8).unwrap(), 0);
     // pwrite is refused by the kernel too.
     assert!(dev.write_region(2, 0, &[1]).is_err());
+}
+
+/// A memfd of `len` bytes, as guest RAM kept across a live update.
+fn memfd(len: u64) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: memfd_create takes a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a new descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate of our own memfd.
+    assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), len as i64) }, 0);
+    fd
+}
+
+/// Live update on iommufd as a VMM does it: guest RAM is a memfd mapped with
+/// `Ioas::map_file` at guest-physical addresses; the process that takes over (here the
+/// same one) calls `change_process`, which is refused while a mapping of a user address
+/// (a `DmaPool` buffer) exists; after it the device's DMA still lands in the memfd.
+#[test]
+fn live_update_on_iommufd_keeps_guest_ram_mapped_from_a_memfd() {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::time::Duration;
+    use vfio_core::mock::models::EduModel;
+    let (host, dev) = open(Mode::Iommufd);
+    let a = PciAddress::parse("0000:00:04.0").unwrap();
+    drop(dev);
+    assert!(host.attach_model(a, 0, Box::new(EduModel::new())));
+    let dev = Vfio::new(host.kernel(), host.fs()).open(a, interface(Mode::Iommufd)).unwrap();
+    let vfio_core::AddressSpace::Ioas(ioas) = dev.address_space() else { panic!("an IOAS") };
+    let len = 1 << 20;
+    let ram = memfd(len);
+    // SAFETY: the memfd is this test's; its pages are read only with pread below.
+    // At 128 MiB: below edu's 28-bit DMA limit, above the pool's own buffers.
+    let gpa = 0x800_0000;
+    let got = unsafe { ioas.map_file(ram.as_fd(), 0, Some(gpa), len, DmaPerm::ReadWrite) };
+    assert_eq!(got.unwrap(), gpa);
+    let mut edu = driver::Edu::new(&dev).unwrap();
+    edu.enable_msi().unwrap();
+    let t = Duration::from_secs(5);
+    let pool = driver::edu_pool(&dev).unwrap();
+    let src = pool.alloc(4096).unwrap();
+    let data = driver::fill(&src, 9, 512).unwrap();
+    assert!(edu.dma_to_device(src.iova(), 512, t).unwrap());
+    // The pool's buffer is a user-address mapping: the take-over is refused, and says why.
+    let e = ioas.iommufd().change_process().unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL));
+    assert!(e.to_string().contains("Ioas::map_file"), "{e}");
+    drop(src);
+    drop(pool);
+    ioas.iommufd().change_process().unwrap();
+    assert!(edu.dma_from_device(gpa + 0x4000, 512, t).unwrap());
+    let mut got = vec![0u8; 512];
+    // SAFETY: pread into our buffer from our memfd.
+    let n = unsafe { libc::pread(ram.as_raw_fd(), got.as_mut_ptr().cast(), 512, 0x4000) };
+    assert_eq!(n, 512);
+    assert_eq!(got, data, "the DMA landed in the memfd after the take-over");
+    assert_eq!(ioas.unmap_dma(gpa, len).unwrap(), len);
+    assert_eq!(host.kernel().dma_mappings(), 0);
+}
+
+/// Kernels before 6.13 have no `IOMMU_IOAS_MAP_FILE`: the library says which kernel
+/// it needs and what to use instead.
+#[test]
+fn map_file_on_a_kernel_before_6_13_names_the_kernel_it_needs() {
+    use std::os::fd::AsFd;
+    let (host, dev) = open(Mode::Iommufd);
+    host.set_kernel_config(MockKernelConfig {
+        cap_ipc_lock: true,
+        ..MockKernelConfig::linux(6, 12)
+    });
+    let vfio_core::AddressSpace::Ioas(ioas) = dev.address_space() else { panic!("an IOAS") };
+    let ram = memfd(1 << 16);
+    // SAFETY: the memfd is this test's; nothing references its pages.
+    let e =
+        unsafe { ioas.map_file(ram.as_fd(), 0, None, 1 << 16, DmaPerm::ReadWrite) }.unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::ENOTTY));
+    assert!(e.to_string().contains("predates IOMMU_IOAS_MAP_FILE (6.13)"), "{e}");
+    let e = ioas.iommufd().change_process().unwrap_err();
+    assert!(e.to_string().contains("predates IOMMU_IOAS_MAP_FILE (6.13)"), "{e}");
+    // A range wrapping past 2^64 is refused before the kernel sees it.
+    // SAFETY: as above.
+    let e = unsafe { ioas.map_file(ram.as_fd(), u64::MAX, None, 2, DmaPerm::Read) }.unwrap_err();
+    assert!(matches!(e, vfio_core::Error::Invalid { .. }), "{e}");
 }

@@ -32,6 +32,8 @@ mod fdpass;
 mod kvm;
 #[path = "../vmchecks/limits.rs"]
 mod limits;
+#[path = "../vmchecks/liveupdate.rs"]
+mod liveupdate;
 #[path = "../vmchecks/mdev.rs"]
 mod mdev;
 #[path = "../vmchecks/noalloc.rs"]
@@ -145,7 +147,7 @@ fn release() -> String {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash, fdpass, kvm, mdev (for narrowing down a
+/// memlock, shared, hotreset, reset, crash, fdpass, liveupdate, kvm, mdev (for narrowing down a
 /// problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
@@ -284,6 +286,9 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
         if on("fdpass") {
             fdpass::run(rep, &vfio, lab.edu, mode);
         }
+        if on("liveupdate") && mode.name == "iommufd" {
+            liveupdate::run(rep, &vfio, lab.edu);
+        }
         if on("kvm") {
             kvm::run(rep, &vfio, lab.edu, mode);
         }
@@ -362,6 +367,9 @@ fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some(fdpass::CHILD_ARG) {
         return ExitCode::from(fdpass::child(&args[1..]) as u8);
+    }
+    if args.first().map(String::as_str) == Some(liveupdate::CHILD_ARG) {
+        return ExitCode::from(liveupdate::child(&args[1..]) as u8);
     }
     let mut rep = Report::default();
     let lab = match Lab::from_env() {

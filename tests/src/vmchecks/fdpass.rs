@@ -159,16 +159,7 @@ pub fn child(args: &[String]) -> i32 {
         }
         Ok(())
     })();
-    match r {
-        Ok(()) => {
-            println!("result: ok");
-            0
-        }
-        Err(e) => {
-            println!("result: {e}");
-            1
-        }
-    }
+    crate::report::child_result(r)
 }
 
 /// chroot into an empty directory and drop to uid/gid 65534 with no groups; then check

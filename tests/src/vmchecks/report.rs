@@ -70,3 +70,18 @@ impl Report {
         format!("{} passed, {} failed, {} skipped", self.passed, self.failed, self.skipped)
     }
 }
+
+/// A child process's ending: prints its one `result:` line and gives its exit code (0
+/// when all held).
+pub fn child_result(r: Outcome) -> i32 {
+    match r {
+        Ok(()) => {
+            println!("result: ok");
+            0
+        }
+        Err(e) => {
+            println!("result: {e}");
+            1
+        }
+    }
+}

@@ -21,8 +21,8 @@ pub use nix::errno::Errno;
 pub use real::RealKernel;
 
 pub use iommufd_bindings::iommufd::{
-    iommu_destroy, iommu_ioas_alloc, iommu_ioas_iova_ranges, iommu_ioas_map, iommu_ioas_unmap,
-    iommu_iova_range,
+    iommu_destroy, iommu_ioas_alloc, iommu_ioas_change_process, iommu_ioas_iova_ranges,
+    iommu_ioas_map, iommu_ioas_map_file, iommu_ioas_unmap, iommu_iova_range,
 };
 pub use vfio_bindings::bindings::vfio::{
     vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd, vfio_device_detach_iommufd_pt,
@@ -164,6 +164,10 @@ pub enum KernelOp {
     IoasUnmap,
     /// `IOMMU_IOAS_IOVA_RANGES`.
     IoasIovaRanges,
+    /// `IOMMU_IOAS_MAP_FILE` (Linux 6.13+).
+    IoasMapFile,
+    /// `IOMMU_IOAS_CHANGE_PROCESS` (Linux 6.13+).
+    IoasChangeProcess,
     /// `IOMMU_DESTROY`.
     IommufdDestroy,
     /// `eventfd(0, EFD_CLOEXEC)`.
@@ -215,6 +219,8 @@ impl KernelOp {
             IoasMap => "IOMMU_IOAS_MAP",
             IoasUnmap => "IOMMU_IOAS_UNMAP",
             IoasIovaRanges => "IOMMU_IOAS_IOVA_RANGES",
+            IoasMapFile => "IOMMU_IOAS_MAP_FILE",
+            IoasChangeProcess => "IOMMU_IOAS_CHANGE_PROCESS",
             IommufdDestroy => "IOMMU_DESTROY",
             EventFd => "eventfd",
             MemlockLimit => "getrlimit(RLIMIT_MEMLOCK)",
@@ -248,8 +254,9 @@ impl fmt::Display for KernelOp {
 ///   readable when `prot` has `PROT_READ` and writable when it has `PROT_WRITE`, that
 ///   stays valid until [`VfioKernel::munmap`] is called on it and is aliased by no Rust
 ///   reference;
-/// - [`VfioKernel::map_dma`] and [`VfioKernel::ioas_map`] let a device reach only the
-///   memory the caller named, and only until it is unmapped;
+/// - [`VfioKernel::map_dma`], [`VfioKernel::ioas_map`] and [`VfioKernel::ioas_map_file`]
+///   let a device reach only the memory (or file pages) the caller named, and only until
+///   it is unmapped;
 /// - [`VfioKernel::region_read`] never returns more than `buf.len()`, and every method
 ///   writes only into the buffers it is given;
 /// - every [`KernelFd`] it hands out is an open descriptor of this process until it is
@@ -374,6 +381,30 @@ pub unsafe trait VfioKernel: Send + Sync + fmt::Debug {
     /// callee fills the entries right after the header). EMSGSIZE with `num_iovas` set
     /// when there is not enough room.
     fn ioas_iova_ranges(&self, iommufd: &KernelFd, buf: &mut [u8]) -> KResult<()>;
+    /// `IOMMU_IOAS_MAP_FILE` (Linux 6.13+): maps `map.length` bytes of the file `map.fd`
+    /// (a memfd: shmem or hugetlbfs) from byte `map.start`; the kernel fills `map.iova`
+    /// unless `IOMMU_IOAS_MAP_FIXED_IOVA`. Older kernels answer ENOTTY.
+    ///
+    /// # Safety
+    /// The device may read and (with `IOMMU_IOAS_MAP_WRITEABLE`) write the file's pages
+    /// `map.start .. map.start + map.length` at any time until the IOVA range is unmapped:
+    /// no Rust reference into any mapping of those pages (in this process or one that
+    /// shares the file) may assume they do not change, and the file must not be one whose
+    /// contents are promised unchanging (a write-sealed memfd: the kernel does not check
+    /// seals or the descriptor's access mode when it pins).
+    unsafe fn ioas_map_file(
+        &self,
+        iommufd: &KernelFd,
+        map: &mut iommu_ioas_map_file,
+    ) -> KResult<()>;
+    /// `IOMMU_IOAS_CHANGE_PROCESS` (Linux 6.13+): moves the pinned-page accounting of
+    /// every mapping of every IOAS of the iommufd to the calling process. EINVAL when a
+    /// mapping was not made with `IOMMU_IOAS_MAP_FILE`; nothing changes on failure.
+    fn ioas_change_process(
+        &self,
+        iommufd: &KernelFd,
+        change: &mut iommu_ioas_change_process,
+    ) -> KResult<()>;
     /// `IOMMU_DESTROY` of an iommufd object id.
     fn iommufd_destroy(&self, iommufd: &KernelFd, id: u32) -> KResult<()>;
 

@@ -11,8 +11,9 @@ use vmm_sys_util::ioctl::{
 use vmm_sys_util::ioctl_io_nr;
 
 use iommufd_bindings::iommufd::{
-    IOMMUFD_CMD_DESTROY, IOMMUFD_CMD_IOAS_ALLOC, IOMMUFD_CMD_IOAS_IOVA_RANGES,
-    IOMMUFD_CMD_IOAS_MAP, IOMMUFD_CMD_IOAS_UNMAP, IOMMUFD_TYPE,
+    IOMMUFD_CMD_DESTROY, IOMMUFD_CMD_IOAS_ALLOC, IOMMUFD_CMD_IOAS_CHANGE_PROCESS,
+    IOMMUFD_CMD_IOAS_IOVA_RANGES, IOMMUFD_CMD_IOAS_MAP, IOMMUFD_CMD_IOAS_MAP_FILE,
+    IOMMUFD_CMD_IOAS_UNMAP, IOMMUFD_TYPE,
 };
 use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_TYPE};
 
@@ -43,6 +44,8 @@ ioctl_io_nr!(IOMMU_IOAS_ALLOC, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_ALLOC);
 ioctl_io_nr!(IOMMU_IOAS_IOVA_RANGES, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_IOVA_RANGES);
 ioctl_io_nr!(IOMMU_IOAS_MAP, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_MAP);
 ioctl_io_nr!(IOMMU_IOAS_UNMAP, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_UNMAP);
+ioctl_io_nr!(IOMMU_IOAS_MAP_FILE, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_MAP_FILE);
+ioctl_io_nr!(IOMMU_IOAS_CHANGE_PROCESS, IOMMUFD_TYPE as u32, IOMMUFD_CMD_IOAS_CHANGE_PROCESS);
 
 /// The host kernel, reached through the device nodes under a `/dev` directory.
 #[derive(Debug, Clone)]
@@ -394,6 +397,26 @@ unsafe impl VfioKernel for RealKernel {
         // SAFETY: as above, `buf` holds a header.
         unsafe { std::ptr::write_unaligned(buf.as_mut_ptr().cast(), h) };
         r.map(drop)
+    }
+
+    unsafe fn ioas_map_file(
+        &self,
+        iommufd: &KernelFd,
+        map: &mut iommu_ioas_map_file,
+    ) -> KResult<()> {
+        // SAFETY: the kernel writes only inside `map` (iova); what the device may do to
+        // the file's pages is the caller's responsibility (see `Ioas::map_file`).
+        check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_MAP_FILE(), map) }).map(drop)
+    }
+
+    fn ioas_change_process(
+        &self,
+        iommufd: &KernelFd,
+        change: &mut iommu_ioas_change_process,
+    ) -> KResult<()> {
+        // SAFETY: the kernel reads only `change`.
+        check(unsafe { ioctl_with_mut_ref(&fd(iommufd), IOMMU_IOAS_CHANGE_PROCESS(), change) })
+            .map(drop)
     }
 
     fn iommufd_destroy(&self, iommufd: &KernelFd, id: u32) -> KResult<()> {

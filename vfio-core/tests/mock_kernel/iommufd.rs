@@ -1,7 +1,11 @@
-//! iommufd: the node, IOASes, IOVA ranges, device cdevs bound and attached, pinning
+//! iommufd: the node, IOASes, IOVA ranges, device cdevs bound and attached, pinning,
+//! file mappings and live update
 //! (`iommufd/*`, `device_cdev.c`).
 
-use iommufd_bindings::iommufd::{iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_unmap};
+use iommufd_bindings::iommufd::{
+    iommu_ioas_alloc, iommu_ioas_change_process, iommu_ioas_map, iommu_ioas_map_file,
+    iommu_ioas_unmap,
+};
 
 use super::*;
 
@@ -245,4 +249,136 @@ fn bind_refuses_without_interrupt_remapping() {
     let d = k.open_device_cdev(0).unwrap();
     let mut bind = vfio_device_bind_iommufd { argsz: 24, iommufd: io.raw(), ..Default::default() };
     assert_eq!(k.device_bind_iommufd(&d, &mut bind).unwrap_err(), Errno::EPERM);
+}
+
+/// A memfd of `len` bytes.
+fn memfd(len: u64) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create takes a NUL-terminated name.
+    let fd = unsafe { libc::memfd_create(c"ram".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a new descriptor nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ftruncate of our own memfd.
+    assert_eq!(unsafe { libc::ftruncate(std::os::fd::AsRawFd::as_raw_fd(&fd), len as i64) }, 0);
+    fd
+}
+
+fn ioas_map_file(
+    k: &MockKernel,
+    io: &KernelFd,
+    id: u32,
+    fd: i32,
+    start: u64,
+    len: u64,
+    iova: Option<u64>,
+) -> KResult<u64> {
+    let mut m = iommu_ioas_map_file {
+        size: 40,
+        flags: 2 | 4 | u32::from(iova.is_some()),
+        ioas_id: id,
+        fd,
+        start,
+        length: len,
+        iova: iova.unwrap_or(0),
+    };
+    // SAFETY: the file is this test's memfd; nothing holds a reference into its pages.
+    unsafe { k.ioas_map_file(io, &mut m) }.map(|_| m.iova)
+}
+
+fn change_process(k: &MockKernel, io: &KernelFd) -> KResult<()> {
+    k.ioas_change_process(io, &mut iommu_ioas_change_process { size: 8, __reserved: 0 })
+}
+
+#[test]
+fn map_file_reaches_the_files_pages_and_pins_them_at_attach() {
+    use std::os::fd::AsRawFd;
+    let (host, k) = edu_host();
+    let io = k.open_iommufd().unwrap();
+    let a = ioas(&k, &io);
+    let ram = memfd(4 * PAGE);
+    // Without a domain the file is only referenced: the IOVA follows the file offset.
+    let iova = ioas_map_file(&k, &io, a, ram.as_raw_fd(), PAGE, 2 * PAGE, None).unwrap();
+    assert_eq!(iova % PAGE, 0);
+    assert_eq!(k.dma_mappings(), 1);
+    assert_eq!(k.locked_bytes(), 0);
+    // ioas.c / io_pagetable.c: the errnos before anything is pinned.
+    let bad = ioas_map_file(&k, &io, a, -1, 0, PAGE, Some(1 << 30));
+    assert_eq!(bad.unwrap_err(), Errno::EBADF);
+    let zero = ioas_map_file(&k, &io, a, ram.as_raw_fd(), 0, 0, Some(1 << 30));
+    assert_eq!(zero.unwrap_err(), Errno::EINVAL);
+    let wrap = ioas_map_file(&k, &io, a, ram.as_raw_fd(), u64::MAX - PAGE, 2 * PAGE, None);
+    assert_eq!(wrap.unwrap_err(), Errno::EOVERFLOW);
+    let no_ioas = ioas_map_file(&k, &io, 999, ram.as_raw_fd(), 0, PAGE, None);
+    assert_eq!(no_ioas.unwrap_err(), Errno::ENOENT);
+
+    let d = k.open_device_cdev(0).unwrap();
+    let mut bind = vfio_device_bind_iommufd { argsz: 24, iommufd: io.raw(), ..Default::default() };
+    k.device_bind_iommufd(&d, &mut bind).unwrap();
+    let mut at = vfio_device_attach_iommufd_pt { argsz: 16, pt_id: a, ..Default::default() };
+    k.device_attach_iommufd_pt(&d, &mut at).unwrap();
+    assert_eq!(k.locked_bytes(), 2 * PAGE, "the file's pages are pinned at attach");
+    // Device DMA lands in the file (seen through a read of the memfd).
+    host.dma_write(pa(EDU), iova + 8, b"file").unwrap();
+    let mut got = [0u8; 4];
+    // SAFETY: pread into our buffer from our memfd.
+    let n = unsafe { libc::pread(ram.as_raw_fd(), got.as_mut_ptr().cast(), 4, (PAGE + 8) as i64) };
+    assert_eq!((n, &got), (4, b"file"));
+    // With a domain, memfd_pin_folios refuses a range past the file's end and a file
+    // that is not shmem (an iommufd descriptor is not a memfd of any size).
+    let past = ioas_map_file(&k, &io, a, ram.as_raw_fd(), 3 * PAGE, 2 * PAGE, Some(1 << 30));
+    assert_eq!(past.unwrap_err(), Errno::EINVAL);
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let not_shmem = ioas_map_file(&k, &io, a, devnull.as_raw_fd(), 0, PAGE, Some(1 << 30));
+    assert_eq!(not_shmem.unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.dma_mappings(), 1);
+
+    ioas_unmap(&k, &io, a, iova, 2 * PAGE).unwrap();
+    assert_eq!(k.locked_bytes(), 0);
+    let mut det = vfio_device_detach_iommufd_pt { argsz: 12, ..Default::default() };
+    k.device_detach_iommufd_pt(&d, &mut det).unwrap();
+    k.close(d);
+    k.close(io);
+    assert_eq!(k.open_fds(), 0);
+}
+
+#[test]
+fn change_process_needs_every_mapping_from_a_file() {
+    use std::os::fd::AsRawFd;
+    let (_h, k) = edu_host();
+    let io = k.open_iommufd().unwrap();
+    let (a, b) = (ioas(&k, &io), ioas(&k, &io));
+    // Nothing mapped: nothing to move.
+    change_process(&k, &io).unwrap();
+    let ram = memfd(2 * PAGE);
+    ioas_map_file(&k, &io, a, ram.as_raw_fd(), 0, 2 * PAGE, Some(0x10000)).unwrap();
+    change_process(&k, &io).unwrap();
+    // A mapping of a user address in any IOAS of the iommufd: EINVAL, nothing changed.
+    let mem = anon(PAGE as usize);
+    ioas_map(&k, &io, b, mem.as_ptr() as u64, PAGE, Some(0x10000)).unwrap();
+    assert_eq!(change_process(&k, &io).unwrap_err(), Errno::EINVAL);
+    assert_eq!(k.dma_mappings(), 2);
+    let mut c = iommu_ioas_change_process { size: 8, __reserved: 1 };
+    assert_eq!(k.ioas_change_process(&io, &mut c).unwrap_err(), Errno::EOPNOTSUPP);
+    ioas_unmap(&k, &io, b, 0, u64::MAX).unwrap();
+    change_process(&k, &io).unwrap();
+    k.close(io);
+    assert_eq!(k.dma_mappings(), 0);
+}
+
+#[test]
+fn kernels_before_6_13_have_neither_map_file_nor_change_process() {
+    use std::os::fd::AsRawFd;
+    let (host, k) = edu_host();
+    host.set_kernel_config(MockKernelConfig::linux(6, 12));
+    let io = k.open_iommufd().unwrap();
+    let a = ioas(&k, &io);
+    let ram = memfd(PAGE);
+    let r = ioas_map_file(&k, &io, a, ram.as_raw_fd(), 0, PAGE, None);
+    assert_eq!(r.unwrap_err(), Errno::ENOTTY);
+    assert_eq!(change_process(&k, &io).unwrap_err(), Errno::ENOTTY);
+    host.set_kernel_config(MockKernelConfig::linux(6, 13));
+    ioas_map_file(&k, &io, a, ram.as_raw_fd(), 0, PAGE, None).unwrap();
+    change_process(&k, &io).unwrap();
+    k.close(io);
 }

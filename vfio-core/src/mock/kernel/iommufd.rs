@@ -1,16 +1,21 @@
 //! iommufd (drivers/iommu/iommufd/): contexts opened on `/dev/iommu`, IOASes with their
-//! mappings (`IOMMU_IOAS_ALLOC`, `MAP`, `UNMAP`, `IOVA_RANGES`), IOVA allocation, object
+//! mappings (`IOMMU_IOAS_ALLOC`, `MAP`, `MAP_FILE`, `UNMAP`, `IOVA_RANGES`), live update
+//! (`IOMMU_IOAS_CHANGE_PROCESS`), IOVA allocation, object
 //! destruction, and the auto-domain page tables devices attach to, which pin the IOAS's
 //! pages against `RLIMIT_MEMLOCK`.
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::dma::{check_pinnable, pages_spanned};
 use super::fds::{ictx_of, new_fd};
 use super::le::{rd32, wr32, wr64};
-use super::state::{Area, FdObj, Ictx, IoObj, Ioas, KernelState};
+use super::state::{Area, FdObj, FileArea, Ictx, IoObj, Ioas, KernelState};
 use super::{MockKernelConfig, PAGE};
-use crate::kernel::{iommu_ioas_alloc, iommu_ioas_map, iommu_ioas_unmap, Errno, KResult, KernelFd};
+use crate::kernel::{
+    iommu_ioas_alloc, iommu_ioas_change_process, iommu_ioas_map, iommu_ioas_map_file,
+    iommu_ioas_unmap, Errno, KResult, KernelFd,
+};
 use crate::pci::PciAddress;
 
 /// iommufd.h `IOMMU_IOAS_MAP_*` flags.
@@ -51,59 +56,210 @@ pub(super) fn ioas_map(
     map: &mut iommu_ioas_map,
 ) -> KResult<()> {
     let id = ictx_of(k, iommufd)?;
-    let cfg = k.config.clone();
     // ioas.c iommufd_ioas_map.
-    let known = IOAS_MAP_FIXED_IOVA | IOAS_MAP_WRITEABLE | IOAS_MAP_READABLE;
-    if map.flags & !known != 0 || map.__reserved != 0 {
+    if map.__reserved != 0 {
         return Err(Errno::EOPNOTSUPP);
     }
-    if map.iova == u64::MAX || map.length == u64::MAX {
-        return Err(Errno::EOVERFLOW);
-    }
-    if map.flags & (IOAS_MAP_WRITEABLE | IOAS_MAP_READABLE) == 0 {
-        return Err(Errno::EINVAL);
-    }
-    let io = ioas_mut(&mut k.ictxs, id, map.ioas_id)?;
-    // io_pagetable.c iopt_alloc_pages / iopt_alloc_user_pages.
-    if map.length == 0 || map.length > u64::MAX - PAGE {
-        return Err(Errno::EINVAL);
-    }
+    check_map_args(map.flags, map.iova, map.length)?;
+    ioas_mut(&mut k.ictxs, id, map.ioas_id)?;
+    check_length(map.length)?;
+    // io_pagetable.c iopt_alloc_user_pages.
     map.user_va.checked_add(map.length).ok_or(Errno::EOVERFLOW)?;
-    // iopt_alloc_area_pages: length aligned to the IOVA alignment.
-    let (usable, align) = io.geometry(&cfg);
-    if map.length % align != 0 {
-        return Err(Errno::EINVAL);
-    }
-    let iova = if map.flags & IOAS_MAP_FIXED_IOVA != 0 {
-        check_iova(io, &usable, map.iova, map.length, align)?
-    } else {
-        alloc_iova(io, &usable, map.user_va, map.length, align)?
+    let area = Area {
+        len: map.length,
+        uptr: map.user_va,
+        read: map.flags & IOAS_MAP_READABLE != 0,
+        write: map.flags & IOAS_MAP_WRITEABLE != 0,
+        pinned: 0,
+        file: None,
     };
-    // iopt_insert_area: the page offset must respect the alignment.
-    if (map.user_va % PAGE) % align != 0 {
-        return Err(Errno::EINVAL);
-    }
-    // With a domain attached the pages are pinned now (EFAULT / ENOMEM).
-    let mut pinned = 0;
-    if !io.hwpts.is_empty() {
-        check_pinnable(map.user_va, map.length, map.flags & IOAS_MAP_WRITEABLE != 0)?;
-        pinned = pages_spanned(map.user_va, map.length);
-        cfg.check_memlock(k.locked_user, pinned)?;
-    }
-    io.areas.insert(
-        iova,
-        Area {
-            len: map.length,
-            uptr: map.user_va,
-            read: map.flags & IOAS_MAP_READABLE != 0,
-            write: map.flags & IOAS_MAP_WRITEABLE != 0,
-            pinned,
-        },
-    );
-    k.locked_user += pinned;
-    map.iova = iova;
+    map.iova = insert_area(k, id, map.ioas_id, map.flags, map.iova, area)?;
     Ok(())
 }
+
+/// ioas.c iommufd_ioas_map_file (6.13+; older kernels have no such command: ENOTTY).
+/// The mock maps the file shared to reach its pages; a file it cannot map is refused
+/// where the kernel's pinning refuses it (memfd_pin_folios: EINVAL).
+pub(super) fn ioas_map_file(
+    k: &mut KernelState,
+    iommufd: &KernelFd,
+    map: &mut iommu_ioas_map_file,
+) -> KResult<()> {
+    let id = ictx_of(k, iommufd)?;
+    if !k.config.ioas_map_file {
+        return Err(Errno::ENOTTY);
+    }
+    check_map_args(map.flags, map.iova, map.length)?;
+    ioas_mut(&mut k.ictxs, id, map.ioas_id)?;
+    check_length(map.length)?;
+    // io_pagetable.c iopt_map_file_pages: the file's range must not wrap; fget: EBADF.
+    map.start.checked_add(map.length - 1).ok_or(Errno::EOVERFLOW)?;
+    let file = dup_file(map.fd)?;
+    let write = map.flags & IOAS_MAP_WRITEABLE != 0;
+    let (first, offset) = (map.start - map.start % PAGE, map.start % PAGE);
+    let file = FileArea {
+        file,
+        start: map.start,
+        map: map_shared(map.fd, first, offset + map.length, write),
+    };
+    let area = Area {
+        len: map.length,
+        uptr: file.map.map_or(0, |(addr, _)| addr + offset),
+        read: map.flags & IOAS_MAP_READABLE != 0,
+        write,
+        pinned: 0,
+        file: Some(file),
+    };
+    map.iova = insert_area(k, id, map.ioas_id, map.flags, map.iova, area)?;
+    Ok(())
+}
+
+/// ioas.c iommufd_ioas_change_process (6.13+, ENOTTY before): every area of every IOAS
+/// of the context must come from a file (EINVAL otherwise, nothing changed). The mock
+/// is one process, so the pinned pages are charged to the caller already
+/// (need_charge_update is false for the same mm and user) and nothing moves.
+pub(super) fn change_process(
+    k: &KernelState,
+    iommufd: &KernelFd,
+    change: &mut iommu_ioas_change_process,
+) -> KResult<()> {
+    let id = ictx_of(k, iommufd)?;
+    if !k.config.ioas_map_file {
+        return Err(Errno::ENOTTY);
+    }
+    if change.__reserved != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    let c = k.ictxs.get(&id).ok_or(Errno::EBADF)?;
+    let user_area = c.objs.values().any(|o| match o {
+        IoObj::Ioas(io) => io.areas.values().any(|a| a.file.is_none()),
+        _ => false,
+    });
+    if user_area {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// The checks `IOMMU_IOAS_MAP` and `IOMMU_IOAS_MAP_FILE` share (ioas.c): known flags,
+/// no IOVA or length of ULONG_MAX, readable or writeable.
+fn check_map_args(flags: u32, iova: u64, length: u64) -> KResult<()> {
+    let known = IOAS_MAP_FIXED_IOVA | IOAS_MAP_WRITEABLE | IOAS_MAP_READABLE;
+    if flags & !known != 0 {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if iova == u64::MAX || length == u64::MAX {
+        return Err(Errno::EOVERFLOW);
+    }
+    if flags & (IOAS_MAP_WRITEABLE | IOAS_MAP_READABLE) == 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// pages.c iopt_alloc_pages: a length that is not 0 and leaves a page of room.
+fn check_length(length: u64) -> KResult<()> {
+    if length == 0 || length > u64::MAX - PAGE {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// io_pagetable.c iopt_map_common: places the area (at `iova` with
+/// `IOMMU_IOAS_MAP_FIXED_IOVA`, else where iopt_alloc_iova finds room) and, with a
+/// domain attached, pins its pages now (EFAULT / EINVAL / ENOMEM). Returns the IOVA.
+fn insert_area(
+    k: &mut KernelState,
+    ictx: u32,
+    ioas_id: u32,
+    flags: u32,
+    iova: u64,
+    mut area: Area,
+) -> KResult<u64> {
+    let cfg = k.config.clone();
+    let io = ioas_mut(&mut k.ictxs, ictx, ioas_id)?;
+    // iopt_alloc_area_pages: length aligned to the IOVA alignment; the IOVA follows the
+    // user address, or the file offset for a file area.
+    let (usable, align) = io.geometry(&cfg);
+    if area.len % align != 0 {
+        return Err(Errno::EINVAL);
+    }
+    let basis = area.basis();
+    let iova = if flags & IOAS_MAP_FIXED_IOVA != 0 {
+        check_iova(io, &usable, iova, area.len, align)?
+    } else {
+        alloc_iova(io, &usable, basis, area.len, align)?
+    };
+    // iopt_insert_area: the page offset must respect the alignment.
+    if (basis % PAGE) % align != 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !io.hwpts.is_empty() {
+        area.check_pinnable()?;
+        area.pinned = pages_spanned(basis, area.len);
+        cfg.check_memlock(k.locked_user, area.pinned)?;
+    }
+    k.locked_user += area.pinned;
+    io.areas.insert(iova, area);
+    Ok(iova)
+}
+
+/// A descriptor of the file the caller named (the kernel's `fget`): EBADF if none.
+fn dup_file(fd: i32) -> KResult<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor, owned below; it fails with EBADF
+    // when `fd` is not open.
+    let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if n < 0 {
+        return Err(Errno::EBADF);
+    }
+    // SAFETY: `n` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
+/// The mock's shared mapping of `len` bytes of a file from page-aligned `first`
+/// (writable when the device may write); `None` when the file cannot be mapped so.
+fn map_shared(fd: i32, first: u64, len: u64, write: bool) -> Option<(u64, usize)> {
+    let len = usize::try_from(len.div_ceil(PAGE) * PAGE).ok()?;
+    let prot = libc::PROT_READ | if write { libc::PROT_WRITE } else { 0 };
+    // SAFETY: a new shared mapping at an address the kernel picks; nothing in the
+    // process is aliased by it. It is unmapped when its area goes (FileArea's Drop).
+    let p = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, first as libc::off_t)
+    };
+    (p != libc::MAP_FAILED).then_some((p as u64, len))
+}
+
+impl Area {
+    /// What the IOVA alignment follows: the user address, or the file offset.
+    fn basis(&self) -> u64 {
+        self.file.as_ref().map_or(self.uptr, |f| f.start)
+    }
+
+    /// What pinning the area's pages needs: for a user area, pin_user_pages's checks
+    /// (EFAULT); for a file area, memfd_pin_folios's (mm/gup.c): a shmem or hugetlbfs
+    /// file whose size covers the range (EINVAL otherwise).
+    fn check_pinnable(&self) -> KResult<()> {
+        let Some(f) = &self.file else { return check_pinnable(self.uptr, self.len, self.write) };
+        // SAFETY: fstatfs and fstat write only into the structs given.
+        let (mut sfs, mut st) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: as above, on a descriptor the area owns.
+        let ok = unsafe {
+            libc::fstatfs(f.file.as_raw_fd(), &mut sfs) == 0
+                && libc::fstat(f.file.as_raw_fd(), &mut st) == 0
+        };
+        let fs: libc::statfs = sfs;
+        let st: libc::stat = st;
+        let shmem = [TMPFS_MAGIC, HUGETLBFS_MAGIC].contains(&(fs.f_type as u32));
+        if !ok || !shmem || f.map.is_none() || f.start + (self.len - 1) >= st.st_size as u64 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+}
+
+/// linux/magic.h: the filesystems memfd_pin_folios pins from.
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+const HUGETLBFS_MAGIC: u32 = 0x9584_58f6;
 
 /// io_pagetable.c iopt_check_iova: a fixed IOVA must be aligned, not wrap, lie in a
 /// usable range and overlap no area.
@@ -355,11 +511,11 @@ pub(super) fn auto_domain(k: &mut KernelState, ictx: u32, ioas_id: u32) -> KResu
         if !cfg.iova_ranges.iter().any(|(s, e)| *iova >= *s && last <= *e) {
             return Err(Errno::EADDRINUSE);
         }
-        if iova % align != 0 || a.len % align != 0 || a.uptr % align != 0 {
+        if iova % align != 0 || a.len % align != 0 || a.basis() % align != 0 {
             return Err(Errno::EADDRINUSE);
         }
-        check_pinnable(a.uptr, a.len, a.write)?;
-        pin += pages_spanned(a.uptr, a.len);
+        a.check_pinnable()?;
+        pin += pages_spanned(a.basis(), a.len);
     }
     cfg.check_memlock(k.locked_user, pin)?;
     let h = alloc_id(&c.objs);
@@ -367,7 +523,7 @@ pub(super) fn auto_domain(k: &mut KernelState, ictx: u32, ioas_id: u32) -> KResu
     if let Some(IoObj::Ioas(io)) = c.objs.get_mut(&ioas_id) {
         io.hwpts.insert(h);
         for a in io.areas.values_mut() {
-            a.pinned = pages_spanned(a.uptr, a.len);
+            a.pinned = pages_spanned(a.basis(), a.len);
         }
     }
     k.locked_user += pin;

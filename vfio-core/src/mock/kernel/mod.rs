@@ -136,6 +136,9 @@ pub struct MockKernelConfig {
     /// Kernels before 6.18 answer a DMA map/unmap range wrapping past 2^64 with EINVAL
     /// instead of EOVERFLOW.
     pub wrap_einval: bool,
+    /// Kernel 6.13 and later: iommufd has `IOMMU_IOAS_MAP_FILE` and
+    /// `IOMMU_IOAS_CHANGE_PROCESS` (live update); `false` answers both with ENOTTY.
+    pub ioas_map_file: bool,
 }
 
 impl Default for MockKernelConfig {
@@ -159,6 +162,7 @@ impl Default for MockKernelConfig {
             dyn_msix: true,
             vga: true,
             wrap_einval: false,
+            ioas_map_file: true,
         }
     }
 }
@@ -166,13 +170,15 @@ impl Default for MockKernelConfig {
 impl MockKernelConfig {
     /// The mock imitating Linux `major.minor` where kernels answer differently (every
     /// other field as [`Default`]): the MSI-X BAR mmap-able whole from 4.16, dynamic MSI-X
-    /// from 6.5, EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before).
+    /// from 6.5, iommufd's `IOMMU_IOAS_MAP_FILE` and `IOMMU_IOAS_CHANGE_PROCESS` from 6.13,
+    /// EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before).
     /// The VM lab checks these against the real 6.12 and 7.2 (`tests/conformance/`).
     ///
     /// ```
     /// use vfio_core::mock::MockKernelConfig;
     /// assert!(MockKernelConfig::linux(6, 12).wrap_einval);
     /// assert!(!MockKernelConfig::linux(7, 2).wrap_einval);
+    /// assert!(!MockKernelConfig::linux(6, 12).ioas_map_file);
     /// ```
     pub fn linux(major: u32, minor: u32) -> MockKernelConfig {
         let at_least = |m: u32, n: u32| (major, minor) >= (m, n);
@@ -180,6 +186,7 @@ impl MockKernelConfig {
             msix_mappable: at_least(4, 16),
             dyn_msix: at_least(6, 5),
             wrap_einval: !at_least(6, 18),
+            ioas_map_file: at_least(6, 13),
             ..MockKernelConfig::default()
         }
     }
@@ -400,6 +407,22 @@ unsafe impl VfioKernel for MockKernel {
 
     fn ioas_iova_ranges(&self, iommufd: &KernelFd, buf: &mut [u8]) -> KResult<()> {
         iommufd::ioas_iova_ranges(&self.enter(KernelOp::IoasIovaRanges)?.kernel, iommufd, buf)
+    }
+
+    unsafe fn ioas_map_file(
+        &self,
+        iommufd: &KernelFd,
+        map: &mut iommu_ioas_map_file,
+    ) -> KResult<()> {
+        iommufd::ioas_map_file(&mut self.enter(KernelOp::IoasMapFile)?.kernel, iommufd, map)
+    }
+
+    fn ioas_change_process(
+        &self,
+        iommufd: &KernelFd,
+        change: &mut iommu_ioas_change_process,
+    ) -> KResult<()> {
+        iommufd::change_process(&self.enter(KernelOp::IoasChangeProcess)?.kernel, iommufd, change)
     }
 
     fn iommufd_destroy(&self, iommufd: &KernelFd, id: u32) -> KResult<()> {

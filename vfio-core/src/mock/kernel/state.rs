@@ -83,11 +83,38 @@ pub(super) struct Container {
 #[derive(Debug)]
 pub(super) struct Area {
     pub(super) len: u64,
+    /// The process address of the area's first byte: the user's (`IOMMU_IOAS_MAP`) or,
+    /// for a file area, inside the mock's own mapping of the file (0 if it has none).
     pub(super) uptr: u64,
     pub(super) read: bool,
     pub(super) write: bool,
     /// Pages pinned (and accounted) for the attached domains.
     pub(super) pinned: u64,
+    /// The file behind an `IOMMU_IOAS_MAP_FILE` area; `None` for a user-address area.
+    pub(super) file: Option<FileArea>,
+}
+
+/// The file of an `IOMMU_IOAS_MAP_FILE` area (`iopt_pages` of type IOPT_ADDRESS_FILE):
+/// the kernel keeps a reference to the file; the mock keeps a descriptor of it and maps
+/// its pages shared, so that device DMA reaches them as the kernel's pinned folios do.
+#[derive(Debug)]
+pub(super) struct FileArea {
+    pub(super) file: OwnedFd,
+    /// Byte offset in the file of the area's first byte.
+    pub(super) start: u64,
+    /// The mock's shared mapping of the file (page-aligned address and length), when the
+    /// file could be mapped.
+    pub(super) map: Option<(u64, usize)>,
+}
+
+impl Drop for FileArea {
+    fn drop(&mut self) {
+        if let Some((addr, len)) = self.map.take() {
+            // SAFETY: the mock's own mapping, made in `iommufd::ioas_map_file` and
+            // reached only through its area, which is going away.
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        }
+    }
 }
 
 /// An IO address space (`struct iommufd_ioas`).
