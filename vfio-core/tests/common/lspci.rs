@@ -152,7 +152,7 @@ fn flag(s: &str, name: &str) -> Option<bool> {
 
 /// Compares a decode with lspci's text; returns every disagreement.
 pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
-    let mut errs = Vec::new();
+    let mut errs = compare_header(dec, lspci);
     let ours: Vec<_> = dec.capabilities.iter().chain(dec.extended_capabilities.iter()).collect();
     // lspci's own damage markers ("<chain looped>", "<chain broken>") are not capabilities.
     let theirs: Vec<LspciCap> =
@@ -360,4 +360,79 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
 /// lspci's damage markers in a listing: "<chain looped>" and "<chain broken>".
 pub fn damage_markers(lspci: &str) -> Vec<String> {
     parse_lspci(lspci).into_iter().filter(|c| c.title.starts_with('<')).map(|c| c.title).collect()
+}
+
+/// The lines of lspci's device header (one tab deep, before the capabilities).
+fn header_lines(lspci: &str) -> Vec<&str> {
+    lspci
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("Capabilities:") && !l.is_empty())
+        .filter(|l| l.starts_with('\t') && !l.starts_with("\t\t"))
+        .map(str::trim)
+        .collect()
+}
+
+/// Compares the header with lspci's: the BARs (index, I/O or memory, unassigned), the
+/// expansion ROM, the interrupt pin and, on a CardBus bridge, the buses.
+pub fn compare_header(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
+    use vfio_core::pci::config::{BarKind, Header};
+    let mut errs = Vec::new();
+    let lines = header_lines(lspci);
+    let (bars, rom, irq) = match &dec.header {
+        Header::Endpoint(h) => (&h.bars[..], h.expansion_rom.as_ref(), Some(&h.interrupt)),
+        Header::Bridge(b) => (&b.bars[..], b.expansion_rom.as_ref(), Some(&b.interrupt)),
+        Header::CardBus(c) => (&c.bars[..], None, Some(&c.interrupt)),
+        Header::Other { .. } => (&[][..], None, None),
+    };
+    let regions: Vec<&str> = lines.iter().filter(|l| l.starts_with("Region ")).copied().collect();
+    if regions.len() != bars.len() {
+        errs.push(format!("header: {} BARs vs lspci {regions:?}", bars.len()));
+    }
+    for (b, l) in bars.iter().zip(regions.iter()) {
+        let want = format!("Region {}: ", b.index);
+        let io = matches!(b.kind, BarKind::Io);
+        let unassigned = l.contains("<unassigned>");
+        if !l.starts_with(&want) || l.contains("I/O ports") != io || unassigned != (b.address == 0)
+        {
+            errs.push(format!("header: BAR{} {:?} at {:#x} vs {l:?}", b.index, b.kind, b.address));
+        }
+    }
+    let lrom = lines.iter().find(|l| l.starts_with("Expansion ROM at "));
+    match (rom, lrom) {
+        (None, None) => {}
+        (Some(r), Some(l)) if l.contains("<unassigned>") == (r.address == 0) => {}
+        (r, l) => errs.push(format!("header: ROM {r:?} vs lspci {l:?}")),
+    }
+    let lpin = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Interrupt: pin "))
+        .and_then(|r| r.split_whitespace().next());
+    if let Some(i) = irq {
+        if i.pin != lpin {
+            errs.push(format!("header: interrupt pin {:?} vs lspci {lpin:?}", i.pin));
+        }
+    }
+    if let Header::CardBus(c) = &dec.header {
+        let want = format!(
+            "Bus: primary={:02x}, secondary={:02x}, subordinate={:02x}, sec-latency={}",
+            c.primary_bus, c.cardbus_bus, c.subordinate_bus, c.cardbus_latency
+        );
+        if !lines.contains(&want.as_str()) {
+            errs.push(format!("header: {want:?} not in lspci's header"));
+        }
+        for (i, w) in c.memory_windows.iter().enumerate() {
+            let want = format!("Memory window {i}: {:08x}-{:08x}", w.base, w.limit);
+            if !lines.iter().any(|l| l.starts_with(&want)) {
+                errs.push(format!("header: {want:?} not in lspci's header"));
+            }
+        }
+        for (i, w) in c.io_windows.iter().enumerate() {
+            let want = format!("I/O window {i}: {:08x}-{:08x}", w.base, w.limit);
+            if !lines.iter().any(|l| l.starts_with(&want)) {
+                errs.push(format!("header: {want:?} not in lspci's header"));
+            }
+        }
+    }
+    errs
 }

@@ -43,6 +43,8 @@ pub mod id {
     pub const PM: u8 = 0x01;
     /// Message Signalled Interrupts.
     pub const MSI: u8 = 0x05;
+    /// PCI-X.
+    pub const PCIX: u8 = 0x07;
     /// Vendor specific.
     pub const VENDOR: u8 = 0x09;
     /// PCI Express.
