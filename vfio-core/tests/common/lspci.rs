@@ -338,6 +338,27 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                     errs.push(format!("{at}: {} VF BARs vs {regions}", s.vf_bars.len()));
                 }
             }
+            Some(CapabilityFields::VendorSpecific(v)) => {
+                let lspci_virtio = title.split_once("VirtIO: ").map(|(_, n)| n);
+                match (&v.virtio, lspci_virtio) {
+                    (None, None) => {}
+                    (Some(c), Some(name)) => {
+                        let known = (1..=4).contains(&c.cfg_type);
+                        if name != if known { c.type_name } else { "<unknown>" } {
+                            errs.push(format!("{at}: VirtIO {} vs {name}", c.type_name));
+                        }
+                        let mut want =
+                            format!("BAR={} offset={:08x} size={:08x}", c.bar, c.offset, c.length);
+                        if let Some(m) = c.notify_off_multiplier {
+                            want += &format!(" multiplier={m:08x}");
+                        }
+                        if t.body.first().map(String::as_str) != Some(want.as_str()) {
+                            errs.push(format!("{at}: {want:?} vs {:?}", t.body.first()));
+                        }
+                    }
+                    (ours, theirs) => errs.push(format!("{at}: VirtIO {ours:?} vs {theirs:?}")),
+                }
+            }
             Some(CapabilityFields::DeviceSerialNumber(d)) if !title.ends_with(&d.text) => {
                 errs.push(format!("{at}: serial {}", d.text));
             }

@@ -16,6 +16,7 @@ mod chain;
 mod extended;
 mod pcie;
 mod standard;
+mod virtio;
 
 pub use bars::{ResizableBar, ResizableBarEntry, Sriov};
 pub use chain::{Capabilities, ExtendedCapabilities};
@@ -27,6 +28,7 @@ pub use pcie::{
     PcieLinkCaps, PcieLinkStatus,
 };
 pub use standard::{Msi, Msix, PowerManagement, VendorSpecific};
+pub use virtio::{virtio_type_name, VirtioCap};
 
 use super::space::ConfigSpace;
 #[cfg(doc)]

@@ -74,7 +74,17 @@ pub fn cap_summary(f: &CapabilityFields) -> String {
             }
             s
         }
-        CapabilityFields::VendorSpecific(v) => format!("length {}", v.length),
+        CapabilityFields::VendorSpecific(v) => match &v.virtio {
+            Some(c) => format!(
+                "VirtIO: {} BAR={} offset={:08x} size={:08x}{}",
+                c.type_name,
+                c.bar,
+                c.offset,
+                c.length,
+                c.notify_off_multiplier.map(|m| format!(" multiplier={m:08x}")).unwrap_or_default()
+            ),
+            None => format!("length {}", v.length),
+        },
         CapabilityFields::Aer(a) => format!(
             "uncorrectable status {:#x} (mask {:#x}), correctable status {:#x} (mask {:#x})",
             a.uncorrectable_status, a.uncorrectable_mask, a.correctable_status, a.correctable_mask
