@@ -81,3 +81,23 @@ fn conventional_device_has_no_extended_space_and_unassigned_bars_are_listed() {
     let dec = decode(pcie.bytes()).unwrap();
     assert!(!dec.extended_capabilities.is_empty());
 }
+
+#[test]
+fn standard_capabilities_af_vpd_debug_hotplug_subsystem_sata() {
+    use vfio_core::pci::caps::CapabilityFields as F;
+    let dec = check("standard-caps", &image::standard_caps());
+    let kinds: Vec<_> = dec.capabilities.iter().map(|c| c.fields.clone()).collect();
+    let Some(F::AdvancedFeatures(af)) = &kinds[0] else { panic!("{kinds:?}") };
+    assert!(af.tp_capable && af.flr_capable && af.transactions_pending && !af.initiate_flr);
+    let Some(F::Vpd(v)) = &kinds[1] else { panic!("{kinds:?}") };
+    assert_eq!((v.address, v.flag, v.data), (0x10, true, 0x1234_5678));
+    let Some(F::DebugPort(d)) = &kinds[2] else { panic!("{kinds:?}") };
+    assert_eq!((d.bar, d.offset), (1, 0xa0));
+    assert!(kinds[3].is_none(), "hot-plug has no fields");
+    let Some(F::BridgeSubsystem(b)) = &kinds[4] else { panic!("{kinds:?}") };
+    assert_eq!((b.subsystem_vendor_id, b.subsystem_id), (0x1af4, 0x7a7a));
+    let Some(F::Sata(s)) = &kinds[5] else { panic!("{kinds:?}") };
+    assert_eq!((s.major, s.bar, s.offset), (1, Some(5), 4));
+    let Some(F::Sata(s)) = &kinds[6] else { panic!("{kinds:?}") };
+    assert!(s.in_config_space && s.bar.is_none());
+}

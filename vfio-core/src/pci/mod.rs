@@ -12,6 +12,7 @@ mod error;
 mod header;
 mod resource;
 mod space;
+pub mod vpd;
 
 pub use address::PciAddress;
 pub use caps::{Capability, CapabilityFields, RawCapability};

@@ -150,6 +150,15 @@ fn flag(s: &str, name: &str) -> Option<bool> {
     }
 }
 
+/// `+` or `-`, as lspci writes a flag.
+pub fn pm(b: bool) -> char {
+    if b {
+        '+'
+    } else {
+        '-'
+    }
+}
+
 /// Compares a decode with lspci's text; returns every disagreement.
 pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
     let mut errs = compare_header(dec, lspci);
@@ -357,6 +366,38 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                         }
                     }
                     (ours, theirs) => errs.push(format!("{at}: VirtIO {ours:?} vs {theirs:?}")),
+                }
+            }
+            Some(CapabilityFields::AdvancedFeatures(a)) => {
+                let want = [
+                    format!("AFCap: TP{} FLR{}", pm(a.tp_capable), pm(a.flr_capable)),
+                    format!("AFCtrl: FLR{}", pm(a.initiate_flr)),
+                    format!("AFStatus: TP{}", pm(a.transactions_pending)),
+                ];
+                if t.body.get(..3) != Some(&want[..]) {
+                    errs.push(format!("{at}: {want:?} vs {:?}", t.body));
+                }
+            }
+            Some(CapabilityFields::BridgeSubsystem(b)) => {
+                // lspci names the ids from pci.ids; the device id ends the text when unnamed.
+                let dev = format!("{:04x}", b.subsystem_id);
+                if !title.starts_with("Subsystem: ") || !title.ends_with(&dev) {
+                    errs.push(format!("{at}: subsystem {:04x}:{dev}", b.subsystem_vendor_id));
+                }
+            }
+            Some(CapabilityFields::DebugPort(d))
+                if title != format!("Debug port: BAR={} offset={:04x}", d.bar, d.offset) =>
+            {
+                errs.push(format!("{at}: {d:?}"));
+            }
+            Some(CapabilityFields::Sata(s)) => {
+                let loc = match s.bar {
+                    Some(b) => format!("BAR{b} Offset={:08x}", s.offset),
+                    None if s.in_config_space => "InCfgSpace".into(),
+                    None => format!("BAR??{}", s.bar_location),
+                };
+                if title != format!("SATA HBA v{}.{} {loc}", s.major, s.minor) {
+                    errs.push(format!("{at}: {s:?}"));
                 }
             }
             Some(CapabilityFields::DeviceSerialNumber(d)) if !title.ends_with(&d.text) => {
