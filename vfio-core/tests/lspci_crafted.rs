@@ -101,3 +101,49 @@ fn standard_capabilities_af_vpd_debug_hotplug_subsystem_sata() {
     let Some(F::Sata(s)) = &kinds[6] else { panic!("{kinds:?}") };
     assert!(s.in_config_space && s.bar.is_none());
 }
+
+#[test]
+fn capability_kinds_decoded_are_listed_in_the_user_guide() {
+    use vfio_core::pci::caps::{cap_name, decode_capability, ext_cap_name, RawCapability};
+    use vfio_core::pci::config::ConfigSpace;
+    // Each id on an image of zeros (except for the capability's own registers, zero): a
+    // capability kind is decoded when its fields are not null.
+    let bytes = [0u8; 4096];
+    let cs = ConfigSpace::new(&bytes);
+    let mut decoded = Vec::new();
+    for extended in [false, true] {
+        for id in 0..=0x31u16 {
+            let offset = if extended { 0x100 } else { 0x40 };
+            let raw = RawCapability { offset, id, version: 1, next: 0, extended };
+            if decode_capability(&cs, &raw).fields.is_some() {
+                let name = if extended { ext_cap_name(id) } else { cap_name(id as u8) };
+                decoded.push((extended, name.unwrap()));
+            }
+        }
+    }
+    println!("capability kinds decoded:");
+    for (extended, name) in &decoded {
+        println!("  {} {name}", if *extended { "extended" } else { "standard" });
+    }
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/user-guide.md"),
+    )
+    .unwrap()
+    .replace('\n', " ");
+    // The guide's names for the kinds whose specification name it shortens.
+    let in_guide = |name: &'static str| match name {
+        "Advanced Features (FLR)" => "PCI Advanced Features",
+        "Advanced Error Reporting" => "AER",
+        "Access Control Services" => "ACS",
+        "Alternative Routing-ID Interpretation" => "ARI",
+        "Address Translation Services" => "ATS",
+        "Page Request Interface" => "PRI",
+        "Designated Vendor-Specific" => "DVSECs",
+        "Vendor Specific" => "Vendor Specific",
+        n => n,
+    };
+    let missing: Vec<_> =
+        decoded.iter().filter(|(_, n)| !guide.contains(in_guide(n))).map(|(_, n)| *n).collect();
+    assert!(missing.is_empty(), "decoded, not in docs/user-guide.md: {missing:?}");
+    assert!(decoded.len() >= 20, "{decoded:?}");
+}
