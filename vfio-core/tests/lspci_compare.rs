@@ -108,3 +108,38 @@ fn every_device_of_this_machine_agrees_with_lspci() {
     println!("compared {n} devices with lspci");
     assert!(failures.is_empty(), "disagreements with lspci:\n{}", failures.join("\n"));
 }
+
+#[test]
+fn virtio_vendor_capabilities_of_a_lab_device() {
+    use vfio_core::pci::caps::CapabilityFields;
+    // virtio-iommu-pci in the lab's guest: see tests/data/config/README.md.
+    let bytes = std::fs::read(data_dir().join("lab-virtio-iommu.bin")).unwrap();
+    let dec = decode_with(&bytes, &DecodeOptions::default()).unwrap();
+    let virtio: Vec<_> = dec
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.fields {
+            Some(CapabilityFields::VendorSpecific(v)) => v.virtio.clone(),
+            _ => None,
+        })
+        .map(|v| (v.type_name, v.bar, v.offset, v.length, v.notify_off_multiplier))
+        .collect();
+    assert_eq!(
+        virtio,
+        [
+            ("PCICfg", 0, 0, 0, None),
+            ("Notify", 4, 0x3000, 0x1000, Some(4)),
+            ("DeviceCfg", 4, 0x2000, 0x1000, None),
+            ("ISR", 4, 0x1000, 0x1000, None),
+            ("CommonCfg", 4, 0, 0x1000, None),
+        ]
+    );
+    // A vendor capability of another vendor is not read as VirtIO.
+    let mut other = bytes.clone();
+    other[0] = 0x86;
+    let dec = decode_with(&other, &DecodeOptions::default()).unwrap();
+    assert!(dec.capabilities.iter().all(|c| match &c.fields {
+        Some(CapabilityFields::VendorSpecific(v)) => v.virtio.is_none(),
+        _ => true,
+    }));
+}

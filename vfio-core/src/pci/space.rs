@@ -127,7 +127,8 @@ pub struct DecodedBar {
 }
 
 /// Decodes the BAR at slot `index` of a BAR array starting at `base`, with `slots` slots.
-/// Returns the BAR (`None` when unimplemented: zero and no size) and how many slots it
+/// Returns the BAR (`None` when unimplemented: zero and no size; an I/O BAR reading 0x1
+/// is implemented and unassigned, and listed) and how many slots it
 /// uses (2 for a 64-bit BAR).
 pub(crate) fn decode_bar_at(
     cs: &ConfigSpace<'_>,
@@ -147,7 +148,8 @@ pub(crate) fn decode_bar_at(
             address: u64::from(v & !3),
             size,
         };
-        return ((v & !3 != 0 || size.is_some()).then_some(bar), 1);
+        // Bit 0 set: an implemented I/O BAR, listed even when unassigned (as lspci).
+        return (Some(bar), 1);
     }
     let prefetchable = v & 8 != 0;
     let (kind, address, used) = match (v >> 1) & 3 {

@@ -150,9 +150,18 @@ fn flag(s: &str, name: &str) -> Option<bool> {
     }
 }
 
+/// `+` or `-`, as lspci writes a flag.
+pub fn pm(b: bool) -> char {
+    if b {
+        '+'
+    } else {
+        '-'
+    }
+}
+
 /// Compares a decode with lspci's text; returns every disagreement.
 pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
-    let mut errs = Vec::new();
+    let mut errs = compare_header(dec, lspci);
     let ours: Vec<_> = dec.capabilities.iter().chain(dec.extended_capabilities.iter()).collect();
     // lspci's own damage markers ("<chain looped>", "<chain broken>") are not capabilities.
     let theirs: Vec<LspciCap> =
@@ -338,6 +347,59 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
                     errs.push(format!("{at}: {} VF BARs vs {regions}", s.vf_bars.len()));
                 }
             }
+            Some(CapabilityFields::VendorSpecific(v)) => {
+                let lspci_virtio = title.split_once("VirtIO: ").map(|(_, n)| n);
+                match (&v.virtio, lspci_virtio) {
+                    (None, None) => {}
+                    (Some(c), Some(name)) => {
+                        let known = (1..=4).contains(&c.cfg_type);
+                        if name != if known { c.type_name } else { "<unknown>" } {
+                            errs.push(format!("{at}: VirtIO {} vs {name}", c.type_name));
+                        }
+                        let mut want =
+                            format!("BAR={} offset={:08x} size={:08x}", c.bar, c.offset, c.length);
+                        if let Some(m) = c.notify_off_multiplier {
+                            want += &format!(" multiplier={m:08x}");
+                        }
+                        if t.body.first().map(String::as_str) != Some(want.as_str()) {
+                            errs.push(format!("{at}: {want:?} vs {:?}", t.body.first()));
+                        }
+                    }
+                    (ours, theirs) => errs.push(format!("{at}: VirtIO {ours:?} vs {theirs:?}")),
+                }
+            }
+            Some(CapabilityFields::AdvancedFeatures(a)) => {
+                let want = [
+                    format!("AFCap: TP{} FLR{}", pm(a.tp_capable), pm(a.flr_capable)),
+                    format!("AFCtrl: FLR{}", pm(a.initiate_flr)),
+                    format!("AFStatus: TP{}", pm(a.transactions_pending)),
+                ];
+                if t.body.get(..3) != Some(&want[..]) {
+                    errs.push(format!("{at}: {want:?} vs {:?}", t.body));
+                }
+            }
+            Some(CapabilityFields::BridgeSubsystem(b)) => {
+                // lspci names the ids from pci.ids; the device id ends the text when unnamed.
+                let dev = format!("{:04x}", b.subsystem_id);
+                if !title.starts_with("Subsystem: ") || !title.ends_with(&dev) {
+                    errs.push(format!("{at}: subsystem {:04x}:{dev}", b.subsystem_vendor_id));
+                }
+            }
+            Some(CapabilityFields::DebugPort(d))
+                if title != format!("Debug port: BAR={} offset={:04x}", d.bar, d.offset) =>
+            {
+                errs.push(format!("{at}: {d:?}"));
+            }
+            Some(CapabilityFields::Sata(s)) => {
+                let loc = match s.bar {
+                    Some(b) => format!("BAR{b} Offset={:08x}", s.offset),
+                    None if s.in_config_space => "InCfgSpace".into(),
+                    None => format!("BAR??{}", s.bar_location),
+                };
+                if title != format!("SATA HBA v{}.{} {loc}", s.major, s.minor) {
+                    errs.push(format!("{at}: {s:?}"));
+                }
+            }
             Some(CapabilityFields::DeviceSerialNumber(d)) if !title.ends_with(&d.text) => {
                 errs.push(format!("{at}: serial {}", d.text));
             }
@@ -360,4 +422,79 @@ pub fn compare(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
 /// lspci's damage markers in a listing: "<chain looped>" and "<chain broken>".
 pub fn damage_markers(lspci: &str) -> Vec<String> {
     parse_lspci(lspci).into_iter().filter(|c| c.title.starts_with('<')).map(|c| c.title).collect()
+}
+
+/// The lines of lspci's device header (one tab deep, before the capabilities).
+fn header_lines(lspci: &str) -> Vec<&str> {
+    lspci
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("Capabilities:") && !l.is_empty())
+        .filter(|l| l.starts_with('\t') && !l.starts_with("\t\t"))
+        .map(str::trim)
+        .collect()
+}
+
+/// Compares the header with lspci's: the BARs (index, I/O or memory, unassigned), the
+/// expansion ROM, the interrupt pin and, on a CardBus bridge, the buses.
+pub fn compare_header(dec: &DecodedConfig, lspci: &str) -> Vec<String> {
+    use vfio_core::pci::config::{BarKind, Header};
+    let mut errs = Vec::new();
+    let lines = header_lines(lspci);
+    let (bars, rom, irq) = match &dec.header {
+        Header::Endpoint(h) => (&h.bars[..], h.expansion_rom.as_ref(), Some(&h.interrupt)),
+        Header::Bridge(b) => (&b.bars[..], b.expansion_rom.as_ref(), Some(&b.interrupt)),
+        Header::CardBus(c) => (&c.bars[..], None, Some(&c.interrupt)),
+        Header::Other { .. } => (&[][..], None, None),
+    };
+    let regions: Vec<&str> = lines.iter().filter(|l| l.starts_with("Region ")).copied().collect();
+    if regions.len() != bars.len() {
+        errs.push(format!("header: {} BARs vs lspci {regions:?}", bars.len()));
+    }
+    for (b, l) in bars.iter().zip(regions.iter()) {
+        let want = format!("Region {}: ", b.index);
+        let io = matches!(b.kind, BarKind::Io);
+        let unassigned = l.contains("<unassigned>");
+        if !l.starts_with(&want) || l.contains("I/O ports") != io || unassigned != (b.address == 0)
+        {
+            errs.push(format!("header: BAR{} {:?} at {:#x} vs {l:?}", b.index, b.kind, b.address));
+        }
+    }
+    let lrom = lines.iter().find(|l| l.starts_with("Expansion ROM at "));
+    match (rom, lrom) {
+        (None, None) => {}
+        (Some(r), Some(l)) if l.contains("<unassigned>") == (r.address == 0) => {}
+        (r, l) => errs.push(format!("header: ROM {r:?} vs lspci {l:?}")),
+    }
+    let lpin = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("Interrupt: pin "))
+        .and_then(|r| r.split_whitespace().next());
+    if let Some(i) = irq {
+        if i.pin != lpin {
+            errs.push(format!("header: interrupt pin {:?} vs lspci {lpin:?}", i.pin));
+        }
+    }
+    if let Header::CardBus(c) = &dec.header {
+        let want = format!(
+            "Bus: primary={:02x}, secondary={:02x}, subordinate={:02x}, sec-latency={}",
+            c.primary_bus, c.cardbus_bus, c.subordinate_bus, c.cardbus_latency
+        );
+        if !lines.contains(&want.as_str()) {
+            errs.push(format!("header: {want:?} not in lspci's header"));
+        }
+        for (i, w) in c.memory_windows.iter().enumerate() {
+            let want = format!("Memory window {i}: {:08x}-{:08x}", w.base, w.limit);
+            if !lines.iter().any(|l| l.starts_with(&want)) {
+                errs.push(format!("header: {want:?} not in lspci's header"));
+            }
+        }
+        for (i, w) in c.io_windows.iter().enumerate() {
+            let want = format!("I/O window {i}: {:08x}-{:08x}", w.base, w.limit);
+            if !lines.iter().any(|l| l.starts_with(&want)) {
+                errs.push(format!("header: {want:?} not in lspci's header"));
+            }
+        }
+    }
+    errs
 }

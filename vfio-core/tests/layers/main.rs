@@ -45,6 +45,8 @@ const LAYERS: &[(&str, Layer, u8)] = &[
     ("pci::address", Layer::Decoders, 0),
     ("pci::space", Layer::Decoders, 0),
     ("pci::resource", Layer::Decoders, 0),
+    ("pci::header", Layer::Decoders, 0),
+    ("pci::vpd", Layer::Decoders, 0),
     ("pci::caps", Layer::Decoders, 1),
     ("pci::config", Layer::Decoders, 2),
     ("pci", Layer::Decoders, 3),

@@ -1,6 +1,7 @@
 //! Walking the two capability chains of a config-space image, bounded and loop-proof.
 
 use super::{id, RawCapability, EXT_CAP_START, HEADER_SIZE};
+use crate::pci::header::capabilities_pointer;
 use crate::pci::space::{ConfigSpace, Diagnostic, DiagnosticKind};
 
 impl<'a> ConfigSpace<'a> {
@@ -9,9 +10,23 @@ impl<'a> ConfigSpace<'a> {
         Capabilities::new(*self)
     }
 
-    /// The extended capability chain (from 0x100; empty for images of 256 bytes or less).
+    /// The extended capability chain: whatever chain the bytes from 0x100 hold (empty for
+    /// images of 256 bytes or less). Only PCI Express and PCI-X functions have extended
+    /// config space: see [`ConfigSpace::has_extended_space`], which the full decode checks.
     pub fn extended_capabilities(&self) -> ExtendedCapabilities<'a> {
         ExtendedCapabilities::new(*self)
+    }
+
+    /// Whether the function can have extended config space (0x100-0xfff): the image goes
+    /// past 0x100 and the standard chain has a PCI Express or PCI-X capability. A
+    /// conventional function has none, whatever the bytes above 0x100 read (a device that
+    /// ignores the upper address bits repeats its header there); lspci shows none either.
+    pub fn has_extended_space(&self) -> bool {
+        self.len() >= usize::from(EXT_CAP_START) + 4
+            && self
+                .capabilities()
+                .filter_map(Result::ok)
+                .any(|c| c.id == u16::from(id::PCIE) || c.id == u16::from(id::PCIX))
     }
 
     /// The first standard capability with this id.
@@ -49,7 +64,7 @@ struct Walk<'a> {
     seen: Seen,
     done: bool,
     /// The offset a damage before the first capability is reported at: the capabilities
-    /// pointer (0x34), or the extended chain's start.
+    /// pointer (0x34, 0x14 on a CardBus bridge), or the extended chain's start.
     origin: u16,
 }
 
@@ -73,10 +88,10 @@ pub struct Capabilities<'a>(Walk<'a>);
 
 impl<'a> Capabilities<'a> {
     fn new(cs: ConfigSpace<'a>) -> Self {
-        let mut walk =
-            Walk { cs, next: 0, prev: None, seen: Seen::default(), done: true, origin: 0x34 };
+        let origin = capabilities_pointer(cs.read_u8(0x0e).unwrap_or(0));
+        let mut walk = Walk { cs, next: 0, prev: None, seen: Seen::default(), done: true, origin };
         let has_list = cs.read_u16(0x06).map(|s| s & (1 << 4) != 0).unwrap_or(false);
-        if let (true, Some(p)) = (has_list, cs.read_u8(0x34)) {
+        if let (true, Some(p)) = (has_list, cs.read_u8(origin)) {
             walk.next = u16::from(p & !3);
             walk.done = walk.next == 0;
         }
@@ -101,7 +116,7 @@ impl Walk<'_> {
         let ptr = self.next;
         let from = match self.prev {
             Some(p) => format!("capability at {p:#04x}"),
-            None => "capabilities pointer (0x34)".to_string(),
+            None => format!("capabilities pointer ({:#04x})", self.origin),
         };
         if ptr < HEADER_SIZE {
             return self.fail(

@@ -13,12 +13,15 @@
 
 mod bars;
 mod chain;
+mod conventional;
 mod extended;
 mod pcie;
 mod standard;
+mod virtio;
 
 pub use bars::{ResizableBar, ResizableBarEntry, Sriov};
 pub use chain::{Capabilities, ExtendedCapabilities};
+pub use conventional::{AdvancedFeatures, BridgeSubsystem, DebugPort, Sata, VpdRegisters};
 pub use extended::{
     Acs, AcsBits, Aer, Ari, Ats, DeviceSerialNumber, Dvsec, Pasid, Pri, VendorSpecificExtended,
 };
@@ -27,6 +30,7 @@ pub use pcie::{
     PcieLinkCaps, PcieLinkStatus,
 };
 pub use standard::{Msi, Msix, PowerManagement, VendorSpecific};
+pub use virtio::{virtio_type_name, VirtioCap};
 
 use super::space::ConfigSpace;
 #[cfg(doc)]
@@ -43,6 +47,18 @@ pub mod id {
     pub const PM: u8 = 0x01;
     /// Message Signalled Interrupts.
     pub const MSI: u8 = 0x05;
+    /// Vital Product Data.
+    pub const VPD: u8 = 0x03;
+    /// PCI-X.
+    pub const PCIX: u8 = 0x07;
+    /// Debug port.
+    pub const DEBUG: u8 = 0x0a;
+    /// Bridge subsystem vendor/device ids.
+    pub const SSVID: u8 = 0x0d;
+    /// SATA HBA.
+    pub const SATA: u8 = 0x12;
+    /// PCI Advanced Features.
+    pub const AF: u8 = 0x13;
     /// Vendor specific.
     pub const VENDOR: u8 = 0x09;
     /// PCI Express.
@@ -225,6 +241,11 @@ pub enum CapabilityFields {
     DeviceSerialNumber(DeviceSerialNumber),
     VendorSpecificExtended(VendorSpecificExtended),
     Dvsec(Dvsec),
+    AdvancedFeatures(AdvancedFeatures),
+    BridgeSubsystem(BridgeSubsystem),
+    Vpd(VpdRegisters),
+    DebugPort(DebugPort),
+    Sata(Sata),
     /// The capability's registers extend past the end of the image.
     Truncated {
         /// Bytes the decoder needs from the capability's offset.
@@ -300,6 +321,11 @@ pub fn decode_fields(cs: &ConfigSpace<'_>, cap: &RawCapability) -> Option<Capabi
             id::MSIX => fields(standard::msix(r), F::Msix),
             id::VENDOR => fields(standard::vendor_specific(r), F::VendorSpecific),
             id::PCIE => fields(pcie::pci_express(r), F::PciExpress),
+            id::AF => fields(conventional::advanced_features(r), F::AdvancedFeatures),
+            id::SSVID => fields(conventional::bridge_subsystem(r), F::BridgeSubsystem),
+            id::VPD => fields(conventional::vpd_registers(r), F::Vpd),
+            id::DEBUG => fields(conventional::debug_port(r), F::DebugPort),
+            id::SATA => fields(conventional::sata(r), F::Sata),
             _ => return None,
         }
     } else {

@@ -1,6 +1,7 @@
 //! The standard capabilities decoded field by field: Power Management, MSI, MSI-X and the
 //! vendor-specific header.
 
+use super::virtio::{virtio, VirtioCap};
 use super::{Regs, Short};
 
 /// Power Management capability.
@@ -72,6 +73,8 @@ pub struct Msix {
 pub struct VendorSpecific {
     /// Length byte of the capability.
     pub length: u8,
+    /// On a virtio device: the VirtIO structure this capability locates.
+    pub virtio: Option<VirtioCap>,
 }
 
 /// Decodes a Power Management capability.
@@ -130,8 +133,9 @@ pub(super) fn msix(r: Regs) -> Result<Msix, Short> {
     })
 }
 
-/// Decodes a vendor-specific capability's header.
+/// Decodes a vendor-specific capability's header, and the VirtIO structure on a virtio
+/// device.
 pub(super) fn vendor_specific(r: Regs) -> Result<VendorSpecific, Short> {
     r.need(3)?;
-    Ok(VendorSpecific { length: r.b(2) })
+    Ok(VendorSpecific { length: r.b(2), virtio: virtio(r) })
 }

@@ -74,7 +74,17 @@ pub fn cap_summary(f: &CapabilityFields) -> String {
             }
             s
         }
-        CapabilityFields::VendorSpecific(v) => format!("length {}", v.length),
+        CapabilityFields::VendorSpecific(v) => match &v.virtio {
+            Some(c) => format!(
+                "VirtIO: {} BAR={} offset={:08x} size={:08x}{}",
+                c.type_name,
+                c.bar,
+                c.offset,
+                c.length,
+                c.notify_off_multiplier.map(|m| format!(" multiplier={m:08x}")).unwrap_or_default()
+            ),
+            None => format!("length {}", v.length),
+        },
         CapabilityFields::Aer(a) => format!(
             "uncorrectable status {:#x} (mask {:#x}), correctable status {:#x} (mask {:#x})",
             a.uncorrectable_status, a.uncorrectable_mask, a.correctable_status, a.correctable_mask
@@ -136,6 +146,34 @@ pub fn cap_summary(f: &CapabilityFields) -> String {
         CapabilityFields::Dvsec(v) => format!(
             "vendor {:04x} DVSEC id {:#x} rev {} length {}",
             v.vendor_id, v.dvsec_id, v.revision, v.length
+        ),
+        CapabilityFields::AdvancedFeatures(a) => format!(
+            "AFCap: TP{} FLR{}, AFCtrl: FLR{}, AFStatus: TP{}{}",
+            pm(a.tp_capable),
+            pm(a.flr_capable),
+            pm(a.initiate_flr),
+            pm(a.transactions_pending),
+            if a.flr_capable { " (function level reset through AF)" } else { "" }
+        ),
+        CapabilityFields::BridgeSubsystem(b) => {
+            format!("subsystem {:04x}:{:04x}", b.subsystem_vendor_id, b.subsystem_id)
+        }
+        CapabilityFields::Vpd(v) => format!(
+            "address {:#06x}, F{}, data {:08x} (the VPD itself: sysfs vpd)",
+            v.address,
+            pm(v.flag),
+            v.data
+        ),
+        CapabilityFields::DebugPort(d) => format!("BAR={} offset={:04x}", d.bar, d.offset),
+        CapabilityFields::Sata(s) => format!(
+            "SATA HBA v{}.{} {}",
+            s.major,
+            s.minor,
+            match s.bar {
+                Some(b) => format!("BAR{b} Offset={:08x}", s.offset),
+                None if s.in_config_space => "InCfgSpace".into(),
+                None => format!("BAR??{}", s.bar_location),
+            }
         ),
         CapabilityFields::Truncated { needed, available } => {
             format!("not decoded: needs {needed} bytes, the image holds {available}")

@@ -90,6 +90,17 @@ fn header_line(c: &DecodedConfig, n: &Names<'_>) -> String {
             b.subordinate_bus,
             if b.secondary_bus_reset { ", secondary bus reset asserted" } else { "" }
         ),
+        Header::CardBus(b) => format!(
+            "  CardBus bridge: buses {:02x} -> {:02x}..{:02x}{}{}",
+            b.primary_bus,
+            b.cardbus_bus,
+            b.subordinate_bus,
+            b.subsystem_vendor_id
+                .zip(b.subsystem_id)
+                .map(|(v, d)| format!(", subsystem {}", id_pair(v, d)))
+                .unwrap_or_default(),
+            if b.cardbus_reset { ", CardBus reset asserted" } else { "" }
+        ),
         Header::Other { header_type } => format!("  Header type {header_type} (not decoded)"),
     }
 }
@@ -137,7 +148,11 @@ fn bar_line(b: &DecodedBar) -> String {
         _ if b.prefetchable => ", prefetchable",
         _ => ", non-prefetchable",
     };
-    format!("BAR{}: {kind} at {:#x}{size}{pf}", b.index, b.address)
+    let at = match b.address {
+        0 => "<unassigned>".to_string(),
+        a => format!("{a:#x}"),
+    };
+    format!("BAR{}: {kind} at {at}{size}{pf}", b.index)
 }
 
 /// The BARs, the ROM BAR (with `-v`, or when sysfs shows no ROM) and the ROM.
@@ -145,13 +160,17 @@ fn bar_lines(info: &DeviceReport<'_>, verbose: u8) -> Vec<String> {
     let (bars, rom_bar): (&[DecodedBar], Option<&RomBar>) = match &info.config.header {
         Header::Endpoint(h) => (h.bars.as_slice(), h.expansion_rom.as_ref()),
         Header::Bridge(b) => (b.bars.as_slice(), b.expansion_rom.as_ref()),
+        Header::CardBus(b) => (b.bars.as_slice(), None),
         Header::Other { .. } => (&[][..], None),
     };
     let mut lines: Vec<String> = bars.iter().map(|b| format!("  {}", bar_line(b))).collect();
     if let Some(r) = rom_bar.filter(|_| verbose >= 1 || info.rom.is_none()) {
         lines.push(format!(
-            "  ROM BAR: at {:#x}{}, {}",
-            r.address,
+            "  ROM BAR: at {}{}, {}",
+            match r.address {
+                0 => "<unassigned>".to_string(),
+                a => format!("{a:#x}"),
+            },
             r.size.map(|s| format!(" [{}]", human_size(s))).unwrap_or_default(),
             if r.enabled { "enabled" } else { "disabled" }
         ));
@@ -170,6 +189,28 @@ fn bar_lines(info: &DeviceReport<'_>, verbose: u8) -> Vec<String> {
 }
 
 fn bridge_windows(c: &DecodedConfig) -> Vec<String> {
+    if let Header::CardBus(b) = &c.header {
+        let windows = b.memory_windows.iter().map(|w| ("memory", w));
+        return (windows.chain(b.io_windows.iter().map(|w| ("I/O", w))))
+            .enumerate()
+            .map(|(i, (name, w))| {
+                format!(
+                    "  Window {name} {}: {}",
+                    i % 2,
+                    if w.enabled {
+                        format!(
+                            "{:#x}-{:#x}{}",
+                            w.base,
+                            w.limit,
+                            if w.prefetchable { " (prefetchable)" } else { "" }
+                        )
+                    } else {
+                        "closed".into()
+                    }
+                )
+            })
+            .collect();
+    }
     let Header::Bridge(b) = &c.header else { return Vec::new() };
     [("I/O", &b.io_window), ("memory", &b.memory_window), ("prefetchable", &b.prefetchable_window)]
         .into_iter()
@@ -189,8 +230,14 @@ fn bridge_windows(c: &DecodedConfig) -> Vec<String> {
 /// INTx, MSI and MSI-X in one line.
 fn interrupts_line(c: &DecodedConfig) -> Option<String> {
     let mut irq = Vec::new();
-    if let Header::Endpoint(h) = &c.header {
-        if let Some(p) = h.interrupt.pin {
+    let interrupt = match &c.header {
+        Header::Endpoint(h) => Some(&h.interrupt),
+        Header::Bridge(b) => Some(&b.interrupt),
+        Header::CardBus(b) => Some(&b.interrupt),
+        Header::Other { .. } => None,
+    };
+    if let Some(i) = interrupt {
+        if let Some(p) = i.pin {
             irq.push(format!(
                 "INTx pin {p}{}",
                 if c.command.interrupt_disable { " (disabled)" } else { "" }
