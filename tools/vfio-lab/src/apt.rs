@@ -109,6 +109,16 @@ impl Private {
         ]
     }
 
+    /// Whether the suite's package lists were fetched: without them apt answers from the
+    /// host's dpkg status alone (an installed version would pass for the suite's).
+    fn has_lists(&self) -> bool {
+        std::fs::read_dir(self.dir.join("lists"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+    }
+
     fn update(&self) -> Result<()> {
         eprintln!("vfio-lab: apt-get update of {} (private lists)", self.dir.display());
         run_quiet(Command::new("apt-get").args(self.options()).args(["-q", "update"])).map(|_| ())
@@ -127,6 +137,9 @@ pub fn query(
         return host::apt_cache(args, accept);
     };
     let p = Private::new(cache, name)?;
+    if !p.has_lists() {
+        p.update()?;
+    }
     let ask = || run_quiet(Command::new("apt-cache").args(p.options()).args(args));
     let first = ask().unwrap_or_default();
     if accept(&first) {
@@ -162,9 +175,19 @@ pub fn download(cache: &Path, suite: Suite, name: &str, version: Option<&str>) -
     );
     let mut cmd = Command::new("apt-get");
     if let Some(s) = suite.name() {
-        cmd.args(Private::new(cache, s)?.options());
+        let p = Private::new(cache, s)?;
+        if !p.has_lists() {
+            p.update()?;
+        }
+        cmd.args(p.options());
     }
-    run_quiet(cmd.args(["download", name]).current_dir(&debs))?;
+    // The exact version asked for: an installed package of the host must not stand in
+    // for another suite's.
+    let what = match version {
+        Some(v) => format!("{name}={v}"),
+        None => name.to_string(),
+    };
+    run_quiet(cmd.args(["download", &what]).current_dir(&debs))?;
     find()?.ok_or_else(|| LabError::NoPackage {
         what: name.into(),
         hint: "apt-get download produced no .deb; check the network and the suite's lists".into(),

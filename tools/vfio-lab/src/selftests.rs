@@ -56,9 +56,11 @@ pub fn ensure() -> Result<Vec<PathBuf>> {
     let headers = out.join("headers");
     std::fs::create_dir_all(out.join("bin")).map_err(|e| LabError::io("create", &out, e))?;
     eprintln!("vfio-lab: building the kernel's VFIO selftests from linux-source {version}");
+    // Out of tree (O=): the source tree stays clean for the kernel builds that share it.
     run_quiet(
         Command::new("make")
             .arg("-s")
+            .arg(format!("O={}", out.join("obj").display()))
             .arg("headers_install")
             .arg(format!("INSTALL_HDR_PATH={}", headers.display()))
             .current_dir(&src),

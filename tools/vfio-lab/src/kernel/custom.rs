@@ -188,6 +188,8 @@ pub(super) fn ensure(cache: &Path, kind: KernelKind, fragment_files: &[PathBuf])
     let merged = build.join("vfio-lab-fragment.config");
     write(&merged, fragment)?;
     let steps: Vec<Vec<String>> = vec![
+        // Builds use O=; a source tree something built in place refuses them.
+        vec!["make".into(), "-s".into(), "mrproper".into()],
         vec!["make".into(), o.clone(), "allnoconfig".into()],
         vec![
             "scripts/kconfig/merge_config.sh".into(),
