@@ -32,6 +32,8 @@ mod fdpass;
 mod kvm;
 #[path = "../vmchecks/limits.rs"]
 mod limits;
+#[path = "../vmchecks/lowpower.rs"]
+mod lowpower;
 #[path = "../vmchecks/mdev.rs"]
 mod mdev;
 #[path = "../vmchecks/noalloc.rs"]
@@ -40,6 +42,8 @@ mod noalloc;
 mod report;
 #[path = "../vmchecks/reset.rs"]
 mod reset;
+#[path = "../vmchecks/vftoken.rs"]
+mod vftoken;
 
 use report::{ensure, Ctx, Outcome, Report};
 
@@ -145,8 +149,8 @@ fn release() -> String {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash, fdpass, kvm, mdev (for narrowing down a
-/// problem).
+/// memlock, shared, hotreset, reset, crash, fdpass, kvm, mdev, lowpower, vftoken (for
+/// narrowing down a problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -316,6 +320,12 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
     }
     if on("mdev") {
         mdev::run(rep, &vfio);
+    }
+    if let Some(first) = modes.first().filter(|_| on("lowpower")) {
+        lowpower::run(rep, &vfio, lab.e1000e, first);
+    }
+    if on("vftoken") {
+        vftoken::run(rep, &vfio, &modes);
     }
     rep.skip(
         "group viability error (edu2 on vfio-pci, testdev on a host driver)",
