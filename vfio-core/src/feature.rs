@@ -195,8 +195,9 @@ pub(crate) fn token_error(name: &str, token: Option<&VfToken>, err: Error) -> Er
             reason: format!("the VF token {t} is not its PF's"),
         },
         (Some(Errno::EINVAL), Some(_)) => err.with_hint(
-            "a VF token applies only to a VF whose PF is on vfio-pci, or to such a PF; \
-             open it without one",
+            "a VF token applies only to a VF whose PF is on vfio-pci, or to such a PF: \
+             open it without one (a kernel before VFIO_DEVICE_BIND_FLAG_TOKEN, such as \
+             6.12, takes a token only through the group)",
         ),
         _ => err,
     }

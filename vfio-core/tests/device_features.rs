@@ -133,6 +133,24 @@ fn a_vf_opens_only_with_its_pfs_token() {
 }
 
 #[test]
+fn before_the_bind_token_flag_the_cdev_takes_no_token_and_checks_none() {
+    let h = host();
+    h.set_kernel_config(MockKernelConfig::linux(6, 12));
+    let vfio = Vfio::new(h.kernel(), h.fs());
+    let pf = vfio.open(a(PF), Interface::Iommufd).unwrap();
+    let token = VfToken::random().unwrap();
+    pf.set_vf_token(&token).unwrap();
+    h.fs().write(Path::new(&format!("/sys/bus/pci/devices/{PF}/sriov_numvfs")), b"1").unwrap();
+    let e = vfio.open_with_token(a(VF), Interface::Iommufd, &token).unwrap_err();
+    assert_eq!(e.errno(), Some(Errno::EINVAL), "{e}");
+    assert!(e.to_string().contains("takes a token only through the group"), "{e}");
+    drop(vfio.open(a(VF), Interface::Iommufd).unwrap());
+    // The group still checks it.
+    assert!(matches!(vfio.open(a(VF), Interface::Container), Err(Error::VfToken { .. })));
+    drop(vfio.open_with_token(a(VF), Interface::Container, &token).unwrap());
+}
+
+#[test]
 fn a_pf_whose_vfs_are_open_needs_the_token_and_a_pf_without_takes_it() {
     let h = host();
     let vfio = Vfio::new(h.kernel(), h.fs());

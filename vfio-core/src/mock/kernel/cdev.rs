@@ -50,8 +50,9 @@ pub(super) fn bind_iommufd_token(
     }
     let k = &st.kernel;
     let FdObj::Device(d) = lookup(k, device)? else { return Err(Errno::ENOTTY) };
-    // device_cdev.c vfio_df_ioctl_bind_iommufd.
-    if bind.argsz < 16 || bind.flags & !1 != 0 || bind.iommufd < 0 {
+    // device_cdev.c vfio_df_ioctl_bind_iommufd (flags had to be 0 before the token flag).
+    let valid = if k.config.bind_token { 1 } else { 0 };
+    if bind.argsz < 16 || bind.flags & !valid != 0 || bind.iommufd < 0 {
         return Err(Errno::EINVAL);
     }
     // Only for cdev fds, and once.
@@ -63,10 +64,11 @@ pub(super) fn bind_iommufd_token(
     if g.is_some_and(|g| k.groups.get(&g).is_some_and(|g| g.opened || g.device_fds > 0)) {
         return Err(Errno::EBUSY);
     }
-    // vfio_df_check_token.
+    // vfio_df_check_token (kernels before the token flag checked no token here).
     match (with_token, token) {
         (true, None) => return Err(Errno::EFAULT),
-        (_, t) => match_token(st, d.addr, t)?,
+        (_, t) if st.kernel.config.bind_token => match_token(st, d.addr, t)?,
+        _ => {}
     }
     let k = &st.kernel;
     // iommufd_ctx_from_fd: EBADF for a bad fd, EBADFD for a non-iommufd file.

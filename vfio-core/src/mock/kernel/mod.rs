@@ -150,6 +150,9 @@ pub struct MockKernelConfig {
     /// vfio handles `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` itself (EINVAL for a device
     /// without pre-copy, seen on 7.2), instead of passing it to the driver (ENOTTY).
     pub precopy_info_v2: bool,
+    /// `VFIO_DEVICE_BIND_IOMMUFD` takes `VFIO_DEVICE_BIND_FLAG_TOKEN` and checks VF tokens
+    /// (7.2 does; 6.12 refuses any flag with EINVAL and checks no token on the cdev).
+    pub bind_token: bool,
 }
 
 impl Default for MockKernelConfig {
@@ -176,6 +179,7 @@ impl Default for MockKernelConfig {
             runtime_pm: true,
             dma_buf: true,
             precopy_info_v2: true,
+            bind_token: true,
         }
     }
 }
@@ -185,7 +189,8 @@ impl MockKernelConfig {
     /// other field as [`Default`]): the MSI-X BAR mmap-able whole from 4.16, dynamic MSI-X
     /// from 6.5, EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before),
     /// `VFIO_DEVICE_FEATURE_DMA_BUF` from 6.19 (where the build has it), vfio's own answer
-    /// to `MIG_PRECOPY_INFOv2` on 7.2 (ENOTTY from vfio-pci on 6.12).
+    /// to `MIG_PRECOPY_INFOv2` on 7.2 (ENOTTY from vfio-pci on 6.12), VF tokens in the
+    /// cdev's bind from 6.17.
     /// The VM lab checks these against the real 6.12 and 7.2 (`tests/conformance/`).
     ///
     /// ```
@@ -201,6 +206,7 @@ impl MockKernelConfig {
             wrap_einval: !at_least(6, 18),
             dma_buf: at_least(6, 19),
             precopy_info_v2: at_least(7, 2),
+            bind_token: at_least(6, 17),
             ..MockKernelConfig::default()
         }
     }
