@@ -77,8 +77,8 @@ impl Device {
     }
 
     /// As [`Device::open_named_cdev`], binding with a VF token
-    /// (`VFIO_DEVICE_BIND_FLAG_TOKEN`; 7.2 has it, 6.12 refuses the flag with EINVAL). A missing or wrong token is
-    /// [`Error::VfToken`].
+    /// (`VFIO_DEVICE_BIND_FLAG_TOKEN`; 7.2 has it, 6.12 refuses the flag with EINVAL). A
+    /// missing or wrong token is [`Error::VfToken`].
     pub fn open_cdev_token(
         ioas: &Arc<Ioas>,
         name: &str,
