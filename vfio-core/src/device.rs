@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::feature::{token_error, VfToken};
 use crate::group::Group;
 use crate::info::{
     parse_device_info, parse_region_info, DeviceInfo, RegionFlags, RegionIndex, RegionInfo,
@@ -55,9 +56,37 @@ impl Device {
     /// Opens a device of a group by the name the kernel knows it by: a PCI address
     /// (`0000:01:00.0`) or a mediated device's UUID.
     pub fn open_named_in_group(group: &Arc<Group>, name: &str) -> Result<Device> {
-        let fd = group.device_fd(name)?;
+        Device::open_in_group_token(group, name, None)
+    }
+
+    /// As [`Device::open_named_in_group`], presenting a VF token: the kernel's name
+    /// `"<address> vf_token=<uuid>"` (a VF whose PF is on vfio-pci, or such a PF while its
+    /// VFs are open). A missing or wrong token is [`Error::VfToken`].
+    pub fn open_in_group_token(
+        group: &Arc<Group>,
+        name: &str,
+        token: Option<&VfToken>,
+    ) -> Result<Device> {
+        let fd = match token {
+            None => group.device_fd(name),
+            Some(t) => group.device_fd(&format!("{name} vf_token={t}")),
+        }
+        .map_err(|e| token_error(name, token, e))?;
         let kernel = group.container().kernel().clone();
         Device::init(kernel, fd, name.to_string(), Owner::Group(group.clone()))
+    }
+
+    /// As [`Device::open_named_cdev`], binding with a VF token
+    /// (`VFIO_DEVICE_BIND_FLAG_TOKEN`; 7.2 has it, 6.12 refuses the flag with EINVAL). A
+    /// missing or wrong token is [`Error::VfToken`].
+    pub fn open_cdev_token(
+        ioas: &Arc<Ioas>,
+        name: &str,
+        cdev: u32,
+        token: Option<&VfToken>,
+    ) -> Result<Device> {
+        let fd = Device::open_cdev_node(ioas.iommufd().kernel(), name, cdev)?;
+        Device::bind_cdev_token(ioas, fd, name.to_string(), token)
     }
 
     /// Opens a device cdev (`/dev/vfio/devices/vfio<cdev>`), binds it to the IOAS's iommufd
@@ -111,6 +140,15 @@ impl Device {
     }
 
     fn bind_cdev(ioas: &Arc<Ioas>, fd: KernelFd, name: String) -> Result<Device> {
+        Device::bind_cdev_token(ioas, fd, name, None)
+    }
+
+    fn bind_cdev_token(
+        ioas: &Arc<Ioas>,
+        fd: KernelFd,
+        name: String,
+        token: Option<&VfToken>,
+    ) -> Result<Device> {
         let kernel = ioas.iommufd().kernel().clone();
         let target = format!("device {name}");
         let mut bind = vfio_device_bind_iommufd {
@@ -120,9 +158,16 @@ impl Device {
             out_devid: 0,
             token_uuid_ptr: 0,
         };
-        if let Err(e) = kernel.device_bind_iommufd(&fd, &mut bind) {
+        let bound = match token {
+            None => kernel.device_bind_iommufd(&fd, &mut bind),
+            Some(t) => kernel.device_bind_iommufd_with_token(&fd, &mut bind, &t.0),
+        };
+        if let Err(e) = bound {
             kernel.close(fd);
             let err = Error::kernel(KernelOp::DeviceBindIommufd, &target, e);
+            if matches!(e, Errno::EACCES | Errno::EINVAL) {
+                return Err(token_error(&name, token, err));
+            }
             return Err(if e == Errno::EPERM {
                 err.with_hint(
                     "the IOMMU has no interrupt remapping; if you accept the risk: \

@@ -137,6 +137,16 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// The kernel refused to open a VF whose PF is on vfio-pci (or such a PF while its
+    /// VFs are open) for its VF token (EACCES).
+    #[error("opening {device} was refused: {reason}; set a token on the PF (Device::set_vf_token) and open with the same one (Vfio::open_with_token)")]
+    VfToken {
+        /// The device.
+        device: String,
+        /// Missing, or not the PF's.
+        reason: String,
+    },
+
     /// Changing a PF's VF count would remove VFs that are on vfio-pci or used by the
     /// host.
     #[error("{action} would remove VFs in use: {}; {fix}, or force the change to remove them anyway", vfs.join(", "))]

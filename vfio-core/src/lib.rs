@@ -37,6 +37,7 @@ pub mod dma;
 mod dma_perm;
 pub mod error;
 pub mod fds;
+pub mod feature;
 pub mod group;
 #[cfg(feature = "host")]
 #[cfg_attr(docsrs, doc(cfg(feature = "host")))]
@@ -70,6 +71,7 @@ pub use device::Device;
 pub use dma::{AddressSpace, DmaBuffer, DmaMapping, DmaPerm, DmaPool};
 pub use error::{Error, Result};
 pub use fds::DeviceFds;
+pub use feature::{Feature, VfToken};
 pub use irq::{IrqIndex, IrqInfo};
 pub use pci::PciAddress;
 pub use region::{HostArea, RegionIndex, RegionMapping};

@@ -8,6 +8,7 @@ use crate::container::{Container, IommuType};
 use crate::device::Device;
 use crate::dma::AddressSpace;
 use crate::error::{Error, Result};
+use crate::feature::VfToken;
 use crate::hostfs::{HostFs, RealFs, SysfsDevice, SysfsMdev};
 use crate::iommufd::Iommufd;
 use crate::kernel::{GroupNode, RealKernel, VfioKernel};
@@ -248,6 +249,34 @@ impl Vfio {
         self.open_target(&Target::from(&loc), interface)
     }
 
+    /// Opens a device in a new address space of its own presenting a VF token: a VF
+    /// whose PF is on vfio-pci (with the token set on the PF, [`Device::set_vf_token`]),
+    /// or such a PF while its VFs are open. Through the group the token goes in the
+    /// device name (`vf_token=`); through the cdev with `VFIO_DEVICE_BIND_FLAG_TOKEN`.
+    /// A missing or wrong token is [`Error::VfToken`].
+    pub fn open_with_token(
+        &self,
+        address: PciAddress,
+        interface: Interface,
+        token: &VfToken,
+    ) -> Result<Device> {
+        let loc = self.locate(address)?;
+        self.check_bound(&loc)?;
+        let t = Target::from(&loc);
+        let space = self.new_space(&t, interface)?;
+        match &space {
+            AddressSpace::Container(c) => {
+                let node = target_group(&t)?;
+                let group = c.group(node, || self.not_viable(node.id()))?;
+                Device::open_in_group_token(&group, &t.name, Some(token))
+            }
+            AddressSpace::Ioas(ioas) => {
+                let cdev = target_cdev(&t)?;
+                Device::open_cdev_token(ioas, &t.name, cdev, Some(token))
+            }
+        }
+    }
+
     /// Opens a mediated device instance (`uuid`, as created with
     /// `host::mdev::create`) in a new address space of its own, through its virtual
     /// group or its cdev as `interface` says. The device's name is its UUID; its regions
@@ -267,9 +296,14 @@ impl Vfio {
     }
 
     fn open_target(&self, t: &Target, interface: Interface) -> Result<Device> {
+        let space = self.new_space(t, interface)?;
+        self.open_in_space(t, &space)
+    }
+
+    fn new_space(&self, t: &Target, interface: Interface) -> Result<AddressSpace> {
         // Without a cdev or a group there is nothing to open: say so before opening
         // /dev/iommu or /dev/vfio/vfio.
-        let space = if self.iommufd_for(t, interface) {
+        Ok(if self.iommufd_for(t, interface) {
             target_cdev(t)?;
             AddressSpace::Ioas(Iommufd::open(self.kernel.clone())?.alloc_ioas()?)
         } else {
@@ -279,8 +313,7 @@ impl Vfio {
                 _ => None,
             };
             AddressSpace::Container(Container::open(self.kernel.clone(), wanted)?)
-        };
-        self.open_in_space(t, &space)
+        })
     }
 
     /// Whether a device is opened through iommufd for an interface choice.

@@ -68,6 +68,7 @@ const ALL_OPS: &[KernelOp] = &[
     KernelOp::IommufdDestroy,
     KernelOp::EventFd,
     KernelOp::MemlockLimit,
+    KernelOp::DeviceFeature,
 ];
 
 /// Operations not injected: `munmap` of a mapping the library made fails only on a bad
@@ -358,6 +359,22 @@ fn reset_flow(interface: Interface) -> impl Fn(&Vfio) -> vfio_core::Result<()> {
 fn reset_fails_cleanly_at_every_call() {
     sweep("reset/container", &reset_flow(Interface::Container), &container_ok);
     sweep("reset/iommufd", &reset_flow(Interface::Iommufd), &iommufd_ok);
+}
+
+/// Low power allowed and disallowed again (`VFIO_DEVICE_FEATURE`).
+fn feature_flow(interface: Interface) -> impl Fn(&Vfio) -> vfio_core::Result<()> {
+    move |vfio: &Vfio| {
+        let d = vfio.open(nvme(), interface)?;
+        d.low_power_entry()?;
+        d.low_power_exit()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn device_features_fail_cleanly_at_every_call() {
+    sweep("feature/container", &feature_flow(Interface::Container), &container_ok);
+    sweep("feature/iommufd", &feature_flow(Interface::Iommufd), &iommufd_ok);
 }
 
 /// The dependent-device list decodes as `struct vfio_pci_dependent_device` lays it out

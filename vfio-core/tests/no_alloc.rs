@@ -204,6 +204,17 @@ unsafe impl VfioKernel for Paused {
     fn memlock_limit(&self) -> KResult<u64> {
         paused(|| self.0.memlock_limit())
     }
+    fn device_feature(&self, d: &KernelFd, buf: &mut [u8]) -> KResult<i32> {
+        paused(|| self.0.device_feature(d, buf))
+    }
+    fn device_bind_iommufd_with_token(
+        &self,
+        d: &KernelFd,
+        bind: &mut vfio_device_bind_iommufd,
+        token: &[u8; 16],
+    ) -> KResult<()> {
+        paused(|| self.0.device_bind_iommufd_with_token(d, bind, token))
+    }
 }
 
 #[test]

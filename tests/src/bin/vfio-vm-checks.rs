@@ -34,6 +34,8 @@ mod kvm;
 mod limits;
 #[path = "../vmchecks/liveupdate.rs"]
 mod liveupdate;
+#[path = "../vmchecks/lowpower.rs"]
+mod lowpower;
 #[path = "../vmchecks/mdev.rs"]
 mod mdev;
 #[path = "../vmchecks/noalloc.rs"]
@@ -42,6 +44,8 @@ mod noalloc;
 mod report;
 #[path = "../vmchecks/reset.rs"]
 mod reset;
+#[path = "../vmchecks/vftoken.rs"]
+mod vftoken;
 
 use report::{ensure, Ctx, Outcome, Report};
 
@@ -147,8 +151,8 @@ fn release() -> String {
 }
 
 /// Names check groups to leave out, comma-separated: edu, conformance, noalloc, limits,
-/// memlock, shared, hotreset, reset, crash, fdpass, liveupdate, kvm, mdev (for narrowing down a
-/// problem).
+/// memlock, shared, hotreset, reset, crash, fdpass, liveupdate, kvm, mdev, lowpower, vftoken
+/// (for narrowing down a problem).
 const SKIP_VAR: &str = "VFIO_VM_CHECKS_SKIP";
 
 impl Lab {
@@ -321,6 +325,12 @@ fn run_checks(rep: &mut Report, lab: &Lab) {
     }
     if on("mdev") {
         mdev::run(rep, &vfio);
+    }
+    if let Some(first) = modes.first().filter(|_| on("lowpower")) {
+        lowpower::run(rep, &vfio, lab.e1000e, first);
+    }
+    if on("vftoken") {
+        vftoken::run(rep, &vfio, &modes);
     }
     rep.skip(
         "group viability error (edu2 on vfio-pci, testdev on a host driver)",

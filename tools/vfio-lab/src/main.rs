@@ -193,7 +193,8 @@ pub fn payload(vm: &VmArgs) -> Result<Payload> {
 fn cmdline(iommu: IommuMode, extra: &str) -> String {
     let mut s = String::from(
         "console=ttyS0 panic=-1 quiet \
-         vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1",
+         vfio_iommu_type1.allow_unsafe_interrupts=1 iommufd.allow_unsafe_interrupts=1 \
+         vfio_pci.enable_sriov=1",
     );
     if iommu == IommuMode::None {
         s.push_str(" vfio.enable_unsafe_noiommu_mode=1");
@@ -424,6 +425,7 @@ mod tests {
         let v = cmdline(IommuMode::Virtio, "");
         assert!(v.contains("vfio_iommu_type1.allow_unsafe_interrupts=1"));
         assert!(v.contains("iommufd.allow_unsafe_interrupts=1"));
+        assert!(v.contains("vfio_pci.enable_sriov=1"));
         assert!(!v.contains("noiommu"));
         let n = cmdline(IommuMode::None, " loglevel=7 ");
         assert!(n.contains("vfio.enable_unsafe_noiommu_mode=1"));

@@ -94,6 +94,8 @@ fn info_vfio_section_in_type1v2_mode() {
         "    Hot reset: unavailable: ",
         "    IOMMU page sizes: 4K 2M 1G\n",
         "    IOVA ranges: 0x0-0xfedfffff, 0xfef00000-0xffffffffffff\n",
+        "    Features: low_power_entry (set), low_power_entry_with_wakeup (set), \
+         low_power_exit (set), dma_buf (get)\n",
     ] {
         assert!(r.out.contains(want), "missing {want:?} in\n{}", r.out);
     }
@@ -120,6 +122,10 @@ fn info_vfio_section_in_type1v2_mode() {
     assert!(s["reset"]["hot_reset_error"].as_str().unwrap().contains("ENODEV"), "{s}");
     assert_eq!(s["iommu"]["page_sizes"], serde_json::json!([4096, 2 << 20, 1 << 30]));
     assert_eq!(s["iommu"]["iova_ranges"][1]["start"], 0xfef0_0000u64);
+    assert_eq!(s["features"]["supported"][0]["name"], "low_power_entry");
+    assert_eq!(s["features"]["supported"][0]["set"], true);
+    assert_eq!(s["features"]["supported"][0]["get"], false);
+    assert!(s["features"]["error"].is_null());
 }
 
 #[test]

@@ -181,9 +181,10 @@ pub fn set_num_vfs(fs: &dyn HostFs, a: PciAddress, n: u16, force: bool) -> Resul
     }
     let f = device_path(a).join("sriov_numvfs");
     let hint = |e: Error| match e.errno() {
-        Some(nix::errno::Errno::ENOENT) => {
-            e.with_hint("the device needs a driver that supports SR-IOV; bind it first")
-        }
+        Some(nix::errno::Errno::ENOENT) => e.with_hint(
+            "the device needs a driver that supports SR-IOV; bind it first \
+                 (vfio-pci creates VFs only when loaded with enable_sriov=1)",
+        ),
         _ => e,
     };
     if st.num_vfs != 0 && n != 0 {

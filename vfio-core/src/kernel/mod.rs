@@ -174,6 +174,8 @@ pub enum KernelOp {
     EventFd,
     /// `getrlimit(RLIMIT_MEMLOCK)`.
     MemlockLimit,
+    /// `VFIO_DEVICE_FEATURE`.
+    DeviceFeature,
 }
 
 impl KernelOp {
@@ -224,6 +226,7 @@ impl KernelOp {
             IommufdDestroy => "IOMMU_DESTROY",
             EventFd => "eventfd",
             MemlockLimit => "getrlimit(RLIMIT_MEMLOCK)",
+            DeviceFeature => "VFIO_DEVICE_FEATURE",
         }
     }
 }
@@ -413,4 +416,20 @@ pub unsafe trait VfioKernel: Send + Sync + fmt::Debug {
     fn eventfd(&self) -> KResult<vmm_sys_util::eventfd::EventFd>;
     /// The soft `RLIMIT_MEMLOCK` in bytes (`u64::MAX` for unlimited).
     fn memlock_limit(&self) -> KResult<u64>;
+
+    /// `VFIO_DEVICE_FEATURE`; `buf` holds a `vfio_device_feature` header (`argsz`, `flags`
+    /// with the feature index and `PROBE`/`GET`/`SET`) followed by the feature's data,
+    /// which a `GET` fills. Returns the ioctl's value (0, or a descriptor a feature
+    /// creates, which the caller then owns).
+    fn device_feature(&self, device: &KernelFd, buf: &mut [u8]) -> KResult<i32>;
+    /// `VFIO_DEVICE_BIND_IOMMUFD` with `VFIO_DEVICE_BIND_FLAG_TOKEN`: as
+    /// [`VfioKernel::device_bind_iommufd`], presenting `token` (a VF token UUID, the
+    /// 16 bytes `VFIO_DEVICE_FEATURE_PCI_VF_TOKEN` takes) through `token_uuid_ptr`, which
+    /// the callee fills (the caller's `token_uuid_ptr` and flag are ignored).
+    fn device_bind_iommufd_with_token(
+        &self,
+        device: &KernelFd,
+        bind: &mut vfio_device_bind_iommufd,
+        token: &[u8; 16],
+    ) -> KResult<()>;
 }

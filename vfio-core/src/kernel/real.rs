@@ -15,7 +15,7 @@ use iommufd_bindings::iommufd::{
     IOMMUFD_CMD_IOAS_IOVA_RANGES, IOMMUFD_CMD_IOAS_MAP, IOMMUFD_CMD_IOAS_MAP_FILE,
     IOMMUFD_CMD_IOAS_UNMAP, IOMMUFD_TYPE,
 };
-use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_TYPE};
+use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_DEVICE_BIND_FLAG_TOKEN, VFIO_TYPE};
 
 use super::*;
 
@@ -36,6 +36,7 @@ ioctl_io_nr!(VFIO_IOMMU_GET_INFO, VFIO_TYPE as u32, VFIO_BASE + 12);
 ioctl_io_nr!(VFIO_DEVICE_PCI_HOT_RESET, VFIO_TYPE as u32, VFIO_BASE + 13);
 ioctl_io_nr!(VFIO_IOMMU_MAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 13);
 ioctl_io_nr!(VFIO_IOMMU_UNMAP_DMA, VFIO_TYPE as u32, VFIO_BASE + 14);
+ioctl_io_nr!(VFIO_DEVICE_FEATURE, VFIO_TYPE as u32, VFIO_BASE + 17);
 ioctl_io_nr!(VFIO_DEVICE_BIND_IOMMUFD, VFIO_TYPE as u32, VFIO_BASE + 18);
 ioctl_io_nr!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, VFIO_TYPE as u32, VFIO_BASE + 19);
 ioctl_io_nr!(VFIO_DEVICE_DETACH_IOMMUFD_PT, VFIO_TYPE as u32, VFIO_BASE + 20);
@@ -434,6 +435,29 @@ unsafe impl VfioKernel for RealKernel {
         let (soft, _hard) =
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK)?;
         Ok(if soft == libc::RLIM_INFINITY { u64::MAX } else { soft })
+    }
+
+    fn device_feature(&self, device: &KernelFd, buf: &mut [u8]) -> KResult<i32> {
+        fits::<[u32; 2]>(buf)?;
+        check_argsz(buf)?;
+        // SAFETY: the kernel reads and writes only the argsz bytes of `buf` (checked to
+        // be within it above).
+        check(unsafe { ioctl_with_mut_ptr(&fd(device), VFIO_DEVICE_FEATURE(), buf.as_mut_ptr()) })
+    }
+
+    fn device_bind_iommufd_with_token(
+        &self,
+        device: &KernelFd,
+        bind: &mut vfio_device_bind_iommufd,
+        token: &[u8; 16],
+    ) -> KResult<()> {
+        bind.flags |= VFIO_DEVICE_BIND_FLAG_TOKEN;
+        bind.token_uuid_ptr = token.as_ptr() as u64;
+        // SAFETY: the kernel writes only inside `bind` (out_devid) and reads 16 bytes at
+        // `token_uuid_ptr`, which `token` holds for the whole call.
+        let r = check(unsafe { ioctl_with_mut_ref(&fd(device), VFIO_DEVICE_BIND_IOMMUFD(), bind) });
+        bind.token_uuid_ptr = 0;
+        r.map(drop)
     }
 }
 

@@ -96,6 +96,7 @@ impl HostState {
             }
         } else {
             dev.vfio_index = None;
+            self.kernel.forget_vf_token(address);
         }
         kernel::refresh_noiommu(self);
         true

@@ -64,6 +64,7 @@ const LAYERS: &[(&str, Layer, u8)] = &[
     ("region", Layer::Objects, 1),
     ("irq", Layer::Objects, 1),
     ("reset", Layer::Objects, 1),
+    ("feature", Layer::Objects, 1),
     // DMA on top of the objects, then the opener, fd passing and KVM.
     ("dma", Layer::DmaAndAbove, 0),
     ("fds", Layer::DmaAndAbove, 1),

@@ -19,7 +19,8 @@ pub const STOCK_MODULES: &[(&str, &str)] = &[
     ("vfio", ""),
     ("vfio_iommu_type1", "allow_unsafe_interrupts=1"),
     ("vfio-pci-core", ""),
-    ("vfio-pci", ""),
+    // enable_sriov: a PF on vfio-pci creates VFs (the VF token check).
+    ("vfio-pci", "enable_sriov=1"),
     ("e1000e", ""),
     ("nvme", ""),
     // The SR-IOV NIC (QEMU 10's igb) and its VF driver.

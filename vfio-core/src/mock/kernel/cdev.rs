@@ -4,6 +4,7 @@
 
 use super::device::open_device;
 use super::fds::{device_fd, fd_is_open, lookup, new_fd};
+use super::feature::match_token;
 use super::group::{group_of, is_vfio};
 use super::iommufd::{alloc_id, auto_domain, detach_device};
 use super::state::{DevFd, FdObj, IoObj, KernelState};
@@ -32,10 +33,26 @@ pub(super) fn bind_iommufd(
     device: &KernelFd,
     bind: &mut vfio_device_bind_iommufd,
 ) -> KResult<()> {
+    bind_iommufd_token(st, device, bind, None)
+}
+
+/// `BIND_IOMMUFD`, with the token `VFIO_DEVICE_BIND_FLAG_TOKEN` points at (the mock
+/// cannot read a raw `token_uuid_ptr`: the flag without `token` is EFAULT).
+pub(super) fn bind_iommufd_token(
+    st: &mut HostState,
+    device: &KernelFd,
+    bind: &mut vfio_device_bind_iommufd,
+    token: Option<&[u8; 16]>,
+) -> KResult<()> {
+    let with_token = bind.flags & 1 != 0 || token.is_some();
+    if token.is_some() {
+        bind.flags |= 1;
+    }
     let k = &st.kernel;
     let FdObj::Device(d) = lookup(k, device)? else { return Err(Errno::ENOTTY) };
-    // device_cdev.c vfio_df_ioctl_bind_iommufd.
-    if bind.argsz < 16 || bind.flags & !1 != 0 || bind.iommufd < 0 {
+    // device_cdev.c vfio_df_ioctl_bind_iommufd (flags had to be 0 before the token flag).
+    let valid = if k.config.bind_token { 1 } else { 0 };
+    if bind.argsz < 16 || bind.flags & !valid != 0 || bind.iommufd < 0 {
         return Err(Errno::EINVAL);
     }
     // Only for cdev fds, and once.
@@ -47,6 +64,13 @@ pub(super) fn bind_iommufd(
     if g.is_some_and(|g| k.groups.get(&g).is_some_and(|g| g.opened || g.device_fds > 0)) {
         return Err(Errno::EBUSY);
     }
+    // vfio_df_check_token (kernels before the token flag checked no token here).
+    match (with_token, token) {
+        (true, None) => return Err(Errno::EFAULT),
+        (_, t) if st.kernel.config.bind_token => match_token(st, d.addr, t)?,
+        _ => {}
+    }
+    let k = &st.kernel;
     // iommufd_ctx_from_fd: EBADF for a bad fd, EBADFD for a non-iommufd file.
     let ictx = match k.fds.get(&bind.iommufd) {
         Some(FdObj::Iommufd(c)) => *c,

@@ -81,6 +81,9 @@ pub(super) fn close_device(
         ds.open_count = ds.open_count.saturating_sub(1);
         if ds.open_count == 0 {
             ds.irq = IrqState::default();
+            // vfio_pci_core_close_device: low power is disallowed again.
+            ds.pm_engaged = false;
+            ds.pm_wake = None;
             let saved = ds.saved_config.take();
             // vfio_pci_core_disable: a device whose reset works is reset on the way out,
             // then the config saved at open is restored.

@@ -9,6 +9,7 @@ use vfio_bindings::bindings::vfio::{VFIO_GROUP_FLAGS_CONTAINER_SET, VFIO_GROUP_F
 
 use super::device::open_device;
 use super::fds::{group_fd, new_fd};
+use super::feature::match_name;
 use super::state::{DevFd, FdObj, Iommu, KernelState};
 use super::type1::detach_group;
 use crate::kernel::{Errno, GroupNode, KResult, KernelFd};
@@ -119,11 +120,17 @@ pub(super) fn get_device_fd(
     let noiommu = st.kernel.groups.get(&gid).is_some_and(|g| g.noiommu);
     // vfio_device_get_from_name: a VFIO member with that name (a PCI address, or an
     // mdev's UUID), else ENODEV.
+    // vfio_pci_core_match takes `<address> vf_token=<uuid>` and checks the token; an
+    // error from it ends the search.
     let name = name.to_str().map_err(|_| Errno::ENODEV)?;
-    let addr = group_members(st, gid, noiommu)
-        .into_iter()
-        .find(|a| st.device_name(*a) == name && st.vfio_device(*a).is_some_and(is_vfio))
-        .ok_or(Errno::ENODEV)?;
+    let mut found = None;
+    for a in group_members(st, gid, noiommu) {
+        if st.vfio_device(a).is_some_and(is_vfio) && match_name(st, a, name)? {
+            found = Some(a);
+            break;
+        }
+    }
+    let addr = found.ok_or(Errno::ENODEV)?;
     // vfio_df_group_open / vfio_group_use_container: the container must have an IOMMU.
     let cid = st.kernel.groups.get(&gid).and_then(|g| g.container).ok_or(Errno::EINVAL)?;
     if st.kernel.containers.get(&cid).is_none_or(|c| c.iommu.is_none()) {

@@ -348,7 +348,7 @@ pub(super) fn raise_irq(st: &mut HostState, address: PciAddress, index: u32, vec
     }
 }
 
-fn signal(fd: &OwnedFd) -> bool {
+pub(super) fn signal(fd: &OwnedFd) -> bool {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a local to an eventfd we own a duplicate of.
     let n = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
@@ -387,7 +387,7 @@ fn intx_unmask(irq: &mut IrqState) {
 
 /// Duplicates a caller's eventfd (`eventfd_ctx_fdget`: EBADF for a bad fd, EINVAL for a
 /// descriptor that is not an eventfd).
-fn dup_eventfd(fd: i32) -> KResult<OwnedFd> {
+pub(super) fn dup_eventfd(fd: i32) -> KResult<OwnedFd> {
     if fd < 0 {
         return Err(Errno::EBADF);
     }

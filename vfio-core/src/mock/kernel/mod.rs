@@ -11,7 +11,9 @@
 //! apart from [`MockKernelConfig::cap_ipc_lock`]), slot resets, dirty-page tracking,
 //! PASID attach, host drivers refusing to bind into a group owned by a user, vfio's
 //! split between the virtual and the hardware config space (one image with write masks
-//! here), `VFIO_DEVICE_FEATURE` and `VFIO_DEVICE_IOEVENTFD`.
+//! here), migration, dirty-page logging and dma-buf export (`VFIO_DEVICE_FEATURE`
+//! answers as vfio-pci does for a plain PCI function), power states in config space, and
+//! `VFIO_DEVICE_IOEVENTFD`.
 //!
 //! Descriptors handed out by the mock are real descriptors of the process (each backed by
 //! an empty memfd), so that objects can lend them as `BorrowedFd` and a descriptor handed
@@ -38,6 +40,7 @@
 //! | `config.rs` | config space and its write masks (`vfio_pci_config.c`) |
 //! | `irq.rs` | IRQ info, `SET_IRQS`, eventfd delivery (`pci_intrs`) |
 //! | `reset.rs` | function reset, hot reset (`pci_core`) |
+//! | `feature.rs` | `VFIO_DEVICE_FEATURE`: low power, VF tokens (`vfio_main.c`, `pci_core`) |
 //! | `dma.rs` | pinning checks and device DMA through the IOMMU |
 //! | `model.rs` | [`DeviceModel`] and [`ModelCtx`] |
 //! | `host.rs` | the kernel's side of [`MockHost`] |
@@ -48,6 +51,7 @@ mod config;
 mod device;
 mod dma;
 mod fds;
+mod feature;
 mod group;
 mod host;
 mod info;
@@ -139,6 +143,19 @@ pub struct MockKernelConfig {
     /// Kernel 6.13 and later: iommufd has `IOMMU_IOAS_MAP_FILE` and
     /// `IOMMU_IOAS_CHANGE_PROCESS` (live update); `false` answers both with ENOTTY.
     pub ioas_map_file: bool,
+    /// CONFIG_PM: a device whose low power was allowed (`LOW_POWER_ENTRY*`) suspends, and
+    /// an access resumes it, signalling the wake-up eventfd of
+    /// `LOW_POWER_ENTRY_WITH_WAKEUP`. Without it the device never suspends.
+    pub runtime_pm: bool,
+    /// CONFIG_VFIO_PCI_DMABUF (6.19+, with PCI_P2PDMA): vfio-pci offers
+    /// `VFIO_DEVICE_FEATURE_DMA_BUF` (GET).
+    pub dma_buf: bool,
+    /// vfio handles `VFIO_DEVICE_FEATURE_MIG_PRECOPY_INFOv2` itself (EINVAL for a device
+    /// without pre-copy, seen on 7.2), instead of passing it to the driver (ENOTTY).
+    pub precopy_info_v2: bool,
+    /// `VFIO_DEVICE_BIND_IOMMUFD` takes `VFIO_DEVICE_BIND_FLAG_TOKEN` and checks VF tokens
+    /// (7.2 does; 6.12 refuses any flag with EINVAL and checks no token on the cdev).
+    pub bind_token: bool,
 }
 
 impl Default for MockKernelConfig {
@@ -163,6 +180,10 @@ impl Default for MockKernelConfig {
             vga: true,
             wrap_einval: false,
             ioas_map_file: true,
+            runtime_pm: true,
+            dma_buf: true,
+            precopy_info_v2: true,
+            bind_token: true,
         }
     }
 }
@@ -172,6 +193,10 @@ impl MockKernelConfig {
     /// other field as [`Default`]): the MSI-X BAR mmap-able whole from 4.16, dynamic MSI-X
     /// from 6.5, iommufd's `IOMMU_IOAS_MAP_FILE` and `IOMMU_IOAS_CHANGE_PROCESS` from 6.13,
     /// EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before).
+    /// from 6.5, EOVERFLOW for a DMA range wrapping past 2^64 from 6.18 (EINVAL before),
+    /// `VFIO_DEVICE_FEATURE_DMA_BUF` from 6.19 (where the build has it), vfio's own answer
+    /// to `MIG_PRECOPY_INFOv2` on 7.2 (ENOTTY from vfio-pci on 6.12), VF tokens in the
+    /// cdev's bind from 6.17.
     /// The VM lab checks these against the real 6.12 and 7.2 (`tests/conformance/`).
     ///
     /// ```
@@ -187,6 +212,9 @@ impl MockKernelConfig {
             dyn_msix: at_least(6, 5),
             wrap_einval: !at_least(6, 18),
             ioas_map_file: at_least(6, 13),
+            dma_buf: at_least(6, 19),
+            precopy_info_v2: at_least(7, 2),
+            bind_token: at_least(6, 17),
             ..MockKernelConfig::default()
         }
     }
@@ -436,5 +464,19 @@ unsafe impl VfioKernel for MockKernel {
 
     fn memlock_limit(&self) -> KResult<u64> {
         Ok(self.enter(KernelOp::MemlockLimit)?.kernel.config.memlock_limit)
+    }
+
+    fn device_feature(&self, device: &KernelFd, buf: &mut [u8]) -> KResult<i32> {
+        feature::device_feature(&mut *self.enter(KernelOp::DeviceFeature)?, device, buf)
+    }
+
+    fn device_bind_iommufd_with_token(
+        &self,
+        device: &KernelFd,
+        bind: &mut vfio_device_bind_iommufd,
+        token: &[u8; 16],
+    ) -> KResult<()> {
+        let mut st = self.enter(KernelOp::DeviceBindIommufd)?;
+        cdev::bind_iommufd_token(&mut st, device, bind, Some(token))
     }
 }

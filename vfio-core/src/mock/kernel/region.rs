@@ -14,6 +14,7 @@ use vfio_bindings::bindings::vfio::{
 use super::config::{self, cfg_size, find_cap};
 use super::device::sim;
 use super::fds::device_fd;
+use super::feature::resume;
 use super::info::{argsz, finish_info, pairs, Caps};
 use super::le::{rd16, rd32, wr32, wr64};
 use super::model::{model_bar, with_model};
@@ -138,6 +139,8 @@ pub(super) fn access(
     if empty {
         return Ok(0);
     }
+    // vfio_pci_rw: pm_runtime_resume_and_get.
+    resume(st, d.addr);
     region_rw(st, d.addr, offset, rw)
 }
 

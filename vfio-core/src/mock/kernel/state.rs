@@ -172,6 +172,22 @@ pub(super) struct DevState {
     pub(super) saved_config: Option<Vec<u8>>,
     /// Resets done on the device (FLR or bus reset).
     pub(super) resets: u64,
+    /// Low power allowed by `LOW_POWER_ENTRY[_WITH_WAKEUP]` (`pm_runtime_engaged`).
+    pub(super) pm_engaged: bool,
+    /// The wake-up eventfd of `LOW_POWER_ENTRY_WITH_WAKEUP` (`pm_wake_eventfd_ctx`).
+    pub(super) pm_wake: Option<OwnedFd>,
+    /// A PF's VF token as set by the user (`vf_token->uuid`); `None` is the random one
+    /// vfio-pci made at probe, which nobody knows.
+    pub(super) vf_token: Option<[u8; 16]>,
+}
+
+impl KernelState {
+    /// A device left vfio-pci: the next probe makes a new random VF token.
+    pub(crate) fn forget_vf_token(&mut self, addr: PciAddress) {
+        if let Some(d) = self.devs.get_mut(&addr) {
+            d.vf_token = None;
+        }
+    }
 }
 
 /// The mock kernel's state, kept inside [`HostState`](crate::mock::HostState) so that

@@ -58,6 +58,9 @@ impl HostState {
         let mut next_group =
             self.devices.values().filter_map(|d| d.spec.iommu_group).max().map_or(0, |g| g + 1);
         let pfspec = d.spec.clone();
+        // vfio-pci (with enable_sriov=1) captures its PF's VFs: `vfio_pci_bus_notifier`
+        // sets their driver_override to vfio-pci, so they probe there.
+        let pf_vfio = d.driver.as_deref() == Some("vfio-pci");
         for i in 0..n {
             let Some(va) = Self::vf_address(pf, i) else { return Err(err(libc::ENOSPC)) };
             let mut spec = DeviceSpec::at(va);
@@ -75,7 +78,7 @@ impl HostState {
             }
             let dev = SimDevice {
                 driver: None,
-                driver_override: None,
+                driver_override: pf_vfio.then(|| "vfio-pci".to_string()),
                 config: spec.config_image(),
                 vfio_index: None,
                 spec,
@@ -83,7 +86,7 @@ impl HostState {
             self.devices.insert(va, dev);
             if let Some(drv) = &sriov.vf_driver {
                 self.sys.native_drivers.insert(va, drv.clone());
-                self.set_driver(va, Some(drv));
+                self.set_driver(va, Some(if pf_vfio { "vfio-pci" } else { drv }));
             }
         }
         self.sys.numvfs.insert(pf, n);
@@ -91,7 +94,7 @@ impl HostState {
     }
 
     /// The PF whose enabled VF `a` is.
-    fn vf_parent(&self, a: PciAddress) -> Option<PciAddress> {
+    pub(crate) fn vf_parent(&self, a: PciAddress) -> Option<PciAddress> {
         self.sys
             .numvfs
             .iter()

@@ -441,6 +441,28 @@ pub fn render_vfio(v: &VfioSection, verbose: u8) -> Vec<String> {
             (None, None) => "    Hot reset: unavailable".into(),
         });
     }
+    if let Some(f) = &v.features {
+        out.push(match &f.error {
+            Some(e) => format!("    Features: unavailable: {e}"),
+            None if f.supported.is_empty() => "    Features: none".into(),
+            None => format!(
+                "    Features: {}",
+                f.supported
+                    .iter()
+                    .map(|f| {
+                        let ops = match (f.get, f.set) {
+                            (true, true) => " (get, set)",
+                            (true, false) => " (get)",
+                            (false, true) => " (set)",
+                            (false, false) => "",
+                        };
+                        format!("{}{ops}", f.name)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
     if let Some(m) = &v.iommu {
         if let Some(e) = &m.error {
             out.push(format!("    IOMMU: {e}"));

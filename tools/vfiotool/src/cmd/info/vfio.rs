@@ -62,6 +62,26 @@ pub struct VfioReset {
     pub hot_reset_error: Option<String>,
 }
 
+/// One device feature the device offers (`VFIO_DEVICE_FEATURE` with `PROBE`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioFeature {
+    /// `vfio.h`'s name, lower case (`low_power_entry`).
+    pub name: String,
+    /// A `GET` probe succeeds.
+    pub get: bool,
+    /// A `SET` probe succeeds.
+    pub set: bool,
+}
+
+/// The device features the device offers, or why they could not be probed.
+#[derive(Debug, Clone, Serialize)]
+pub struct VfioFeatures {
+    /// The features that probe, by index.
+    pub supported: Vec<VfioFeature>,
+    /// Why probing failed (then `supported` is empty).
+    pub error: Option<String>,
+}
+
 /// The IOMMU as seen through the address space the device was opened in.
 #[derive(Debug, Clone, Serialize)]
 pub struct VfioIommu {
@@ -92,6 +112,8 @@ pub struct VfioSection {
     pub reset: Option<VfioReset>,
     /// IOMMU page sizes and IOVA ranges.
     pub iommu: Option<VfioIommu>,
+    /// Device features (`VFIO_DEVICE_FEATURE` probes).
+    pub features: Option<VfioFeatures>,
 }
 
 /// The name of region `index` of a vfio-pci device: vfio-pci's name of the region, or
@@ -192,6 +214,7 @@ pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Vfio
                 irqs: Vec::new(),
                 reset: None,
                 iommu: None,
+                features: None,
             }
         }
     };
@@ -209,5 +232,19 @@ pub fn vfio_section(vfio: &Vfio, addr: PciAddress, interface: Interface) -> Vfio
             .collect(),
         reset: Some(reset(&dev)),
         iommu: Some(iommu(&space)),
+        features: Some(features(&dev)),
+    }
+}
+
+fn features(dev: &Device) -> VfioFeatures {
+    match dev.supported_features() {
+        Ok(list) => VfioFeatures {
+            supported: list
+                .into_iter()
+                .map(|f| VfioFeature { name: f.feature.name().into(), get: f.get, set: f.set })
+                .collect(),
+            error: None,
+        },
+        Err(e) => VfioFeatures { supported: Vec::new(), error: Some(e.to_string()) },
     }
 }
