@@ -125,11 +125,13 @@ fn capability_kinds_decoded_are_listed_in_the_user_guide() {
     for (extended, name) in &decoded {
         println!("  {} {name}", if *extended { "extended" } else { "standard" });
     }
-    let guide = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/user-guide.md"),
-    )
-    .unwrap()
-    .replace('\n', " ");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/user-guide.md");
+    let Ok(guide) = std::fs::read_to_string(&path) else {
+        // The crate as packaged for crates.io carries no workspace docs.
+        println!("skipped the guide check: {} is not here (packaged crate)", path.display());
+        return;
+    };
+    let guide = guide.replace('\n', " ");
     // The guide's names for the kinds whose specification name it shortens.
     let in_guide = |name: &'static str| match name {
         "Advanced Features (FLR)" => "PCI Advanced Features",
