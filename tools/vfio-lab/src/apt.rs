@@ -53,21 +53,17 @@ pub fn host_mirror(sources: &str) -> Option<String> {
 }
 
 fn mirror() -> String {
-    let mut text = String::new();
-    for dir in ["/etc/apt/sources.list.d"] {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-            files.sort();
-            for f in files
-                .iter()
-                .filter(|f| f.extension().is_some_and(|x| x == "sources" || x == "list"))
-            {
-                text.push_str(&std::fs::read_to_string(f).unwrap_or_default());
-                text.push('\n');
-            }
-        }
-    }
-    text.push_str(&std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|f| f.extension().is_some_and(|x| x == "sources" || x == "list"))
+        .collect();
+    files.sort();
+    files.push(PathBuf::from("/etc/apt/sources.list"));
+    let text: String =
+        files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default() + "\n").collect();
     host_mirror(&text).unwrap_or_else(|| "http://deb.debian.org/debian".to_string())
 }
 
