@@ -70,3 +70,14 @@ fn cmdline_redaction_ends_values_at_unicode_white_space() {
         assert!(parse_cmdline(&r).passthrough);
     }
 }
+
+/// Found by `vpd`: a VPD-R resource whose last field is an `RV` of length 0 at the very end
+/// of the bytes. The checksum was summed through the byte after the field, past the end
+/// (an index out of bounds). An empty `RV` has no checksum byte: the checksum is not ok.
+#[test]
+fn vpd_empty_rv_at_the_end() {
+    let v = vfio_core::pci::vpd::decode(&[0x90, 9, 0, 208, 254, 0, 0, 0, 0, 82, 86, 0]);
+    assert_eq!(v.checksum_ok, Some(false));
+    assert_eq!(v.fields.last().map(|f| (f.keyword.as_str(), f.length)), Some(("RV", 0)));
+    assert!(v.problem.is_some(), "no end tag: {v:?}");
+}

@@ -146,9 +146,10 @@ fn fields(
             return Err(format!("field {kw} at {p:#x} runs past the resource"));
         }
         if kw == "RV" && section == VpdSection::ReadOnly {
-            // The checksum byte makes everything from offset 0 through it sum to zero.
-            let sum = all[..=p + 3].iter().fold(0u8, |s, b| s.wrapping_add(*b));
-            vpd.checksum_ok = Some(flen > 0 && sum == 0);
+            // The checksum byte (the value's first) makes everything from offset 0
+            // through it sum to zero; an empty RV has no checksum byte.
+            let sum = |upto: &[u8]| upto.iter().fold(0u8, |s, b| s.wrapping_add(*b));
+            vpd.checksum_ok = Some(flen > 0 && sum(&all[..p + 4]) == 0);
         }
         let raw = matches!(kw.as_str(), "RV" | "RW");
         vpd.fields.push(VpdField {
