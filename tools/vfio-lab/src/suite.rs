@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use crate::error::Result;
+use crate::error::{LabError, Result};
 use crate::initramfs::GuestAction;
 use crate::kernel::{self, KernelKind};
 use crate::qemu::{self, Qemu, QemuKind};
@@ -103,7 +103,14 @@ pub fn run(vm: &VmArgs, only: &[KernelKind]) -> Result<i32> {
                     k.description
                 );
                 let action = GuestAction::Run(vec!["/lab/suite.sh".into()]);
-                let r = boot(&k, &q, b.iommu, action, vm, &payload);
+                let mut r = boot(&k, &q, b.iommu, action.clone(), vm, &payload);
+                if let Some(e) = r.as_ref().err().filter(|e| emulator_failure(e)) {
+                    // QEMU itself died or the guest never reported (QEMU 10's TCG has
+                    // aborted in iotlb_to_section under load): the emulator's failure, not a
+                    // check's. Said, and booted once more; a second failure stands.
+                    println!("\n==> vfio-lab suite: QEMU failed ({e}); booting this configuration once more");
+                    r = boot(&k, &q, b.iommu, action, vm, &payload);
+                }
                 (k.description, q.version, r)
             }
             Err(e) => ("-".to_string(), "-".to_string(), Err(e)),
@@ -124,6 +131,12 @@ pub fn run(vm: &VmArgs, only: &[KernelKind]) -> Result<i32> {
     }
     print!("\n{}", summary(&rows));
     Ok(if rows.iter().all(|r| r.ok) { 0 } else { 1 })
+}
+
+/// Whether a boot failed in the emulator (QEMU exited without the guest's status, or the
+/// guest never reported), as opposed to a check that failed (a non-zero guest status).
+pub fn emulator_failure(e: &LabError) -> bool {
+    matches!(e, LabError::NoMarker { .. } | LabError::Timeout(_))
 }
 
 /// One line of the summary.
@@ -193,6 +206,13 @@ mod tests {
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].kernel, KernelKind::Newest);
         assert_eq!(plan(&[KernelKind::Custom, KernelKind::Stock]).len(), 3);
+    }
+
+    #[test]
+    fn only_emulator_failures_are_booted_again() {
+        assert!(emulator_failure(&LabError::NoMarker { status: "signal: 6".into() }));
+        assert!(emulator_failure(&LabError::Timeout(600)));
+        assert!(!emulator_failure(&LabError::Usage("x".into())));
     }
 
     #[test]
