@@ -51,9 +51,9 @@ pub fn missing_options(fragment: &str, config: &str) -> Vec<String> {
         .collect()
 }
 
-/// The source package of a custom kind and its version: Debian 12's `linux-source-6.12`,
-/// or the newest `linux-source-X.Y` in sid.
-fn source_package(cache: &Path, kind: KernelKind) -> Result<(String, String)> {
+/// The suite, source package and version of a custom kind: Debian 12's
+/// `linux-source-6.12`, or the newest `linux-source-X.Y` in sid.
+fn source_package(cache: &Path, kind: KernelKind) -> Result<(Suite, String, String)> {
     let (suite, pkg) = if kind == KernelKind::CustomNewest {
         let search = apt::query(
             cache,
@@ -80,14 +80,13 @@ fn source_package(cache: &Path, kind: KernelKind) -> Result<(String, String)> {
         what: pkg.clone(),
         hint: "apt-cache show printed no Version; run `apt-get update`".into(),
     })?;
-    Ok((pkg, version))
+    Ok((suite, pkg, version))
 }
 
 /// The source tree of a kernel kind, downloaded and unpacked once into
 /// `$VFIO_LAB_CACHE/src/<version>/<package>`; returns it and the package version.
 pub fn source_tree(cache: &Path, kind: KernelKind) -> Result<(PathBuf, String)> {
-    let (pkg, version) = source_package(cache, kind)?;
-    let suite = if kind == KernelKind::CustomNewest { Suite::Sid } else { Suite::Host };
+    let (suite, pkg, version) = source_package(cache, kind)?;
     let _lock = lock(cache, &format!("custom-{version}"))?;
     Ok((unpacked_source(cache, suite, &pkg, &version)?, version))
 }
@@ -159,8 +158,7 @@ pub(super) fn ensure(cache: &Path, kind: KernelKind, fragment_files: &[PathBuf])
     }
     let fragment_s = effective_fragment(&texts);
     let fragment = fragment_s.as_bytes();
-    let (pkg, version) = source_package(cache, kind)?;
-    let suite = if kind == KernelKind::CustomNewest { Suite::Sid } else { Suite::Host };
+    let (suite, pkg, version) = source_package(cache, kind)?;
     let key = custom_key(&version, fragment);
     let dir = cache.join("custom").join(&key);
     let image = dir.join("bzImage");
